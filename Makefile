@@ -1,0 +1,41 @@
+# greenfly: `make run` starts the broker on the embedded default config, `make test` runs
+# the whole suite (installing what it needs first). Nothing else is needed on a fresh Debian.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint unit integration test-deps clean
+
+run: $(VENV)/.installed
+	$(BIN)/greenfly $(ARGS)
+
+# The venv: Debian's python3 lacks ensurepip until python3-venv is installed.
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || tests/setup/install-system-packages.sh python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+test-deps: $(VENV)/.test-installed
+	tests/setup/install-test-deps.sh
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check broker tests
+	$(BIN)/lint-imports
+
+test: test-deps lint
+	$(BIN)/pytest
+
+unit: $(VENV)/.test-installed
+	$(BIN)/pytest tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,98 @@
+"""PUBACK, PUBREC, PUBREL, PUBCOMP: one shape, four packet types, decode and encode together.
+
+In 3.x the body is exactly a non-zero packet id [MQTT-2.3.1-1]. In 5 a reason code and
+properties may follow; a body of two bytes means success [MQTT-3.4.2-1]. PUBREL carries the
+fixed-header flags 0b0010 [MQTT-3.6.1-1], which the frame decoder checks with the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import MalformedPacket, ReasonCode
+from .primitives import Reader, encode_u16, fixed_header
+from .properties import NO_PROPERTIES, decode_properties, encode_properties
+
+PUBACK = 4
+PUBREC = 5
+PUBREL = 6
+PUBCOMP = 7
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    PACKET_TYPE: ClassVar[int] = PUBACK
+    packet_id: int
+    reason_code: int = ReasonCode.SUCCESS
+    properties: Mapping[str, Any] = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class PubRec:
+    PACKET_TYPE: ClassVar[int] = PUBREC
+    packet_id: int
+    reason_code: int = ReasonCode.SUCCESS
+    properties: Mapping[str, Any] = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class PubRel:
+    PACKET_TYPE: ClassVar[int] = PUBREL
+    packet_id: int
+    reason_code: int = ReasonCode.SUCCESS
+    properties: Mapping[str, Any] = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class PubComp:
+    PACKET_TYPE: ClassVar[int] = PUBCOMP
+    packet_id: int
+    reason_code: int = ReasonCode.SUCCESS
+    properties: Mapping[str, Any] = NO_PROPERTIES
+
+
+AckPacket = PubAck | PubRec | PubRel | PubComp
+ACK_CLASSES: dict[int, type] = {PUBACK: PubAck, PUBREC: PubRec, PUBREL: PubRel, PUBCOMP: PubComp}
+_NAMES = {PUBACK: "PUBACK", PUBREC: "PUBREC", PUBREL: "PUBREL", PUBCOMP: "PUBCOMP"}
+_FIRST_BYTE = {PUBACK: 0x40, PUBREC: 0x50, PUBREL: 0x62, PUBCOMP: 0x70}
+
+
+def _decoder(packet_type: int):  # noqa: ANN202 - returns one of the four decoders
+    cls = ACK_CLASSES[packet_type]
+    name = _NAMES[packet_type]
+
+    def decode(flags: int, reader: Reader, level: int) -> AckPacket:
+        packet_id = reader.u16("packet identifier")
+        if not packet_id:
+            raise MalformedPacket(f"{name}: packet identifier 0 [MQTT-2.3.1-1]")
+        if level >= 5:
+            reason = reader.u8("reason code") if not reader.at_end() else ReasonCode.SUCCESS
+            props = decode_properties(reader, name) if not reader.at_end() else NO_PROPERTIES
+        else:
+            reason, props = ReasonCode.SUCCESS, NO_PROPERTIES
+        if not reader.at_end():
+            raise MalformedPacket(f"{name}: {reader.remaining()} unexpected bytes")
+        return cls(packet_id, reason, props)
+
+    return decode
+
+
+decode_puback = _decoder(PUBACK)
+decode_pubrec = _decoder(PUBREC)
+decode_pubrel = _decoder(PUBREL)
+decode_pubcomp = _decoder(PUBCOMP)
+
+# The common case, precomputed: 3.x acks (and 5 success acks) are four fixed bytes.
+_PREFIX = {t: bytes((b, 2)) for t, b in _FIRST_BYTE.items()}
+
+
+def encode_ack(packet: AckPacket, level: int) -> bytes:
+    packet_type = packet.PACKET_TYPE
+    if level < 5 or (packet.reason_code == ReasonCode.SUCCESS and not packet.properties):
+        return _PREFIX[packet_type] + encode_u16(packet.packet_id)
+    body = encode_u16(packet.packet_id) + bytes((packet.reason_code,))
+    if packet.properties:
+        body += encode_properties(packet.properties, _NAMES[packet_type])
+    return fixed_header(_FIRST_BYTE[packet_type], len(body)) + body

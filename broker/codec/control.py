@@ -1,0 +1,108 @@
+"""PINGREQ, PINGRESP, DISCONNECT, AUTH: the packets with little or no body.
+
+In 3.x PINGREQ, PINGRESP and DISCONNECT have an empty body; any byte there is malformed.
+In 5 DISCONNECT may carry a reason code and properties [MQTT-3.14.2-1]; AUTH exists only in 5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import MalformedPacket, ReasonCode
+from .primitives import Reader, fixed_header
+from .properties import NO_PROPERTIES, decode_properties, encode_properties
+
+PINGREQ = 12
+PINGRESP = 13
+DISCONNECT = 14
+AUTH = 15
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    PACKET_TYPE: ClassVar[int] = PINGREQ
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    PACKET_TYPE: ClassVar[int] = PINGRESP
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    PACKET_TYPE: ClassVar[int] = DISCONNECT
+    reason_code: int = ReasonCode.SUCCESS
+    properties: Mapping[str, Any] = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    PACKET_TYPE: ClassVar[int] = AUTH
+    reason_code: int = ReasonCode.SUCCESS
+    properties: Mapping[str, Any] = NO_PROPERTIES
+
+
+PING_REQ = PingReq()
+PING_RESP = PingResp()
+
+
+def _empty(name: str, packet: object):  # noqa: ANN202 - returns a decoder
+    def decode(flags: int, reader: Reader, level: int) -> object:
+        if not reader.at_end():
+            raise MalformedPacket(f"{name}: {reader.remaining()} unexpected bytes in the body")
+        return packet
+
+    return decode
+
+
+decode_pingreq = _empty("PINGREQ", PING_REQ)
+decode_pingresp = _empty("PINGRESP", PING_RESP)
+
+
+def encode_pingreq(packet: PingReq, level: int) -> bytes:
+    return b"\xc0\x00"
+
+
+def encode_pingresp(packet: PingResp, level: int) -> bytes:
+    return b"\xd0\x00"
+
+
+def _reason_and_props(reader: Reader, name: str) -> tuple[int, Mapping[str, Any]]:
+    reason = reader.u8("reason code") if not reader.at_end() else ReasonCode.SUCCESS
+    props = decode_properties(reader, name) if not reader.at_end() else NO_PROPERTIES
+    if not reader.at_end():
+        raise MalformedPacket(f"{name}: {reader.remaining()} unexpected bytes")
+    return reason, props
+
+
+def decode_disconnect(flags: int, reader: Reader, level: int) -> Disconnect:
+    if level < 5:
+        if not reader.at_end():
+            raise MalformedPacket(f"DISCONNECT: {reader.remaining()} unexpected bytes in the body")
+        return Disconnect()
+    return Disconnect(*_reason_and_props(reader, "DISCONNECT"))
+
+
+def _encode_reason(first: int, reason: int, props: Mapping[str, Any], name: str) -> bytes:
+    if reason == ReasonCode.SUCCESS and not props:
+        return bytes((first, 0))
+    body = bytes((reason,)) + (encode_properties(props, name) if props else b"")
+    return fixed_header(first, len(body)) + body
+
+
+def encode_disconnect(packet: Disconnect, level: int) -> bytes:
+    if level < 5:
+        return b"\xe0\x00"
+    return _encode_reason(0xE0, packet.reason_code, packet.properties, "DISCONNECT")
+
+
+def decode_auth(flags: int, reader: Reader, level: int) -> Auth:
+    if level < 5:
+        raise MalformedPacket("AUTH: packet type 15 is reserved before MQTT 5")
+    return Auth(*_reason_and_props(reader, "AUTH"))
+
+
+def encode_auth(packet: Auth, level: int) -> bytes:
+    return _encode_reason(0xF0, packet.reason_code, packet.properties, "AUTH")

@@ -1,0 +1,273 @@
+"""Configuration: one TOML file -> frozen dataclasses.
+
+Rules:
+- Defaults live in the dataclasses below and nowhere else; `DEFAULT_CONFIG_TOML` is the embedded
+  configuration used when no file is given (and `load_text` of it must equal those defaults
+  apart from the listeners it declares).
+- Every key is checked by the `check` in its field's metadata; unknown sections and keys are
+  errors. Every error names the file, the line and the key path (`listener[1].port`, counting
+  from 0) and says what was expected, so a bad file stops start-up with a clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python < 3.11
+    import tomli as tomllib
+
+Check = Callable[[Any], Any]
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def integer(lo: int, hi: int) -> Check:
+    def check(value: Any) -> int:
+        if type(value) is not int or not lo <= value <= hi:
+            raise ValueError(f"expected an integer in {lo}..{hi}, got {_describe(value)}")
+        return value
+    return check
+
+
+def number(lo: float, hi: float) -> Check:
+    def check(value: Any) -> float:
+        if type(value) not in (int, float) or not lo <= value <= hi:
+            raise ValueError(f"expected a number in {lo}..{hi}, got {_describe(value)}")
+        return float(value)
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if type(value) is not bool:
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {_describe(value)}")
+    return value
+
+
+def choice(*options: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(map(repr, options))}, got {_describe(value)}")
+        return value
+    return check
+
+
+def option(check: Check, default: Any, doc: str) -> Any:
+    """A config key: its check, its default, and one line saying what it does."""
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSection:
+    data_dir: str = option(text, "./data", "where the session store lives")
+    sys_interval: int = option(integer(0, 86_400), 10,
+                               "seconds between $SYS/broker/... updates; 0 disables them")
+    connect_timeout: float = option(number(0.1, 3600), 10.0,
+                                    "seconds a new socket has to complete CONNECT")
+    allow_anonymous: bool = option(boolean, True, "accept clients without a user name")
+    persistent_client_expiration: int = option(
+        integer(0, 2**31), 0, "seconds after disconnect when a persistent session is "
+        "discarded; 0 keeps it forever")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSection:
+    max_keepalive: int = option(integer(0, 65_535), 65_535,
+                                "largest keepalive a client may ask for (0 = no limit)")
+    max_inflight_messages: int = option(integer(0, 65_535), 20,
+                                        "QoS 1/2 messages in flight per client (0 = no limit)")
+    max_queued_messages: int = option(integer(0, 2**31), 1000,
+                                      "QoS 1/2 messages queued per client beyond those in flight "
+                                      "(0 = no limit)")
+    max_queued_bytes: int = option(integer(0, 2**62), 0,
+                                   "payload bytes queued per client (0 = no limit)")
+    max_packet_size: int = option(integer(20, 268_435_460), 268_435_455,
+                                  "largest packet accepted, header included")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSection:
+    bind: str = option(text, "127.0.0.1", "address to listen on")
+    port: int = option(integer(0, 65_535), 1883, "TCP port (0 picks a free one)")
+    protocol: str = option(choice("mqtt"), "mqtt", "mqtt (plain TCP)")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    level: str = option(choice("debug", "info", "warning", "error"), "info",
+                        "log level: debug, info, warning or error")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    broker: BrokerSection = field(default_factory=BrokerSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    listeners: tuple[ListenerSection, ...] = ()
+    log: LogSection = field(default_factory=LogSection)
+    source: str = "<default>"
+
+
+# TOML table name -> (Config attribute, section class, is an array of tables)
+SECTIONS: dict[str, tuple[str, type, bool]] = {
+    "broker": ("broker", BrokerSection, False),
+    "limits": ("limits", LimitsSection, False),
+    "listener": ("listeners", ListenerSection, True),
+    "log": ("log", LogSection, False),
+}
+
+DEFAULT_CONFIG_TOML = """\
+# greenfly's embedded default configuration (what runs when no -c FILE is given).
+[broker]
+data_dir = "./data"
+
+[[listener]]
+bind = "127.0.0.1"
+port = 1883
+protocol = "mqtt"
+"""
+
+
+def load_file(path: str) -> Config:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", file=path) from None
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 (byte {exc.start})", file=path) from None
+    return load_text(content, path)
+
+
+def load_default() -> Config:
+    return load_text(DEFAULT_CONFIG_TOML, "<default>")
+
+
+def load_text(content: str, source: str) -> Config:
+    try:
+        data = tomllib.loads(content)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else None
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(f"not valid TOML: {reason}", file=source, line=line) from None
+    where = _Locator(content, source)
+    values: dict[str, Any] = {"source": source}
+    for table, body in data.items():
+        spec = SECTIONS.get(table)
+        if spec is None:
+            raise where.error(table, None, None, f"unknown section [{table}]; expected one of "
+                              + ", ".join(f"[{name}]" for name in SECTIONS))
+        attr, cls, is_array = spec
+        if is_array:
+            if not isinstance(body, list):
+                raise where.error(table, None, None, f"expected [[{table}]] tables")
+            values[attr] = tuple(_section(cls, item, table, i, where)
+                                 for i, item in enumerate(body))
+        else:
+            if not isinstance(body, dict):
+                raise where.error(table, None, None, f"expected a [{table}] table")
+            values[attr] = _section(cls, body, table, None, where)
+    config = Config(**values)
+    if not config.listeners:
+        config = dataclasses.replace(config, listeners=(ListenerSection(),))
+    _check_whole(config, where)
+    return config
+
+
+def _section(cls: type, body: Any, table: str, index: int | None, where: _Locator) -> Any:
+    if not isinstance(body, dict):
+        raise where.error(table, index, None, "expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in body.items():
+        spec = fields.get(key)
+        if spec is None:
+            raise where.error(table, index, key, "unknown key; expected one of "
+                              + ", ".join(sorted(fields)))
+        try:
+            kwargs[key] = spec.metadata["check"](value)
+        except ValueError as exc:
+            raise where.error(table, index, key, str(exc)) from None
+    return cls(**kwargs)
+
+
+def _check_whole(config: Config, where: _Locator) -> None:
+    """Rules that involve more than one key."""
+    seen: dict[tuple[str, int], int] = {}
+    for i, listener in enumerate(config.listeners):
+        addr = (listener.bind, listener.port)
+        if listener.port and addr in seen:
+            raise where.error("listener", i, "port", f"{listener.bind}:{listener.port} is "
+                              f"already used by listener[{seen[addr]}]")
+        seen[addr] = i
+
+
+def describe(config: Config) -> list[str]:
+    """Human-readable lines saying what this configuration would do (for `greenfly check`)."""
+    lines = [f"{listener.protocol} on {listener.bind}:{listener.port}"
+             for listener in config.listeners]
+    lines.append(f"data in {config.broker.data_dir}")
+    lines.append("anonymous clients " + ("allowed" if config.broker.allow_anonymous else "refused"))
+    return lines
+
+
+def documented_keys() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, doc) for every key, in order: the README's table comes from here."""
+    out = []
+    for table, (_attr, cls, _is_array) in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            out.append((table, f.name, f.default, f.metadata["doc"]))
+    return out
+
+
+class _Locator:
+    """Finds the line of a key in the file text, so that errors can name it."""
+
+    def __init__(self, content: str, source: str) -> None:
+        self.lines = content.splitlines()
+        self.source = source
+
+    def line_of(self, table: str, index: int | None, key: str | None) -> int | None:
+        current, count, header_line = None, -1, None
+        for number, line in enumerate(self.lines, 1):
+            stripped = line.strip()
+            header = re.match(r"^\[\[\s*([A-Za-z0-9_-]+)\s*\]\]|^\[\s*([A-Za-z0-9_-]+)\s*\]",
+                              stripped)
+            if header:
+                current = header.group(1) or header.group(2)
+                if current == table:
+                    count = count + 1 if header.group(1) else 0
+                    if index is None or count == index:
+                        header_line = number
+                        if key is None:
+                            return number
+                continue
+            if (key and current == table and (index is None or count == index)
+                    and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line)):
+                return number
+        return header_line
+
+    def error(self, table: str, index: int | None, key: str | None, message: str) -> ConfigError:
+        path = table if index is None else f"{table}[{index}]"
+        if key:
+            path += f".{key}"
+        return ConfigError(message, file=self.source, line=self.line_of(table, index, key),
+                           key=path)

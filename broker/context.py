@@ -1,0 +1,45 @@
+"""`BrokerContext`: the shared broker state every connection's protocol works against.
+
+Built once by `server.Broker` (the composition root) and passed down; there are no globals.
+`config` is replaced as a whole on reload, so readers take `ctx.config` each time they need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Config
+from .registry import SessionRegistry
+from .retained import RetainedMessages
+from .router import Router
+from .session import SessionEnv
+from .stats import Stats
+from .store.base import SessionStore
+from .topic_tree import TopicTree
+
+
+@dataclass(slots=True)
+class BrokerContext:
+    config: Config
+    stats: Stats
+    store: SessionStore
+    tree: TopicTree
+    retained: RetainedMessages
+    registry: SessionRegistry
+    router: Router
+    env: SessionEnv
+
+    @classmethod
+    def build(cls, config: Config, store: SessionStore) -> BrokerContext:
+        stats = Stats()
+        tree = TopicTree()
+        retained = RetainedMessages()
+        env = SessionEnv(store, stats, config.limits)
+        registry = SessionRegistry(env, tree)
+        router = Router(tree, retained, registry, store, stats)
+        return cls(config, stats, store, tree, retained, registry, router, env)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration to everything that reads it live."""
+        self.config = config
+        self.env.limits = config.limits

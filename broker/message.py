@@ -1,0 +1,78 @@
+"""`Message`: an application message as the broker keeps it, apart from any one packet.
+
+A PUBLISH packet is one hop of a message; the message itself is what the router fans out and
+what sessions queue. It is immutable in meaning; the only mutable parts are caches: the wire
+layout shared by every subscriber it is sent to (so a message fanned out to 100 subscribers is
+laid out once), and whether the store already holds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .codec.primitives import encode_varint
+from .codec.properties import NO_PROPERTIES
+from .codec.publish import encode_publish_parts, publish_first_byte
+from .store.base import SessionStore
+from .store.records import MessageStored
+
+
+class Message:
+    __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
+                 "stored", "_layout", "_qos0")
+
+    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                 properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
+                 msg_id: int = 0) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties = properties
+        self.origin = origin  # client id of the publisher ("" for the broker itself)
+        self.msg_id = msg_id  # identity in the store; 0 until the store needs it
+        self.stored = False  # True once a MessageStored record for it was appended
+        self._layout: tuple[bytes, bytes, int, bool] | None = None
+        self._qos0: dict[tuple[bool, bool], bytes] | None = None
+
+    def __repr__(self) -> str:
+        return (f"Message({self.topic!r}, {len(self.payload)} bytes, qos={self.qos}, "
+                f"retain={self.retain})")
+
+    def _parts(self, v5: bool) -> tuple[bytes, bytes, int]:
+        layout = self._layout
+        if layout is None or layout[3] != v5:
+            topic_part, props_part, length = encode_publish_parts(
+                self.topic, self.payload, 5 if v5 else 4, self.properties)
+            layout = self._layout = (topic_part, props_part, length, v5)
+        return layout[0], layout[1], layout[2]
+
+    def wire(self, qos: int, retain: bool, dup: bool, packet_id: int, protocol_level: int) -> bytes:
+        """The PUBLISH bytes for one delivery of this message."""
+        v5 = protocol_level >= 5
+        if not qos:
+            cache = self._qos0
+            key = (v5, retain)
+            if cache is None:
+                cache = self._qos0 = {}
+            else:
+                data = cache.get(key)
+                if data is not None:
+                    return data
+            topic_part, props_part, length = self._parts(v5)
+            data = (bytes((publish_first_byte(0, retain, False),)) + encode_varint(length)
+                    + topic_part + props_part + self.payload)
+            cache[key] = data
+            return data
+        topic_part, props_part, length = self._parts(v5)
+        return b"".join((bytes((publish_first_byte(qos, retain, dup),)), encode_varint(length + 2),
+                         topic_part, packet_id.to_bytes(2, "big"), props_part, self.payload))
+
+    def ensure_stored(self, store: SessionStore) -> None:
+        """Write this message to the store once, however many sessions or topics refer to it."""
+        if not self.stored:
+            self.msg_id = store.new_message_id()
+            store.append(MessageStored(self.msg_id, self.topic, self.payload, self.qos,
+                                       self.retain, self.origin, self.properties))
+            self.stored = True

@@ -1,0 +1,291 @@
+"""`ClientProtocol`: one connection's MQTT state machine, with no socket in it.
+
+AWAIT_CONNECT -> CONNECTED -> CLOSED. `handle(packet)` applies one packet: replies and
+deliveries go to the peer's outbox (`Peer.put`), and a reply that depends on records being
+durable (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, CONNACK with a session) is preceded by
+a `WaitDurable` marker so the writer holds it back until the store says so. A protocol
+violation raises `MQTTError`; the connection turns that into bytes and a log line.
+`connection_lost(reason)` ends the session's connection: the will is published unless the
+client said DISCONNECT [MQTT-3.1.2-8] [MQTT-3.14.4-3], a clean session is discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import (
+    MQTT_3_1,
+    MQTT_5,
+    ConnAck,
+    Connect,
+    Disconnect,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    PubRec,
+    PubRel,
+    Publish,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from .context import BrokerContext
+from .errors import MQTTError, ProtocolError, ReasonCode
+from .message import Message
+from .session import Peer, Session, WaitDurable
+from .topics import validate_filter
+
+log = logging.getLogger("greenfly.connection")
+
+AWAIT_CONNECT, CONNECTED, CLOSED = "await-connect", "connected", "closed"
+SUBACK_FAILURE = 0x80
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReason:
+    """Why a connection ended: what the log says, and whether the will goes out."""
+
+    text: str
+    publish_will: bool = True
+    reason_code: int = ReasonCode.UNSPECIFIED_ERROR
+
+    @staticmethod
+    def protocol_error(exc: MQTTError) -> CloseReason:
+        kind = "malformed packet" if exc.reason_code == ReasonCode.MALFORMED_PACKET else \
+            "protocol error"
+        return CloseReason(f"{kind}: {exc.message}", True, exc.reason_code)
+
+    @staticmethod
+    def socket_error(detail: str) -> CloseReason:
+        return CloseReason(f"socket error: {detail}")
+
+
+CLIENT_DISCONNECT = CloseReason("client DISCONNECT", False, ReasonCode.SUCCESS)
+PEER_CLOSED = CloseReason("socket closed by peer")
+KEEPALIVE_TIMEOUT = CloseReason("keepalive timeout", True, ReasonCode.KEEP_ALIVE_TIMEOUT)
+TAKEOVER = CloseReason("session taken over by a new connection", True,
+                       ReasonCode.SESSION_TAKEN_OVER)
+SERVER_SHUTDOWN = CloseReason("server shutdown", True, ReasonCode.SERVER_SHUTTING_DOWN)
+CONNECT_TIMEOUT = CloseReason("no CONNECT within connect_timeout", False)
+
+
+class ClientProtocol:
+    def __init__(self, ctx: BrokerContext, peer: Peer, address: str) -> None:
+        self.ctx = ctx
+        self.peer = peer
+        self.address = address
+        self.state = AWAIT_CONNECT
+        self.client_id = ""
+        self.protocol_level = 4
+        self.keepalive = 0
+        self.clean = True
+        self.username: str | None = None
+        self.will: Will | None = None
+        self.session: Session | None = None
+        self.connected_at = 0.0
+        self.close_after_flush: CloseReason | None = None  # set when the protocol ends it
+
+    def describe(self) -> str:
+        who = self.client_id or "(no client id yet)"
+        return f"{who} from {self.address}"
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def handle(self, packet: Any) -> None:
+        """Apply one packet from the client."""
+        if self.state is CONNECTED:
+            handler = _HANDLERS.get(type(packet))
+            if handler is None:
+                if isinstance(packet, Connect):
+                    raise ProtocolError("second CONNECT on one connection [MQTT-3.1.0-2]")
+                raise ProtocolError(f"unexpected {type(packet).__name__} from a client")
+            handler(self, packet)
+        elif self.state is AWAIT_CONNECT:
+            if not isinstance(packet, Connect):
+                raise ProtocolError(f"first packet is {type(packet).__name__}, not CONNECT "
+                                    "[MQTT-3.1.0-1]")
+            self._on_connect(packet)
+        # CLOSED: late packets of a closing connection are ignored
+
+    def connection_lost(self, reason: CloseReason) -> None:
+        """The connection is gone (or going): will, session bookkeeping, the log line."""
+        if self.state is not CONNECTED:
+            self.state = CLOSED
+            return
+        self.state = CLOSED
+        ctx = self.ctx
+        ctx.stats.client_disconnected()
+        session = self.session
+        if reason.publish_will and self.will is not None:
+            self._publish_will(self.will)
+        self.will = None
+        if session is not None and session.detach(self.peer) and not session.persistent:
+            ctx.registry.remove(session)
+        log.info("client disconnected: %s reason=%s duration=%.1fs", self.describe(),
+                 reason.text, time.monotonic() - self.connected_at)
+
+    # -- CONNECT -----------------------------------------------------------------------------
+
+    def _refuse(self, reason: ReasonCode, why: str) -> None:
+        self.peer.put(ConnAck(reason, False))
+        self.close_after_flush = CloseReason(f"connection refused: {why}", False, reason)
+        self.state = CLOSED
+        log.info("connection refused: %s from %s: %s", self.client_id or "(empty client id)",
+                 self.address, why)
+
+    def _on_connect(self, packet: Connect) -> None:
+        ctx = self.ctx
+        config = ctx.config
+        self.protocol_level = packet.protocol_level
+        self.client_id = packet.client_id
+        if packet.protocol_level >= MQTT_5:
+            self._refuse(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
+                         "MQTT 5 is not supported yet; use MQTT 3.1.1")
+            return
+        if not packet.client_id:
+            if not packet.clean_start or packet.protocol_level == MQTT_3_1:
+                self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+                             "empty client id needs clean session 1 [MQTT-3.1.3-8]")
+                return
+            self.client_id = f"auto-{str(uuid.uuid4()).upper()}"
+        max_keepalive = config.limits.max_keepalive
+        if max_keepalive and packet.keepalive > max_keepalive:
+            self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+                         f"keepalive {packet.keepalive} exceeds max_keepalive {max_keepalive}")
+            return
+        if packet.username is None and not config.broker.allow_anonymous:
+            self._refuse(ReasonCode.NOT_AUTHORIZED, "anonymous clients are not allowed")
+            return
+        registry = ctx.registry
+        previous = registry.get(self.client_id)
+        if previous is not None and previous.peer is not None:
+            previous.peer.terminate(TAKEOVER)  # [MQTT-3.1.4-2]
+        session, present = registry.open(self.client_id, packet.clean_start,
+                                         packet.protocol_level)
+        self.session = session
+        self.keepalive = packet.keepalive
+        self.clean = packet.clean_start
+        self.username = packet.username
+        self.will = packet.will
+        self.state = CONNECTED
+        self.connected_at = time.monotonic()
+        ctx.stats.client_connected()
+        self._wait_durable()
+        self.peer.put(ConnAck(ReasonCode.SUCCESS, present))
+        session.attach(self.peer)
+        log.info("client connected: %s protocol=%d keepalive=%d clean=%d session_present=%d%s",
+                 self.describe(), packet.protocol_level, packet.keepalive,
+                 int(packet.clean_start), int(present),
+                 f" user={packet.username}" if packet.username is not None else "")
+
+    def _publish_will(self, will: Will) -> None:
+        message = Message(will.topic, will.payload, will.qos, will.retain, will.properties,
+                          self.client_id)
+        self.ctx.router.publish(message)
+
+    # -- PUBLISH and its acknowledgements ----------------------------------------------------
+
+    def _wait_durable(self) -> None:
+        store = self.ctx.store
+        seq = store.seq
+        if not store.is_durable(seq):
+            self.peer.put(WaitDurable(seq))
+
+    def _on_publish(self, packet: Publish) -> None:
+        stats = self.ctx.stats
+        stats.publish_received += 1
+        stats.publish_bytes_received += len(packet.payload)
+        qos = packet.qos
+        message = Message(packet.topic, packet.payload, qos, packet.retain, packet.properties,
+                          self.client_id)
+        if qos == 0:
+            self.ctx.router.publish(message)
+            return
+        if qos == 1:
+            self.ctx.router.publish(message)
+            self._wait_durable()
+            self.peer.put(PubAck(packet.packet_id))
+            return
+        if self.session.receive_qos2(packet.packet_id):
+            self.ctx.router.publish(message)
+        self._wait_durable()
+        self.peer.put(PubRec(packet.packet_id))
+
+    def _on_pubrel(self, packet: PubRel) -> None:
+        self.session.release_qos2(packet.packet_id)
+        self._wait_durable()
+        self.peer.put(PubComp(packet.packet_id))
+
+    def _on_puback(self, packet: PubAck) -> None:
+        if not self.session.on_puback(packet.packet_id):
+            log.debug("%s: PUBACK for packet id %d that is not in flight", self.describe(),
+                      packet.packet_id)
+
+    def _on_pubrec(self, packet: PubRec) -> None:
+        if not self.session.on_pubrec(packet.packet_id):
+            log.debug("%s: PUBREC for packet id %d that is not in flight", self.describe(),
+                      packet.packet_id)
+
+    def _on_pubcomp(self, packet: PubComp) -> None:
+        if not self.session.on_pubcomp(packet.packet_id):
+            log.debug("%s: PUBCOMP for packet id %d that is not awaiting it", self.describe(),
+                      packet.packet_id)
+
+    # -- SUBSCRIBE / UNSUBSCRIBE -------------------------------------------------------------
+
+    def _on_subscribe(self, packet: Subscribe) -> None:
+        for topic_filter, _options in packet.subscriptions:
+            validate_filter(topic_filter)
+        ctx = self.ctx
+        session = self.session
+        granted = []
+        for topic_filter, options in packet.subscriptions:
+            qos = options.qos
+            ctx.tree.subscribe(self.client_id, topic_filter, qos)
+            session.add_subscription(topic_filter, options)
+            granted.append(qos)
+        self._wait_durable()
+        self.peer.put(SubAck(packet.packet_id, tuple(granted)))
+        for (topic_filter, _options), qos in zip(packet.subscriptions, granted, strict=True):
+            if qos != SUBACK_FAILURE:
+                ctx.router.send_retained(session, topic_filter, qos)
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        for topic_filter in packet.filters:
+            validate_filter(topic_filter)
+        ctx = self.ctx
+        for topic_filter in packet.filters:
+            ctx.tree.unsubscribe(self.client_id, topic_filter)
+            self.session.remove_subscription(topic_filter)
+        self._wait_durable()
+        self.peer.put(UnsubAck(packet.packet_id))
+
+    # -- the rest ----------------------------------------------------------------------------
+
+    def _on_pingreq(self, packet: PingReq) -> None:
+        self.peer.put(PingResp())
+
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        self.will = None  # [MQTT-3.14.4-3]
+        self.close_after_flush = CLIENT_DISCONNECT
+
+
+# Packet type -> handler, for a connected client. CONNECT is handled apart (state change).
+_HANDLERS = {
+    Publish: ClientProtocol._on_publish,
+    PubAck: ClientProtocol._on_puback,
+    PubRec: ClientProtocol._on_pubrec,
+    PubRel: ClientProtocol._on_pubrel,
+    PubComp: ClientProtocol._on_pubcomp,
+    Subscribe: ClientProtocol._on_subscribe,
+    Unsubscribe: ClientProtocol._on_unsubscribe,
+    PingReq: ClientProtocol._on_pingreq,
+    Disconnect: ClientProtocol._on_disconnect,
+}

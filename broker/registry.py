@@ -1,0 +1,132 @@
+"""`SessionRegistry`: client id -> `Session`, clean start, removal, expiry, restore.
+
+Takeover itself (closing the old connection and publishing its will) is the protocol's job;
+by the time `open()` runs the previous connection has let go of the session. Removing a
+session also removes its subscriptions from the topic tree, so the tree never names a
+client id the registry does not know.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from gevent.lock import RLock
+
+from .codec import SubOptions
+from .message import Message
+from .retained import RetainedMessages
+from .session import Session, SessionEnv, _Flight
+from .store.base import StoredState
+from .store.records import SessionDeleted
+from .topic_tree import TopicTree
+
+log = logging.getLogger("greenfly.registry")
+
+
+class SessionRegistry:
+    def __init__(self, env: SessionEnv, tree: TopicTree) -> None:
+        self.env = env
+        self.tree = tree
+        self.sessions: dict[str, Session] = {}
+        self._lock = RLock()
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self.sessions.values()))
+
+    def get(self, client_id: str) -> Session | None:
+        return self.sessions.get(client_id)
+
+    def open(self, client_id: str, clean: bool, protocol_level: int,
+             expiry: int = 0) -> tuple[Session, bool]:
+        """The session for a new connection and whether one was resumed (session present)."""
+        with self._lock:
+            existing = self.sessions.get(client_id)
+            if existing is not None and clean:
+                self.remove(existing)
+                existing = None
+            if existing is not None:
+                existing.protocol_level = protocol_level
+                existing.opened()
+                return existing, True
+            session = Session(self.env, client_id, persistent=not clean,
+                              protocol_level=protocol_level, expiry=expiry)
+            self.sessions[client_id] = session
+            session.opened()
+            return session, False
+
+    def remove(self, session: Session) -> None:
+        """Forget a session and its subscriptions (clean session end, clean start, expiry)."""
+        with self._lock:
+            if self.sessions.get(session.client_id) is not session:
+                return
+            del self.sessions[session.client_id]
+            for topic_filter in list(session.subscriptions):
+                self.tree.unsubscribe(session.client_id, topic_filter)
+            if session.persistent:
+                self.env.store.append(SessionDeleted(session.client_id))
+
+    def expire(self, default_expiry: int, now: float | None = None) -> list[str]:
+        """Remove offline persistent sessions whose expiry has passed; returns their ids.
+
+        A session's own expiry wins; otherwise `default_expiry` (0 = never)."""
+        now = time.time() if now is None else now
+        gone = []
+        for session in list(self.sessions.values()):
+            expiry = session.expiry or default_expiry
+            if (session.peer is None and expiry and session.disconnected_at is not None
+                    and now - session.disconnected_at >= expiry):
+                self.remove(session)
+                gone.append(session.client_id)
+        if gone:
+            log.info("expired %d persistent session(s): %s", len(gone), ", ".join(gone[:10]))
+        return gone
+
+    def restore(self, state: StoredState, retained: RetainedMessages) -> None:
+        """Rebuild sessions, subscriptions and retained messages from the store's state."""
+        messages: dict[int, Message] = {}
+
+        def message(msg_id: int) -> Message | None:
+            found = messages.get(msg_id)
+            if found is None:
+                record = state.messages.get(msg_id)
+                if record is None:
+                    return None
+                found = Message(record.topic, record.payload, record.qos, record.retain,
+                                record.properties, record.origin, msg_id)
+                found.stored = True
+                messages[msg_id] = found
+            return found
+
+        now = time.time()
+        for stored in state.sessions.values():
+            session = Session(self.env, stored.client_id, persistent=True,
+                              protocol_level=stored.protocol_level, expiry=stored.expiry)
+            # A session whose connection was cut by a crash counts as disconnected from now.
+            session.disconnected_at = stored.disconnected_at or now
+            for topic_filter, options in stored.subscriptions.items():
+                opts = SubOptions.from_byte(options, 5)
+                session.subscriptions[topic_filter] = opts
+                self.tree.subscribe(stored.client_id, topic_filter, opts.qos)
+            for entry in stored.outgoing.values():
+                msg = message(entry.msg_id)
+                if msg is None:
+                    continue
+                if entry.packet_id:
+                    session.inflight[entry.packet_id] = _Flight(msg, entry.qos, entry.retain,
+                                                                entry.released)
+                else:
+                    session.queue.append((msg, entry.qos, entry.retain))
+                    session.queued_bytes += len(msg.payload)
+            session.incoming_qos2 = set(stored.incoming_qos2)
+            if session.inflight:
+                session._next_packet_id = max(session.inflight) % 65_535 + 1
+            self.sessions[stored.client_id] = session
+        for topic, msg_id in state.retained.items():
+            msg = message(msg_id)
+            if msg is not None:
+                retained.set(msg)

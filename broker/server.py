@@ -1,0 +1,103 @@
+"""`Broker`: the composition root. Builds everything, restores, starts, stops.
+
+Start order: load the store and restore sessions and retained messages *before* any listener
+opens (so a reconnecting client finds its session), then open the listeners, then start
+`$SYS` and the watchdog. Stop order: close the listeners, close every connection (server
+shutdown), then close the store so everything appended is flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+from gevent.event import Event
+
+from .config import Config
+from .connection import Connection
+from .context import BrokerContext
+from .listeners import Listener
+from .protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
+from .store.base import SessionStore
+from .store.memory import MemoryStore
+from .sys_topics import SysTopics
+from .transport import Transport
+
+log = logging.getLogger("greenfly")
+
+WATCHDOG_INTERVAL = 0.25  # deadlines are enforced within this many seconds
+EXPIRY_INTERVAL = 60.0
+
+
+class Broker:
+    def __init__(self, config: Config, store: SessionStore | None = None) -> None:
+        self.config = config
+        self.store = store if store is not None else MemoryStore()
+        self.ctx = BrokerContext.build(config, self.store)
+        self.connections: set[Connection] = set()
+        self.listeners = [Listener(listener, self._serve) for listener in config.listeners]
+        self.sys_topics = SysTopics(self.ctx, lambda: len(self.connections))
+        self._stopped = Event()
+        self._tasks: list[gevent.Greenlet] = []
+
+    def start(self) -> None:
+        state = self.store.load()
+        self.ctx.registry.restore(state, self.ctx.retained)
+        if state.sessions or state.retained:
+            log.info("restored %d persistent session(s), %d retained message(s)",
+                     len(state.sessions), len(state.retained))
+        for listener in self.listeners:
+            listener.start()
+        self.sys_topics.start()
+        self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions)]
+
+    def serve_forever(self) -> None:
+        self.start()
+        self._stopped.wait()
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection, flush the store. Idempotent."""
+        if self._stopped.is_set():
+            return
+        log.info("shutting down: closing %d connection(s)", len(self.connections))
+        for listener in self.listeners:
+            listener.stop()
+        self.sys_topics.stop()
+        for task in self._tasks:
+            task.kill(block=False)
+        for connection in list(self.connections):
+            connection.terminate(SERVER_SHUTDOWN)
+        self.store.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.ctx.reconfigure(config)
+
+    def _serve(self, transport: Transport) -> None:
+        connection = Connection(self.ctx, transport)
+        self.connections.add(connection)
+        try:
+            connection.run()
+        finally:
+            self.connections.discard(connection)
+
+    def _watchdog(self) -> None:
+        """Close connections past their deadline: no CONNECT in time, or keepalive expired."""
+        while True:
+            gevent.sleep(WATCHDOG_INTERVAL)
+            now = time.monotonic()
+            for connection in [c for c in self.connections if c.deadline <= now]:
+                if connection.closed is None:
+                    late = connection.protocol.state is AWAIT_CONNECT
+                    if late:
+                        log.info("closing %s: no CONNECT within %gs", connection.transport.address,
+                                 self.config.broker.connect_timeout)
+                    connection.terminate(CONNECT_TIMEOUT if late else KEEPALIVE_TIMEOUT)
+
+    def _expire_sessions(self) -> None:
+        while True:
+            gevent.sleep(EXPIRY_INTERVAL)
+            self.ctx.registry.expire(self.config.broker.persistent_client_expiration)

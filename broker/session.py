@@ -1,0 +1,307 @@
+"""`Session`: what a client id owns beyond one connection.
+
+Subscriptions, the outgoing in-flight window (packet id -> message, in send order), the queue
+of QoS 1/2 messages beyond the window, inbound QoS 2 packet ids awaiting PUBREL, and packet id
+allocation. A persistent session (clean session 0) writes every change ahead to the store;
+a clean one writes nothing.
+
+Delivery rules:
+- QoS 0 goes straight to the connected peer's outbox; when the outbox is full it is dropped
+  (counted, logged); to an offline session it is not queued (as Mosquitto's default).
+- QoS 1/2 goes in flight while the window (`max_inflight_messages`) has room and nothing is
+  queued ahead of it; otherwise it is queued, and past `max_queued_messages` /
+  `max_queued_bytes` the new message is dropped (counted, logged). Never silently.
+- On reconnect every in-flight message is resent with DUP=1 in order, and PUBREL is resent
+  for QoS 2 messages whose PUBREC arrived [MQTT-4.4.0-1]; then the window is refilled.
+
+The peer is duck-typed (`Peer` below) so this module stays free of sockets. Nothing here
+yields, so the lock is never held across a greenlet switch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gevent.lock import RLock
+
+from .codec import PubRel, SubOptions
+from .config import LimitsSection
+from .message import Message
+from .stats import Stats
+from .store.base import SessionStore
+from .store.records import (
+    IncomingQos2,
+    IncomingReleased,
+    OutgoingDone,
+    OutgoingReleased,
+    OutgoingSent,
+    OutgoingStored,
+    SessionClosed,
+    SessionOpened,
+    Subscribed,
+    Unsubscribed,
+)
+
+log = logging.getLogger("greenfly.session")
+
+DROP_LOG_INTERVAL = 60.0
+
+
+class Peer(Protocol):
+    """The live end of a session: a connection's outbox (implemented by `Connection`)."""
+
+    protocol_level: int
+
+    def put(self, item: Any) -> None:
+        """Queue a packet, a `WaitDurable`, or a publish tuple
+        (message, qos, retain, dup, packet_id) for the writer."""
+        ...
+
+    def full(self) -> bool:
+        """True when QoS 0 deliveries should be dropped."""
+        ...
+
+    def terminate(self, reason: Any) -> None:
+        """Close the connection now, from another greenlet (takeover)."""
+        ...
+
+
+class WaitDurable:
+    """Outbox marker: what follows may be written only once record `seq` is durable."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+@dataclass(slots=True)
+class SessionEnv:
+    """What every session shares; `limits` is replaced on reload."""
+
+    store: SessionStore
+    stats: Stats
+    limits: LimitsSection
+
+
+class _Flight:
+    __slots__ = ("message", "qos", "retain", "released")
+
+    def __init__(self, message: Message, qos: int, retain: bool, released: bool = False) -> None:
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.released = released  # QoS 2: PUBREC received, PUBREL sent
+
+
+class Session:
+    def __init__(self, env: SessionEnv, client_id: str, persistent: bool,
+                 protocol_level: int = 4, expiry: int = 0) -> None:
+        self.env = env
+        self.client_id = client_id
+        self.persistent = persistent
+        self.protocol_level = protocol_level
+        self.expiry = expiry
+        self.disconnected_at: float | None = None
+        self.subscriptions: dict[str, SubOptions] = {}
+        self.inflight: dict[int, _Flight] = {}
+        self.queue: deque[tuple[Message, int, bool]] = deque()
+        self.queued_bytes = 0
+        self.incoming_qos2: set[int] = set()
+        self.peer: Peer | None = None
+        self._next_packet_id = 1
+        self._lock = RLock()
+        self._dropped_unlogged = 0
+        self._drop_logged_at = -DROP_LOG_INTERVAL
+
+    def __repr__(self) -> str:
+        return (f"Session({self.client_id!r}, persistent={self.persistent}, "
+                f"inflight={len(self.inflight)}, queued={len(self.queue)})")
+
+    # -- store -------------------------------------------------------------------------------
+
+    def _write(self, record: Any) -> None:
+        if self.persistent:
+            self.env.store.append(record)
+
+    def opened(self) -> None:
+        """Record that a connection opened (or resumed) this session."""
+        self.disconnected_at = None
+        self._write(SessionOpened(self.client_id, self.protocol_level, self.expiry))
+
+    # -- connection life ---------------------------------------------------------------------
+
+    def attach(self, peer: Peer) -> None:
+        """A connection took over this session: resend what is owed, then refill the window."""
+        with self._lock:
+            self.peer = peer
+            for packet_id, flight in self.inflight.items():
+                if flight.released:
+                    peer.put(PubRel(packet_id))
+                else:
+                    peer.put((flight.message, flight.qos, flight.retain, True, packet_id))
+            self._fill_window()
+
+    def detach(self, peer: Peer) -> bool:
+        """The connection `peer` ended; False if another connection already owns the session."""
+        with self._lock:
+            if self.peer is not peer:
+                return False
+            self.peer = None
+            self.disconnected_at = time.time()
+            self._write(SessionClosed(self.client_id, self.disconnected_at))
+            return True
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def add_subscription(self, topic_filter: str, options: SubOptions) -> None:
+        with self._lock:
+            self.subscriptions[topic_filter] = options
+            self._write(Subscribed(self.client_id, topic_filter, options.to_byte()))
+
+    def remove_subscription(self, topic_filter: str) -> bool:
+        with self._lock:
+            if self.subscriptions.pop(topic_filter, None) is None:
+                return False
+            self._write(Unsubscribed(self.client_id, topic_filter))
+            return True
+
+    # -- outgoing ----------------------------------------------------------------------------
+
+    def deliver(self, message: Message, qos: int, retain: bool = False) -> None:
+        """Send or queue one message at `qos` (already the minimum of publish and grant)."""
+        peer = self.peer
+        if not qos:
+            if peer is None:
+                return  # QoS 0 is not queued for an offline client
+            if peer.full():
+                self._drop(message, "the client's outbox is full (it reads too slowly)")
+                return
+            peer.put((message, 0, retain, False, 0))
+            return
+        with self._lock:
+            limits = self.env.limits
+            window = limits.max_inflight_messages
+            if (peer is not None and not self.queue
+                    and (not window or len(self.inflight) < window)):
+                packet_id = self._allocate_packet_id()
+                if packet_id:
+                    self.inflight[packet_id] = _Flight(message, qos, retain)
+                    if self.persistent:
+                        message.ensure_stored(self.env.store)
+                        self.env.store.append(OutgoingStored(self.client_id, message.msg_id,
+                                                             qos, retain, packet_id))
+                    peer.put((message, qos, retain, False, packet_id))
+                    return
+            size = len(message.payload)
+            if limits.max_queued_messages and len(self.queue) >= limits.max_queued_messages:
+                self._drop(message, f"max_queued_messages ({limits.max_queued_messages}) reached")
+                return
+            if limits.max_queued_bytes and self.queued_bytes + size > limits.max_queued_bytes:
+                self._drop(message, f"max_queued_bytes ({limits.max_queued_bytes}) reached")
+                return
+            self.queue.append((message, qos, retain))
+            self.queued_bytes += size
+            if self.persistent:
+                message.ensure_stored(self.env.store)
+                self.env.store.append(OutgoingStored(self.client_id, message.msg_id, qos,
+                                                     retain, 0))
+
+    def _allocate_packet_id(self) -> int:
+        """A packet id not in flight, or 0 when all 65,535 are."""
+        inflight = self.inflight
+        if len(inflight) >= 65_535:
+            return 0
+        packet_id = self._next_packet_id
+        while packet_id in inflight:
+            packet_id = packet_id % 65_535 + 1
+        self._next_packet_id = packet_id % 65_535 + 1
+        return packet_id
+
+    def _fill_window(self) -> None:
+        peer = self.peer
+        if peer is None:
+            return
+        window = self.env.limits.max_inflight_messages
+        queue = self.queue
+        while queue and (not window or len(self.inflight) < window):
+            packet_id = self._allocate_packet_id()
+            if not packet_id:
+                return
+            message, qos, retain = queue.popleft()
+            self.queued_bytes -= len(message.payload)
+            self.inflight[packet_id] = _Flight(message, qos, retain)
+            if self.persistent:
+                self.env.store.append(OutgoingSent(self.client_id, message.msg_id, packet_id))
+            peer.put((message, qos, retain, False, packet_id))
+
+    def on_puback(self, packet_id: int) -> bool:
+        """PUBACK from the client; False if nothing QoS 1 was in flight with that id."""
+        with self._lock:
+            flight = self.inflight.get(packet_id)
+            if flight is None or flight.qos != 1:
+                return False
+            del self.inflight[packet_id]
+            self._write(OutgoingDone(self.client_id, packet_id))
+            self._fill_window()
+            return True
+
+    def on_pubrec(self, packet_id: int) -> bool:
+        """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-3]."""
+        with self._lock:
+            flight = self.inflight.get(packet_id)
+            known = flight is not None and flight.qos == 2
+            if known and not flight.released:
+                flight.released = True
+                self._write(OutgoingReleased(self.client_id, packet_id))
+            if self.peer is not None:
+                self.peer.put(PubRel(packet_id))
+            return known
+
+    def on_pubcomp(self, packet_id: int) -> bool:
+        with self._lock:
+            flight = self.inflight.get(packet_id)
+            if flight is None or not flight.released:
+                return False
+            del self.inflight[packet_id]
+            self._write(OutgoingDone(self.client_id, packet_id))
+            self._fill_window()
+            return True
+
+    # -- incoming QoS 2 ----------------------------------------------------------------------
+
+    def receive_qos2(self, packet_id: int) -> bool:
+        """True the first time `packet_id` arrives; a resend before PUBREL returns False, so
+        the message is not forwarded twice [MQTT-4.3.3-2]."""
+        with self._lock:
+            if packet_id in self.incoming_qos2:
+                return False
+            self.incoming_qos2.add(packet_id)
+            self._write(IncomingQos2(self.client_id, packet_id))
+            return True
+
+    def release_qos2(self, packet_id: int) -> None:
+        with self._lock:
+            if packet_id in self.incoming_qos2:
+                self.incoming_qos2.discard(packet_id)
+                self._write(IncomingReleased(self.client_id, packet_id))
+
+    # -- accounting --------------------------------------------------------------------------
+
+    def owed(self) -> int:
+        """Messages held for this client: in flight plus queued."""
+        return len(self.inflight) + len(self.queue)
+
+    def _drop(self, message: Message, why: str) -> None:
+        self.env.stats.publish_dropped += 1
+        self._dropped_unlogged += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
+            log.warning("client %s: dropped %d message(s) since the last report, latest on %r: %s",
+                        self.client_id, self._dropped_unlogged, message.topic, why)
+            self._dropped_unlogged = 0
+            self._drop_logged_at = now

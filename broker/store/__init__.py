@@ -1,0 +1,1 @@
+"""Session stores: the records, the fold that restores them, and the stores that keep them."""

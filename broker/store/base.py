@@ -1,0 +1,222 @@
+"""The `SessionStore` protocol and `restore()`, the pure fold of records back into state.
+
+`StoredState` is what a store holds: persistent sessions (subscriptions, what is owed to them
+in order, inbound QoS 2 ids), the messages they reference (each stored once), and the retained
+topics. `apply()` folds one record into it; `restore()` folds a whole list; `snapshot()` turns
+a state back into the shortest list of records that restores it, which is what compaction
+writes. Replaying `snapshot(restore(records))` gives the same state as `restore(records)`.
+
+Records about a session that does not exist (any more) are ignored: a session deleted while
+its last acknowledgements were still being written is simply gone.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .records import (
+    IncomingQos2,
+    IncomingReleased,
+    MessageStored,
+    OutgoingDone,
+    OutgoingReleased,
+    OutgoingSent,
+    OutgoingStored,
+    Record,
+    RetainedCleared,
+    RetainedSet,
+    SessionClosed,
+    SessionDeleted,
+    SessionOpened,
+    Subscribed,
+    Unsubscribed,
+)
+
+
+@dataclass(slots=True)
+class StoredOutgoing:
+    msg_id: int
+    qos: int
+    retain: bool
+    packet_id: int = 0  # 0 while queued
+    released: bool = False  # QoS 2: PUBREC received, PUBREL owed
+
+
+@dataclass(slots=True)
+class StoredSession:
+    client_id: str
+    protocol_level: int
+    expiry: int
+    disconnected_at: float | None = None
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    incoming_qos2: set[int] = field(default_factory=set)
+    # Everything owed, in delivery order, keyed by a local sequence number.
+    outgoing: dict[int, StoredOutgoing] = field(default_factory=dict)
+    _next_key: int = 0
+    _inflight: dict[int, int] = field(default_factory=dict)  # packet id -> key
+    _queued: dict[int, deque[int]] = field(default_factory=dict)  # msg id -> keys
+
+    def add_outgoing(self, entry: StoredOutgoing) -> None:
+        key = self._next_key
+        self._next_key += 1
+        self.outgoing[key] = entry
+        if entry.packet_id:
+            self._inflight[entry.packet_id] = key
+        else:
+            self._queued.setdefault(entry.msg_id, deque()).append(key)
+
+    def mark_sent(self, msg_id: int, packet_id: int) -> None:
+        keys = self._queued.get(msg_id)
+        if not keys:
+            return
+        key = keys.popleft()
+        if not keys:
+            del self._queued[msg_id]
+        self.outgoing[key].packet_id = packet_id
+        self._inflight[packet_id] = key
+
+    def mark_released(self, packet_id: int) -> None:
+        key = self._inflight.get(packet_id)
+        if key is not None:
+            self.outgoing[key].released = True
+
+    def mark_done(self, packet_id: int) -> None:
+        key = self._inflight.pop(packet_id, None)
+        if key is not None:
+            del self.outgoing[key]
+
+
+@dataclass(slots=True)
+class StoredState:
+    sessions: dict[str, StoredSession] = field(default_factory=dict)
+    messages: dict[int, MessageStored] = field(default_factory=dict)
+    retained: dict[str, int] = field(default_factory=dict)  # topic -> msg id
+    max_msg_id: int = 0
+
+    def apply(self, record: Record) -> None:
+        """Fold one record into the state."""
+        kind = type(record)
+        if kind is MessageStored:
+            self.messages[record.msg_id] = record
+            if record.msg_id > self.max_msg_id:
+                self.max_msg_id = record.msg_id
+            return
+        if kind is RetainedSet:
+            self.retained[record.topic] = record.msg_id
+            return
+        if kind is RetainedCleared:
+            self.retained.pop(record.topic, None)
+            return
+        if kind is SessionOpened:
+            session = self.sessions.get(record.client_id)
+            if session is None:
+                self.sessions[record.client_id] = StoredSession(
+                    record.client_id, record.protocol_level, record.expiry)
+            else:
+                session.protocol_level = record.protocol_level
+                session.expiry = record.expiry
+                session.disconnected_at = None
+            return
+        session = self.sessions.get(record.client_id)
+        if session is None:
+            return
+        if kind is OutgoingStored:
+            session.add_outgoing(StoredOutgoing(record.msg_id, record.qos, record.retain,
+                                                record.packet_id))
+        elif kind is OutgoingSent:
+            session.mark_sent(record.msg_id, record.packet_id)
+        elif kind is OutgoingDone:
+            session.mark_done(record.packet_id)
+        elif kind is OutgoingReleased:
+            session.mark_released(record.packet_id)
+        elif kind is IncomingQos2:
+            session.incoming_qos2.add(record.packet_id)
+        elif kind is IncomingReleased:
+            session.incoming_qos2.discard(record.packet_id)
+        elif kind is Subscribed:
+            session.subscriptions[record.topic_filter] = record.options
+        elif kind is Unsubscribed:
+            session.subscriptions.pop(record.topic_filter, None)
+        elif kind is SessionClosed:
+            session.disconnected_at = record.at
+        elif kind is SessionDeleted:
+            del self.sessions[record.client_id]
+        else:
+            raise TypeError(f"not a store record: {record!r}")
+
+    def referenced_messages(self) -> set[int]:
+        live = set(self.retained.values())
+        for session in self.sessions.values():
+            live.update(entry.msg_id for entry in session.outgoing.values())
+        return live
+
+    def drop_unreferenced(self) -> int:
+        """Forget messages nothing refers to any more; returns how many."""
+        live = self.referenced_messages()
+        dead = [msg_id for msg_id in self.messages if msg_id not in live]
+        for msg_id in dead:
+            del self.messages[msg_id]
+        return len(dead)
+
+
+def restore(records: Iterable[Record]) -> StoredState:
+    """Fold `records` into the state they describe."""
+    state = StoredState()
+    for record in records:
+        state.apply(record)
+    state.drop_unreferenced()
+    return state
+
+
+def snapshot(state: StoredState) -> list[Record]:
+    """The shortest record list that restores `state` (what compaction writes)."""
+    live = state.referenced_messages()
+    out: list[Record] = [state.messages[msg_id] for msg_id in sorted(live)
+                         if msg_id in state.messages]
+    for topic, msg_id in state.retained.items():
+        out.append(RetainedSet(topic, msg_id))
+    for session in state.sessions.values():
+        cid = session.client_id
+        out.append(SessionOpened(cid, session.protocol_level, session.expiry))
+        if session.disconnected_at is not None:
+            out.append(SessionClosed(cid, session.disconnected_at))
+        out.extend(Subscribed(cid, f, o) for f, o in session.subscriptions.items())
+        for entry in session.outgoing.values():
+            out.append(OutgoingStored(cid, entry.msg_id, entry.qos, entry.retain, entry.packet_id))
+            if entry.released:
+                out.append(OutgoingReleased(cid, entry.packet_id))
+        out.extend(IncomingQos2(cid, pid) for pid in sorted(session.incoming_qos2))
+    return out
+
+
+class SessionStore(Protocol):
+    """Where sessions and retained messages outlive a connection (and, for a journal, the
+    process). Appends never block; `wait_durable` blocks only the calling greenlet."""
+
+    seq: int  # number of the last record appended
+
+    def load(self) -> StoredState:
+        """The state to start from; called once, before any listener opens."""
+        ...
+
+    def append(self, record: Record) -> int:
+        """Record a fact; returns its sequence number."""
+        ...
+
+    def new_message_id(self) -> int:
+        ...
+
+    def is_durable(self, seq: int) -> bool:
+        """True when the record numbered `seq` needs no wait before an acknowledgement."""
+        ...
+
+    def wait_durable(self, seq: int) -> None:
+        """Block this greenlet until record `seq` is as durable as the policy promises."""
+        ...
+
+    def close(self) -> None:
+        """Flush everything and release the files."""
+        ...

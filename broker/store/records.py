@@ -1,0 +1,128 @@
+"""The facts the session store keeps, one frozen dataclass each.
+
+The store is a log of these facts; `base.restore()` folds them back into state. A message
+fanned out to many sessions is one `MessageStored` referenced by id from each
+`OutgoingStored`, never copied per session. Clean sessions with no expiry write nothing.
+
+Outgoing messages of a session are keyed by message id while queued and by packet id once
+in flight; `OutgoingSent` moves a queued one into flight, `OutgoingReleased` records that its
+PUBREC arrived (QoS 2, PUBREL sent), and `OutgoingDone` ends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..codec.properties import NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """A persistent session exists (created, or resumed by a new connection)."""
+
+    client_id: str
+    protocol_level: int
+    expiry: int  # seconds after disconnect; 0 = never expires
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """Its connection ended at wall-clock time `at`; expiry counts from here."""
+
+    client_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDeleted:
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    client_id: str
+    topic_filter: str
+    options: int  # the SUBSCRIBE options byte
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    client_id: str
+    topic_filter: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStored:
+    msg_id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    origin: str = ""
+    properties: Mapping[str, Any] = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingStored:
+    """Message `msg_id` is owed to `client_id` at `qos`; `packet_id` 0 means still queued."""
+
+    client_id: str
+    msg_id: int
+    qos: int
+    retain: bool
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingSent:
+    """The oldest queued entry for `msg_id` went into flight with `packet_id`."""
+
+    client_id: str
+    msg_id: int
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingReleased:
+    """PUBREC arrived for in-flight `packet_id`; PUBREL is owed until PUBCOMP."""
+
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingDone:
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingQos2:
+    """An inbound QoS 2 packet id was delivered onward; a resend must not be forwarded again."""
+
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingReleased:
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedSet:
+    topic: str
+    msg_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedCleared:
+    topic: str
+
+
+Record = (SessionOpened | SessionClosed | SessionDeleted | Subscribed | Unsubscribed
+          | MessageStored | OutgoingStored | OutgoingSent | OutgoingReleased | OutgoingDone
+          | IncomingQos2 | IncomingReleased | RetainedSet | RetainedCleared)

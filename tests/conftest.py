@@ -1,0 +1,32 @@
+"""Fixtures: a shared broker per test module, and a factory for brokers with their own config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.broker import BrokerProcess
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker for a whole test module; tests use unique client ids and topics."""
+    proc = BrokerProcess(tmp_path_factory.mktemp("broker")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator:
+    """Start brokers with their own config: `broker_factory(extra_toml, **kwargs)`."""
+    started: list[BrokerProcess] = []
+
+    def make(extra: str = "", start: bool = True, **kwargs: object) -> BrokerProcess:
+        proc = BrokerProcess(tmp_path / f"broker{len(started)}", extra, **kwargs)
+        started.append(proc)
+        return proc.start() if start else proc
+
+    yield make
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: a real broker subprocess and real clients."""
