@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -230,9 +231,8 @@ class Connection:
             if self.outbox and writer is not current:
                 items = self.outbox
                 self.outbox = []
-                try:
+                # If the peer is already gone, the close below is all that is left to do.
+                with contextlib.suppress(OSError, MQTTError):
                     self._write(items)
-                except (OSError, MQTTError):
-                    pass  # the peer is already gone; the close below is all that is left
         if writer is not None and writer is not current:
             writer.kill(block=False)

@@ -126,7 +126,7 @@ class SessionRegistry:
             if session.inflight:
                 session._next_packet_id = max(session.inflight) % 65_535 + 1
             self.sessions[stored.client_id] = session
-        for topic, msg_id in state.retained.items():
+        for msg_id in state.retained.values():
             msg = message(msg_id)
             if msg is not None:
                 retained.set(msg)

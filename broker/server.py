@@ -36,7 +36,8 @@ class Broker:
         self.store = store if store is not None else MemoryStore()
         self.ctx = BrokerContext.build(config, self.store)
         self.connections: set[Connection] = set()
-        self.listeners = [Listener(listener, self._serve) for listener in config.listeners]
+        self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config)
+                          for listener in config.listeners]
         self.sys_topics = SysTopics(self.ctx, lambda: len(self.connections))
         self._stopped = Event()
         self._tasks: list[gevent.Greenlet] = []
@@ -98,6 +99,8 @@ class Broker:
                     connection.terminate(CONNECT_TIMEOUT if late else KEEPALIVE_TIMEOUT)
 
     def _expire_sessions(self) -> None:
+        """Discard persistent sessions offline for longer than persistent_client_expiration."""
         while True:
-            gevent.sleep(EXPIRY_INTERVAL)
+            expiration = self.config.broker.persistent_client_expiration
+            gevent.sleep(min(EXPIRY_INTERVAL, expiration) if expiration else EXPIRY_INTERVAL)
             self.ctx.registry.expire(self.config.broker.persistent_client_expiration)

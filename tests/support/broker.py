@@ -144,5 +144,6 @@ class BrokerProcess:
             if match:
                 return match
             if time.monotonic() > deadline:
-                raise AssertionError(f"log never matched {pattern!r}; log:\n{self.log_text()[-4000:]}")
+                tail = self.log_text()[-4000:]
+                raise AssertionError(f"log never matched {pattern!r}; log:\n{tail}")
             time.sleep(0.02)

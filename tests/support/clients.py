@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.codec import Connect, FrameDecoder, Subscribe, SubOptions, encode
+from broker.codec import Connect, FrameDecoder, SubOptions, Subscribe, encode
 
 TIMEOUT = 5.0
 

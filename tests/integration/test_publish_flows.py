@@ -1,0 +1,158 @@
+"""PUBLISH at QoS 0, 1 and 2 in both directions, with the full acknowledgement flows."""
+
+from __future__ import annotations
+
+import pytest
+from support.clients import PahoClient, RawClient, unique
+
+from broker.codec import ConnAck, PubAck, PubComp, Publish, PubRec, PubRel
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_paho_round_trip_at_each_qos(broker, qos):
+    topic = f"{unique('flow')}/q{qos}"
+    sub = PahoClient(broker.port)
+    sub.connect()
+    assert sub.subscribe(topic, qos) == [qos]
+    pub = PahoClient(broker.port)
+    pub.connect()
+    pub.publish(topic, b"payload-%d" % qos, qos=qos)
+    [message] = sub.expect(1)
+    assert (message.topic, message.payload, message.qos, message.retain) == \
+        (topic, b"payload-%d" % qos, qos, False)
+    sub.expect_none()
+    pub.disconnect()
+    sub.disconnect()
+
+
+@pytest.mark.parametrize(("pub_qos", "sub_qos", "delivered"), [(2, 0, 0), (2, 1, 1), (1, 2, 1),
+                                                                (0, 2, 0)])
+def test_delivery_qos_is_the_lower_of_publish_and_granted(broker, pub_qos, sub_qos, delivered):
+    topic = f"{unique('downgrade')}/x"
+    sub = PahoClient(broker.port)
+    sub.connect()
+    sub.subscribe(topic, sub_qos)
+    pub = PahoClient(broker.port)
+    pub.connect()
+    pub.publish(topic, b"x", qos=pub_qos)
+    assert sub.expect(1)[0].qos == delivered
+    pub.disconnect()
+    sub.disconnect()
+
+
+def test_qos1_publish_is_acknowledged_with_its_packet_id_byte_exact(broker):
+    raw = RawClient(broker.port)
+    raw.connect()
+    raw.send(bytes.fromhex("320a00036162630102") + b"hey")
+    assert raw.recv_bytes(4) == bytes.fromhex("40020102")
+
+
+def test_inbound_qos2_resent_before_pubrel_is_forwarded_once(broker):
+    topic = f"{unique('exactly')}/once"
+    sub = PahoClient(broker.port)
+    sub.connect()
+    sub.subscribe(topic, 2)
+    pub = RawClient(broker.port)
+    pub.connect()
+    pub.send_packet(Publish(topic, b"only once", qos=2, packet_id=7))
+    assert pub.recv_packet() == PubRec(7)
+    pub.send_packet(Publish(topic, b"only once", qos=2, dup=True, packet_id=7))
+    assert pub.recv_packet() == PubRec(7)  # [MQTT-4.3.3-2]: acknowledged again, not forwarded
+    pub.send_packet(PubRel(7))
+    assert pub.recv_packet() == PubComp(7)
+    assert [m.payload for m in sub.expect(1)] == [b"only once"]
+    sub.expect_none(0.5)
+    # After PUBREL the id is free: the same id now carries a new message.
+    pub.send_packet(Publish(topic, b"a new message", qos=2, packet_id=7))
+    assert pub.recv_packet() == PubRec(7)
+    pub.send_packet(PubRel(7))
+    assert pub.recv_packet() == PubComp(7)
+    assert [m.payload for m in sub.expect(1)] == [b"a new message"]
+    sub.disconnect()
+
+
+def test_pubrel_for_an_unknown_id_still_gets_pubcomp(broker):
+    raw = RawClient(broker.port)
+    raw.connect()
+    raw.send_packet(PubRel(4242))
+    assert raw.recv_packet() == PubComp(4242)
+
+
+def test_unacknowledged_qos1_resent_with_dup_in_order_on_reconnect(broker):
+    client_id = unique("resend")
+    topic = f"{client_id}/t"
+    sub = RawClient(broker.port)
+    assert sub.connect(client_id, clean=False) == ConnAck(0, False)
+    sub.subscribe(topic, qos=1)
+    pub = PahoClient(broker.port)
+    pub.connect()
+    for i in range(3):
+        pub.publish(topic, b"m%d" % i, qos=1)
+    first = [sub.recv_packet() for _ in range(3)]
+    assert [(p.payload, p.dup) for p in first] == [(b"m0", False), (b"m1", False), (b"m2", False)]
+    sub.close()  # no PUBACK sent for any of them
+    again = RawClient(broker.port)
+    assert again.connect(client_id, clean=False) == ConnAck(0, True)
+    resent = [again.recv_packet() for _ in range(3)]
+    assert [(p.payload, p.dup, p.packet_id) for p in resent] == \
+        [(b"m0", True, first[0].packet_id), (b"m1", True, first[1].packet_id),
+         (b"m2", True, first[2].packet_id)]
+    for p in resent:
+        again.send_packet(PubAck(p.packet_id))
+    pub.publish(topic, b"m3", qos=1)
+    fresh = again.recv_packet()
+    assert (fresh.payload, fresh.dup) == (b"m3", False)
+    pub.disconnect()
+
+
+def test_outgoing_qos2_in_pubrec_state_gets_pubrel_resent_on_reconnect(broker):
+    client_id = unique("pubrel")
+    topic = f"{client_id}/t"
+    sub = RawClient(broker.port)
+    sub.connect(client_id, clean=False)
+    sub.subscribe(topic, qos=2)
+    pub = PahoClient(broker.port)
+    pub.connect()
+    pub.publish(topic, b"q2", qos=2)
+    delivered = sub.recv_packet()
+    assert (delivered.payload, delivered.qos) == (b"q2", 2)
+    sub.send_packet(PubRec(delivered.packet_id))
+    assert sub.recv_packet() == PubRel(delivered.packet_id)
+    sub.close()  # PUBCOMP never sent
+    again = RawClient(broker.port)
+    assert again.connect(client_id, clean=False) == ConnAck(0, True)
+    assert again.recv_packet() == PubRel(delivered.packet_id)  # not the PUBLISH again
+    again.send_packet(PubComp(delivered.packet_id))
+    pub.publish(topic, b"next", qos=2)
+    assert again.recv_packet().payload == b"next"
+    pub.disconnect()
+
+
+def test_qos0_payload_bytes_arrive_unchanged(broker):
+    topic = f"{unique('binary')}/x"
+    payload = bytes(range(256)) * 4 + b"\x00\xff\xfe"
+    sub = PahoClient(broker.port)
+    sub.connect()
+    sub.subscribe(topic, 0)
+    pub = PahoClient(broker.port)
+    pub.connect()
+    pub.publish(topic, payload)
+    assert sub.expect(1)[0].payload == payload
+    pub.disconnect()
+    sub.disconnect()
+
+
+def test_many_packets_in_one_write_are_all_handled(broker):
+    topic = f"{unique('batch')}/x"
+    sub = PahoClient(broker.port)
+    sub.connect()
+    sub.subscribe(topic, 1)
+    raw = RawClient(broker.port)
+    raw.connect()
+    from broker.codec import encode
+    raw.send(b"".join(encode(Publish(topic, b"%d" % i, qos=1, packet_id=i + 1))
+                      for i in range(50)))
+    acks = [raw.recv_packet() for _ in range(50)]
+    assert acks == [PubAck(i + 1) for i in range(50)]
+    assert [m.payload for m in sub.expect(50)] == [b"%d" % i for i in range(50)]
+    sub.disconnect()
