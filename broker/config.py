@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
+if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback pyproject names
     import tomllib
 else:  # pragma: no cover - exercised only on Python < 3.11
     import tomli as tomllib
@@ -63,7 +64,8 @@ def text(value: Any) -> str:
 def choice(*options: str) -> Check:
     def check(value: Any) -> str:
         if value not in options:
-            raise ValueError(f"expected one of {', '.join(map(repr, options))}, got {_describe(value)}")
+            raise ValueError(f"expected one of {', '.join(map(repr, options))}, "
+                             f"got {_describe(value)}")
         return value
     return check
 
@@ -101,11 +103,53 @@ class LimitsSection:
                                   "largest packet accepted, header included")
 
 
+def url_paths(value: Any) -> tuple[str, ...]:
+    """A URL path or a list of them, each starting with '/': normalised to a tuple."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(
+            isinstance(item, str) and item.startswith("/") and " " not in item
+            and "?" not in item for item in items):
+        raise ValueError("expected a URL path such as \"/mqtt\" (starting with '/', no query) "
+                         f"or a non-empty list of them, got {_describe(value)}")
+    return tuple(items)
+
+
+def addresses(value: Any) -> tuple[str, ...]:
+    """A list of IP addresses or networks ("127.0.0.1", "::1", "10.0.0.0/8")."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of IP addresses or networks, got {_describe(value)}")
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except (TypeError, ValueError):
+            raise ValueError("expected a list of IP addresses or networks (such as "
+                             f"\"127.0.0.1\" or \"10.0.0.0/8\"), got {_describe(item)} in it"
+                             ) from None
+    return tuple(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerSection:
     bind: str = option(text, "127.0.0.1", "address to listen on")
     port: int = option(integer(0, 65_535), 1883, "TCP port (0 picks a free one)")
-    protocol: str = option(choice("mqtt"), "mqtt", "mqtt (plain TCP)")
+    protocol: str = option(choice("mqtt", "websockets"), "mqtt",
+                           "mqtt (plain TCP) or websockets (MQTT over WebSocket, binary frames)")
+    path: tuple[str, ...] = option(url_paths, ("/mqtt",),
+                                   "websockets only: the URL path, or a list of paths, that "
+                                   "upgrade; any other path gets HTTP 404")
+    trusted_proxies: tuple[str, ...] = option(
+        addresses, ("127.0.0.1", "::1"), "websockets only: peers (addresses or networks) whose "
+        "X-Forwarded-For / X-Real-IP header names the client in logs")
+
+    @staticmethod
+    def check_given(values: dict[str, Any]) -> tuple[str, str] | None:
+        """(key, message) when keys given together do not fit; None when they do."""
+        if values.get("protocol", "mqtt") == "mqtt":
+            for key in ("path", "trusted_proxies"):
+                if key in values:
+                    return key, ('only a websockets listener has this key; add '
+                                 'protocol = "websockets" or remove it')
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +184,12 @@ data_dir = "./data"
 bind = "127.0.0.1"
 port = 1883
 protocol = "mqtt"
+
+[[listener]]
+bind = "127.0.0.1"
+port = 9001
+protocol = "websockets"
+path = "/mqtt"
 """
 
 
@@ -206,6 +256,10 @@ def _section(cls: type, body: Any, table: str, index: int | None, where: _Locato
             kwargs[key] = spec.metadata["check"](value)
         except ValueError as exc:
             raise where.error(table, index, key, str(exc)) from None
+    check_given = getattr(cls, "check_given", None)
+    problem = check_given(kwargs) if check_given is not None else None
+    if problem is not None:
+        raise where.error(table, index, problem[0], problem[1])
     return cls(**kwargs)
 
 
@@ -223,6 +277,7 @@ def _check_whole(config: Config, where: _Locator) -> None:
 def describe(config: Config) -> list[str]:
     """Human-readable lines saying what this configuration would do (for `greenfly check`)."""
     lines = [f"{listener.protocol} on {listener.bind}:{listener.port}"
+             + (f" at {', '.join(listener.path)}" if listener.protocol == "websockets" else "")
              for listener in config.listeners]
     lines.append(f"data in {config.broker.data_dir}")
     lines.append("anonymous clients " + ("allowed" if config.broker.allow_anonymous else "refused"))

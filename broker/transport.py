@@ -1,16 +1,17 @@
 """Byte-stream transports: the one interface a `Connection` reads from and writes to.
 
 `recv()` returns the next MQTT bytes (b"" when the peer closed the stream); `sendall(data)`
-writes MQTT bytes; `close(reason_code)` ends the stream, and
-a transport that has a close handshake of its own (WebSocket) says why with it. Sockets never
-get a timeout: deadlines (CONNECT, keepalive) are enforced by the server's watchdog, which
-closes the transport and so wakes the blocked reader. Keeping
-framing such as WebSocket here means keepalive, takeover and will logic exist once, in
-`Connection`, whatever the transport.
+writes MQTT bytes; `close(reason_code)` ends the stream, and a transport that has a close
+handshake of its own (WebSocket, in `websocket.py`) says why with it, mapped from the MQTT
+reason code. Sockets never get a timeout: deadlines (CONNECT, keepalive) are enforced by the
+server's watchdog, which closes the transport and so wakes the blocked reader. Keeping
+framing such as WebSocket behind this interface means keepalive, takeover and will logic
+exist once, in `Connection`, whatever the transport.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket as stdlib_socket
 from typing import Protocol
 
@@ -43,15 +44,13 @@ def format_address(address: object) -> str:
 class TcpTransport:
     """Plain TCP (and, wrapped, TLS): MQTT bytes straight on the socket."""
 
-    __slots__ = ("sock", "address")
+    __slots__ = ("address", "sock")
 
     def __init__(self, sock: socket.socket, address: object) -> None:
         self.sock = sock
         self.address = format_address(address)
-        try:
+        with contextlib.suppress(OSError):  # not a TCP socket (a socketpair): nothing to tune
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not a TCP socket (a test's socketpair): nothing to tune
 
     def recv(self) -> bytes:
         return self.sock.recv(RECV_SIZE)
@@ -60,8 +59,6 @@ class TcpTransport:
         self.sock.sendall(data)
 
     def close(self, reason_code: int = 0) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already gone: nothing left to shut down
             self.sock.shutdown(stdlib_socket.SHUT_RDWR)
-        except OSError:
-            pass  # already gone: nothing left to shut down
         self.sock.close()

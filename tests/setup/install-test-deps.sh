@@ -1,6 +1,7 @@
 #!/bin/sh
 # What the test suite needs beyond the Python packages in .venv: real clients and servers
-# from Debian. Installs only what is missing, so a second run does nothing.
+# from Debian, and MQTT.js from npm for the WebSocket tests. Installs only what is missing,
+# so a second run does nothing.
 set -eu
 cd "$(dirname "$0")/../.."
 missing=""
@@ -8,5 +9,12 @@ need() {  # need COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 || missing="$missing $2"
 }
 need mosquitto_pub mosquitto-clients
+need node nodejs
+need npm npm
 # shellcheck disable=SC2086
 [ -z "$missing" ] || tests/setup/install-system-packages.sh $missing
+# MQTT.js 5.x into tests/js/node_modules (git-ignored), pinned by tests/js/package-lock.json.
+if [ ! -f tests/js/node_modules/mqtt/package.json ]; then
+    echo "greenfly: installing MQTT.js into tests/js (npm)"
+    (cd tests/js && npm install --no-audit --no-fund --loglevel=error)
+fi
