@@ -103,6 +103,22 @@ class LimitsSection:
                                   "largest packet accepted, header included")
 
 
+@dataclass(frozen=True, slots=True)
+class PersistenceSection:
+    enabled: bool = option(boolean, True, "keep sessions and retained messages in the journal "
+                           "in data_dir (false: in memory only)")
+    fsync: str = option(choice("always", "interval", "never"), "always",
+                        "always: acknowledge only what is on disk; interval: fsync every "
+                        "fsync_interval_ms; never: leave it to the OS")
+    fsync_interval_ms: int = option(integer(1, 3_600_000), 1000,
+                                    "milliseconds between fsyncs with fsync = \"interval\"")
+    compact_min_mb: int = option(integer(1, 1_048_576), 64,
+                                 "the journal is never compacted below this size (MiB)")
+    compact_factor: float = option(number(1.5, 1000), 4.0,
+                                   "compact when the journal is this many times its last "
+                                   "compacted size")
+
+
 def url_paths(value: Any) -> tuple[str, ...]:
     """A URL path or a list of them, each starting with '/': normalised to a tuple."""
     items = [value] if isinstance(value, str) else value
@@ -163,6 +179,7 @@ class Config:
     broker: BrokerSection = field(default_factory=BrokerSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     listeners: tuple[ListenerSection, ...] = ()
+    persistence: PersistenceSection = field(default_factory=PersistenceSection)
     log: LogSection = field(default_factory=LogSection)
     source: str = "<default>"
 
@@ -172,6 +189,7 @@ SECTIONS: dict[str, tuple[str, type, bool]] = {
     "broker": ("broker", BrokerSection, False),
     "limits": ("limits", LimitsSection, False),
     "listener": ("listeners", ListenerSection, True),
+    "persistence": ("persistence", PersistenceSection, False),
     "log": ("log", LogSection, False),
 }
 
@@ -279,7 +297,9 @@ def describe(config: Config) -> list[str]:
     lines = [f"{listener.protocol} on {listener.bind}:{listener.port}"
              + (f" at {', '.join(listener.path)}" if listener.protocol == "websockets" else "")
              for listener in config.listeners]
-    lines.append(f"data in {config.broker.data_dir}")
+    persistence = config.persistence
+    lines.append(f"sessions journaled in {config.broker.data_dir} (fsync = {persistence.fsync})"
+                 if persistence.enabled else "sessions kept in memory only (persistence off)")
     lines.append("anonymous clients " + ("allowed" if config.broker.allow_anonymous else "refused"))
     return lines
 

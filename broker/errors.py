@@ -126,6 +126,13 @@ class PacketTooLarge(MQTTError):
     default_reason = ReasonCode.PACKET_TOO_LARGE
 
 
+class StoreUnavailable(MQTTError):
+    """The session store cannot make records durable (disk full, I/O error): acknowledgements
+    that depend on it are not sent, and the connection waiting for one is closed."""
+
+    default_reason = ReasonCode.UNSPECIFIED_ERROR
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used: names the file, line and key, and what was expected."""
 

@@ -37,7 +37,7 @@ from .codec import (
     Will,
 )
 from .context import BrokerContext
-from .errors import MQTTError, ProtocolError, ReasonCode
+from .errors import MQTTError, ProtocolError, ReasonCode, StoreUnavailable
 from .message import Message
 from .session import Peer, Session, WaitDurable
 from .topics import validate_filter
@@ -164,6 +164,7 @@ class ClientProtocol:
             self._refuse(ReasonCode.NOT_AUTHORIZED, "anonymous clients are not allowed")
             return
         registry = ctx.registry
+        since = ctx.store.seq
         previous = registry.get(self.client_id)
         if previous is not None and previous.peer is not None:
             previous.peer.terminate(TAKEOVER)  # [MQTT-3.1.4-2]
@@ -177,7 +178,7 @@ class ClientProtocol:
         self.state = CONNECTED
         self.connected_at = time.monotonic()
         ctx.stats.client_connected()
-        self._wait_durable()
+        self._wait_durable(since)
         self.peer.put(ConnAck(ReasonCode.SUCCESS, present))
         session.attach(self.peer)
         log.info("client connected: %s protocol=%d keepalive=%d clean=%d session_present=%d%s",
@@ -192,35 +193,45 @@ class ClientProtocol:
 
     # -- PUBLISH and its acknowledgements ----------------------------------------------------
 
-    def _wait_durable(self) -> None:
+    def _wait_durable(self, since: int) -> None:
+        """Hold back what comes next until the records appended after `since` are durable."""
         store = self.ctx.store
         seq = store.seq
-        if not store.is_durable(seq):
+        if seq != since and not store.is_durable(seq):
             self.peer.put(WaitDurable(seq))
 
     def _on_publish(self, packet: Publish) -> None:
-        stats = self.ctx.stats
+        ctx = self.ctx
+        stats = ctx.stats
         stats.publish_received += 1
         stats.publish_bytes_received += len(packet.payload)
         qos = packet.qos
         message = Message(packet.topic, packet.payload, qos, packet.retain, packet.properties,
                           self.client_id)
         if qos == 0:
-            self.ctx.router.publish(message)
+            ctx.router.publish(message)
             return
+        store = ctx.store
+        if store.failure is not None:
+            # Nothing it publishes now can be made durable: no PUBACK/PUBREC, and the client
+            # sends it again after reconnecting (v3.1.1 has no negative acknowledgement).
+            raise StoreUnavailable(f"QoS {qos} publish refused: the journal cannot be "
+                                   f"written ({store.failure})")
+        since = store.seq
         if qos == 1:
-            self.ctx.router.publish(message)
-            self._wait_durable()
+            ctx.router.publish(message)
+            self._wait_durable(since)
             self.peer.put(PubAck(packet.packet_id))
             return
         if self.session.receive_qos2(packet.packet_id):
-            self.ctx.router.publish(message)
-        self._wait_durable()
+            ctx.router.publish(message)
+        self._wait_durable(since)
         self.peer.put(PubRec(packet.packet_id))
 
     def _on_pubrel(self, packet: PubRel) -> None:
+        since = self.ctx.store.seq
         self.session.release_qos2(packet.packet_id)
-        self._wait_durable()
+        self._wait_durable(since)
         self.peer.put(PubComp(packet.packet_id))
 
     def _on_puback(self, packet: PubAck) -> None:
@@ -246,12 +257,13 @@ class ClientProtocol:
         ctx = self.ctx
         session = self.session
         granted = []
+        since = ctx.store.seq
         for topic_filter, options in packet.subscriptions:
             qos = options.qos
             ctx.tree.subscribe(self.client_id, topic_filter, qos)
             session.add_subscription(topic_filter, options)
             granted.append(qos)
-        self._wait_durable()
+        self._wait_durable(since)
         self.peer.put(SubAck(packet.packet_id, tuple(granted)))
         for (topic_filter, _options), qos in zip(packet.subscriptions, granted, strict=True):
             if qos != SUBACK_FAILURE:
@@ -261,10 +273,11 @@ class ClientProtocol:
         for topic_filter in packet.filters:
             validate_filter(topic_filter)
         ctx = self.ctx
+        since = ctx.store.seq
         for topic_filter in packet.filters:
             ctx.tree.unsubscribe(self.client_id, topic_filter)
             self.session.remove_subscription(topic_filter)
-        self._wait_durable()
+        self._wait_durable(since)
         self.peer.put(UnsubAck(packet.packet_id))
 
     # -- the rest ----------------------------------------------------------------------------

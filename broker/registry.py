@@ -19,7 +19,18 @@ from .message import Message
 from .retained import RetainedMessages
 from .session import Session, SessionEnv, _Flight
 from .store.base import StoredState
-from .store.records import SessionDeleted
+from .store.records import (
+    IncomingQos2,
+    MessageStored,
+    OutgoingReleased,
+    OutgoingStored,
+    Record,
+    RetainedSet,
+    SessionClosed,
+    SessionDeleted,
+    SessionOpened,
+    Subscribed,
+)
 from .topic_tree import TopicTree
 
 log = logging.getLogger("greenfly.registry")
@@ -130,3 +141,39 @@ class SessionRegistry:
             msg = message(msg_id)
             if msg is not None:
                 retained.set(msg)
+
+    def snapshot_records(self, retained: RetainedMessages) -> list[Record]:
+        """The live persistent state as the shortest record list that restores it.
+
+        Taken in one go with no greenlet switch, so it is exactly the fold of every record
+        appended so far: the journal writes it as its compacted form.
+        """
+        messages: dict[int, Message] = {}
+        body: list[Record] = []
+        for message in retained.all():
+            if message.stored:  # $SYS values are never stored
+                messages[message.msg_id] = message
+                body.append(RetainedSet(message.topic, message.msg_id))
+        for session in self.sessions.values():
+            if not session.persistent:
+                continue
+            cid = session.client_id
+            body.append(SessionOpened(cid, session.protocol_level, session.expiry))
+            if session.disconnected_at is not None and session.peer is None:
+                body.append(SessionClosed(cid, session.disconnected_at))
+            body.extend(Subscribed(cid, topic_filter, options.to_byte())
+                        for topic_filter, options in session.subscriptions.items())
+            for packet_id, flight in session.inflight.items():
+                messages[flight.message.msg_id] = flight.message
+                body.append(OutgoingStored(cid, flight.message.msg_id, flight.qos, flight.retain,
+                                           packet_id))
+                if flight.released:
+                    body.append(OutgoingReleased(cid, packet_id))
+            for message, qos, retain in session.queue:
+                messages[message.msg_id] = message
+                body.append(OutgoingStored(cid, message.msg_id, qos, retain, 0))
+            body.extend(IncomingQos2(cid, packet_id) for packet_id in sorted(session.incoming_qos2))
+        head: list[Record] = [MessageStored(m.msg_id, m.topic, m.payload, m.qos, m.retain,
+                                            m.origin, m.properties)
+                              for _msg_id, m in sorted(messages.items())]
+        return head + body

@@ -20,6 +20,7 @@ from .context import BrokerContext
 from .listeners import Listener
 from .protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
 from .store.base import SessionStore
+from .store.journal import JournalStore
 from .store.memory import MemoryStore
 from .sys_topics import SysTopics
 from .transport import Transport
@@ -33,8 +34,11 @@ EXPIRY_INTERVAL = 60.0
 class Broker:
     def __init__(self, config: Config, store: SessionStore | None = None) -> None:
         self.config = config
-        self.store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else make_store(config)
         self.ctx = BrokerContext.build(config, self.store)
+        if isinstance(self.store, JournalStore):
+            registry, retained = self.ctx.registry, self.ctx.retained
+            self.store.snapshot_source = lambda: registry.snapshot_records(retained)
         self.connections: set[Connection] = set()
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config)
                           for listener in config.listeners]
@@ -104,3 +108,12 @@ class Broker:
             expiration = self.config.broker.persistent_client_expiration
             gevent.sleep(min(EXPIRY_INTERVAL, expiration) if expiration else EXPIRY_INTERVAL)
             self.ctx.registry.expire(self.config.broker.persistent_client_expiration)
+
+
+def make_store(config: Config) -> SessionStore:
+    """The journal in data_dir, or memory only when persistence is off."""
+    persistence = config.persistence
+    if not persistence.enabled:
+        return MemoryStore()
+    return JournalStore(config.broker.data_dir, persistence.fsync, persistence.fsync_interval_ms,
+                        persistence.compact_min_mb * 1024 * 1024, persistence.compact_factor)

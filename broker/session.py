@@ -30,6 +30,7 @@ from gevent.lock import RLock
 
 from .codec import PubRel, SubOptions
 from .config import LimitsSection
+from .errors import ProtocolError
 from .message import Message
 from .stats import Stats
 from .store.base import SessionStore
@@ -240,11 +241,15 @@ class Session:
             peer.put((message, qos, retain, False, packet_id))
 
     def on_puback(self, packet_id: int) -> bool:
-        """PUBACK from the client; False if nothing QoS 1 was in flight with that id."""
+        """PUBACK from the client; False if nothing was in flight with that id (ignored, as
+        a late duplicate). A PUBACK for a QoS 2 message breaks the flow: protocol error."""
         with self._lock:
             flight = self.inflight.get(packet_id)
-            if flight is None or flight.qos != 1:
+            if flight is None:
                 return False
+            if flight.qos != 1:
+                raise ProtocolError(f"PUBACK for packet id {packet_id}, a QoS 2 message "
+                                    "[MQTT-4.3.3-1]")
             del self.inflight[packet_id]
             self._write(OutgoingDone(self.client_id, packet_id))
             self._fill_window()

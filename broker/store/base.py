@@ -35,6 +35,11 @@ from .records import (
     Unsubscribed,
 )
 
+# The records about one session; `apply` ignores them when that session does not exist.
+_SESSION_RECORDS = frozenset({SessionClosed, SessionDeleted, Subscribed, Unsubscribed,
+                              OutgoingStored, OutgoingSent, OutgoingReleased, OutgoingDone,
+                              IncomingQos2, IncomingReleased})
+
 
 @dataclass(slots=True)
 class StoredOutgoing:
@@ -55,9 +60,10 @@ class StoredSession:
     incoming_qos2: set[int] = field(default_factory=set)
     # Everything owed, in delivery order, keyed by a local sequence number.
     outgoing: dict[int, StoredOutgoing] = field(default_factory=dict)
-    _next_key: int = 0
-    _inflight: dict[int, int] = field(default_factory=dict)  # packet id -> key
-    _queued: dict[int, deque[int]] = field(default_factory=dict)  # msg id -> keys
+    # Indexes into `outgoing`: bookkeeping, not state, so not compared.
+    _next_key: int = field(default=0, compare=False)
+    _inflight: dict[int, int] = field(default_factory=dict, compare=False)  # packet id -> key
+    _queued: dict[int, deque[int]] = field(default_factory=dict, compare=False)  # msg id -> keys
 
     def add_outgoing(self, entry: StoredOutgoing) -> None:
         key = self._next_key
@@ -120,6 +126,8 @@ class StoredState:
                 session.expiry = record.expiry
                 session.disconnected_at = None
             return
+        if kind not in _SESSION_RECORDS:
+            raise TypeError(f"not a store record: {record!r}")
         session = self.sessions.get(record.client_id)
         if session is None:
             return
@@ -144,8 +152,6 @@ class StoredState:
             session.disconnected_at = record.at
         elif kind is SessionDeleted:
             del self.sessions[record.client_id]
-        else:
-            raise TypeError(f"not a store record: {record!r}")
 
     def referenced_messages(self) -> set[int]:
         live = set(self.retained.values())
@@ -197,6 +203,7 @@ class SessionStore(Protocol):
     process). Appends never block; `wait_durable` blocks only the calling greenlet."""
 
     seq: int  # number of the last record appended
+    failure: str | None  # why records cannot be made durable right now, or None
 
     def load(self) -> StoredState:
         """The state to start from; called once, before any listener opens."""

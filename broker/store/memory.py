@@ -10,7 +10,7 @@ back exactly the state a restart from a journal would.
 from __future__ import annotations
 
 from .base import StoredState, restore, snapshot
-from .records import Record
+from .records import MessageStored, Record
 
 _COMPACT_FACTOR = 4
 _COMPACT_MINIMUM = 10_000
@@ -21,6 +21,7 @@ class MemoryStore:
         self._records: list[Record] = []
         self._live = 0  # records in the last snapshot
         self.seq = 0  # number of the last record appended
+        self.failure: str | None = None  # memory never fails to take a record
         self._max_msg_id = 0
 
     def load(self) -> StoredState:
@@ -31,7 +32,10 @@ class MemoryStore:
     def append(self, record: Record) -> int:
         self._records.append(record)
         self.seq += 1
-        if len(self._records) > max(_COMPACT_MINIMUM, _COMPACT_FACTOR * self._live):
+        # Never compact right after a MessageStored: the records that refer to it (an
+        # OutgoingStored, a RetainedSet) come next, and the fold would drop it as unreferenced.
+        if (type(record) is not MessageStored
+                and len(self._records) > max(_COMPACT_MINIMUM, _COMPACT_FACTOR * self._live)):
             self.compact()
         return self.seq
 

@@ -156,3 +156,22 @@ def test_many_packets_in_one_write_are_all_handled(broker):
     assert acks == [PubAck(i + 1) for i in range(50)]
     assert [m.payload for m in sub.expect(50)] == [b"%d" % i for i in range(50)]
     sub.disconnect()
+
+
+def test_puback_for_an_unknown_id_is_ignored_but_for_a_qos2_message_closes(broker):
+    client_id = unique("wrongack")
+    topic = f"{client_id}/t"
+    sub = RawClient(broker.port)
+    sub.connect(client_id)
+    sub.subscribe(topic, qos=2)
+    sub.send_packet(PubAck(999))  # nothing in flight with that id: ignored
+    pub = PahoClient(broker.port)
+    pub.connect()
+    pub.publish(topic, b"q2", qos=2)
+    delivered = sub.recv_packet()
+    assert delivered.qos == 2
+    broker.mark_log()
+    sub.send_packet(PubAck(delivered.packet_id))  # QoS 2 is answered with PUBREC, not PUBACK
+    assert sub.closed_by_broker()
+    broker.wait_for_log(rf"closing {client_id} .*PUBACK for packet id {delivered.packet_id}")
+    pub.disconnect()

@@ -184,3 +184,56 @@ class PahoClient:
         sock = self.client.socket()
         if sock is not None:
             sock.close()
+
+
+def publish_many(raw: RawClient, topic: str, payloads: list[bytes], qos: int = 1,
+                 window: int = 100, first_id: int = 1, retain: bool = False) -> None:
+    """Publish with up to `window` unacknowledged; return when every PUBACK has arrived."""
+    from broker.codec import PubAck, Publish
+    assert qos == 1
+    sent = acked = 0
+    while acked < len(payloads):
+        batch = []
+        while sent < len(payloads) and sent - acked < window:
+            packet_id = (first_id + sent - 1) % 65535 + 1
+            batch.append(encode(Publish(topic, payloads[sent], qos, retain, packet_id=packet_id)))
+            sent += 1
+        if batch:
+            raw.send(b"".join(batch))
+        reply = raw.recv_packet()
+        assert isinstance(reply, PubAck), reply
+        acked += 1
+
+
+def receive_all(raw: RawClient, count: int, timeout: float = 20.0,
+                linger: float = 0.0) -> list[Any]:
+    """Read PUBLISH packets, acknowledging each (PUBACK, or PUBREC then PUBCOMP via PUBREL),
+    until `count` distinct payloads arrived, then for `linger` seconds more; duplicates are
+    returned too."""
+    from broker.codec import PubAck, PubComp, PubRec, PubRel, Publish
+    got: list[Any] = []
+    distinct: set[bytes] = set()
+    deadline = time.monotonic() + timeout
+    lingering = False
+    while True:
+        if len(distinct) >= count and not lingering:
+            if linger <= 0:
+                break
+            deadline = min(deadline, time.monotonic() + linger)
+            lingering = True
+        try:
+            packet = raw.recv_packet(max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            if len(distinct) >= count:
+                break
+            raise
+        if isinstance(packet, Publish):
+            got.append(packet)
+            distinct.add(packet.payload)
+            if packet.qos == 1:
+                raw.send_packet(PubAck(packet.packet_id))
+            elif packet.qos == 2:
+                raw.send_packet(PubRec(packet.packet_id))
+        elif isinstance(packet, PubRel):
+            raw.send_packet(PubComp(packet.packet_id))
+    return got

@@ -1,0 +1,54 @@
+"""`greenfly inspect` and `greenfly check --salvage`: the journal, read without a broker."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .store.base import restore
+from .store.journal import JOURNAL_NAME, salvage, scan_journal
+
+
+def inspect_command(data_dir: str) -> int:
+    """Print sessions, what each is owed, and retained counts, as a restart would see them."""
+    path = os.path.join(data_dir, JOURNAL_NAME)
+    if not os.path.exists(path):
+        print(f"{path}: no journal (nothing persisted yet)")
+        return 0
+    found = scan_journal(path)
+    state = restore(found.records)
+    print(f"{path}: {found.size} bytes, {len(found.records)} records")
+    if found.torn_tail:
+        print(f"  torn final frame: {found.torn_tail} bytes at offset {found.good_end} "
+              "(truncated at the next start)")
+    if found.damage:
+        offset, reason = found.damage
+        print(f"  DAMAGED at offset {offset}: {reason}; records after it are not shown "
+              "(`greenfly check --salvage` keeps everything before it)")
+    print(f"sessions: {len(state.sessions)}")
+    for session in sorted(state.sessions.values(), key=lambda s: s.client_id):
+        inflight = sum(1 for e in session.outgoing.values() if e.packet_id)
+        queued = len(session.outgoing) - inflight
+        status = "offline" if session.disconnected_at is not None else "connected at the stop"
+        print(f"  {session.client_id}: {status}, {len(session.subscriptions)} subscription(s), "
+              f"{inflight} in flight, {queued} queued, "
+              f"{len(session.incoming_qos2)} inbound QoS 2 awaiting PUBREL")
+    print(f"retained messages: {len(state.retained)}")
+    print(f"stored messages: {len(state.messages)}")
+    return 1 if found.damage else 0
+
+
+def salvage_command(data_dir: str) -> int:
+    path = os.path.join(data_dir, JOURNAL_NAME)
+    if not os.path.exists(path):
+        print(f"{path}: no journal, nothing to salvage")
+        return 0
+    found, backup = salvage(path)
+    if backup is None:
+        print(f"{path}: not damaged, nothing to salvage ({len(found.records)} records)")
+        return 0
+    dropped = found.size - found.good_end
+    where = f" at offset {found.damage[0]} ({found.damage[1]})" if found.damage else ""
+    print(f"{path}: damaged{where}; kept {len(found.records)} records before it, "
+          f"dropped {dropped} bytes. The original is saved as {backup}.", file=sys.stderr)
+    return 0

@@ -1,0 +1,392 @@
+"""`JournalStore`: the file-journal session store. What the broker acknowledged is on disk.
+
+The file (`greenfly.journal` in the data dir) is a header then frames `length | crc32 | body`
+(see `record_codec`). Rules:
+- Appends never block: records are encoded into a pending list and one writer greenlet
+  writes everything pending in one `write`, then (`fsync = "always"`) one `fsync`, both in the
+  hub's threadpool, then releases every waiter at once (group commit). `"interval"` fsyncs at
+  most every `fsync_interval_ms`; `"never"` leaves flushing to the OS. The hub never touches
+  the disk.
+- `is_durable(seq)` / `wait_durable(seq)` are what acknowledgements wait on: under `"always"`
+  a record is durable once the fsync after it returned; under the other policies at once.
+- A failed write (ENOSPC, EFBIG, EIO) truncates the file back to its last good size, keeps
+  the batch pending, fails every waiter (their acknowledgements are not sent), sets
+  `failure` (new QoS 1/2 publishes are refused while it is set), and retries every second.
+- Compaction: when the file outgrows `max(compact_min_bytes, compact_factor x last snapshot)`,
+  the broker's live state is taken as records at one instant (no greenlet switch), the
+  records still pending at that instant are dropped (the snapshot contains them), and the
+  snapshot is written to a temporary file, fsynced, renamed over the journal, and the
+  directory fsynced. A crash at any moment leaves either the old journal or the new one.
+- Recovery (`load`): a torn final frame is truncated and logged; a bad frame anywhere else
+  stops start-up with `JournalCorrupt` (file, offset, and the salvage command), never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.event import Event
+
+from ..errors import StoreUnavailable
+from .base import StoredState, restore
+from .record_codec import FRAME_HEADER, MAX_RECORD, CorruptRecord, decode_record, encode_frame
+from .records import Record
+
+log = logging.getLogger("greenfly.journal")
+
+JOURNAL_NAME = "greenfly.journal"
+MAGIC = b"GREENFLY-JOURNAL"
+VERSION = 1
+HEADER = MAGIC + VERSION.to_bytes(2, "big") + b"\x00\x00"
+RETRY_INTERVAL = 1.0
+NEVER_FLUSH_DELAY = 0.005  # "never"/"interval": gather writes for this long before a write
+
+
+class JournalCorrupt(Exception):
+    """The journal has damage before its end; start-up stops and says how to salvage."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"{path} is damaged at offset {offset}: {reason}")
+
+
+@dataclass
+class JournalScan:
+    """What reading a journal found."""
+
+    records: list[Record] = field(default_factory=list)
+    good_end: int = 0  # end of the last whole frame
+    size: int = 0
+    damage: tuple[int, str] | None = None  # (offset, reason) of damage before the end
+    torn_tail: int = 0  # bytes of a final frame that was cut short
+
+
+def scan_journal(path: str) -> JournalScan:
+    """Read every record; report a torn tail and the first damage. Changes nothing."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    result = JournalScan(size=len(data))
+    if not data:
+        return result
+    if len(data) < len(HEADER) and HEADER.startswith(data):
+        result.torn_tail = len(data)  # a crash while the header was being written
+        return result
+    if data[:len(MAGIC)] != MAGIC:
+        result.damage = (0, "not a greenfly journal (bad magic)")
+        return result
+    version = int.from_bytes(data[len(MAGIC):len(MAGIC) + 2], "big")
+    if version != VERSION:
+        result.damage = (len(MAGIC), f"journal version {version}, this greenfly reads {VERSION}")
+        return result
+    pos = result.good_end = len(HEADER)
+    size = len(data)
+    while pos < size:
+        if pos + FRAME_HEADER.size > size:
+            result.torn_tail = size - pos
+            break
+        length, crc = FRAME_HEADER.unpack_from(data, pos)
+        end = pos + FRAME_HEADER.size + length
+        if length > MAX_RECORD:
+            result.damage = (pos, f"frame length {length} is impossible")
+            break
+        if end > size:
+            result.torn_tail = size - pos
+            break
+        body = data[pos + FRAME_HEADER.size:end]
+        if zlib.crc32(body) != crc:
+            if end == size:
+                result.torn_tail = size - pos  # the last frame, half written
+            else:
+                result.damage = (pos, "bad CRC")
+            break
+        try:
+            result.records.append(decode_record(body))
+        except CorruptRecord as exc:
+            result.damage = (pos, str(exc))
+            break
+        pos = result.good_end = end
+    return result
+
+
+def salvage(path: str) -> tuple[JournalScan, str | None]:
+    """Keep every record before the first damage: the original is copied aside first."""
+    found = scan_journal(path)
+    if found.damage is None and not found.torn_tail:
+        return found, None
+    backup = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+    shutil.copy2(path, backup)
+    with open(path, "r+b") as fh:
+        if found.good_end < len(HEADER):
+            fh.seek(0)
+            fh.write(HEADER)
+            found.good_end = len(HEADER)
+        fh.truncate(found.good_end)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return found, backup
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JournalStore:
+    def __init__(self, data_dir: str, fsync: str = "always", fsync_interval_ms: int = 1000,
+                 compact_min_bytes: int = 64 * 1024 * 1024, compact_factor: float = 4.0) -> None:
+        self.data_dir = data_dir
+        self.path = os.path.join(data_dir, JOURNAL_NAME)
+        self.policy = fsync
+        self.fsync_interval = fsync_interval_ms / 1000.0
+        self.compact_min_bytes = compact_min_bytes
+        self.compact_factor = compact_factor
+        self.snapshot_source: Callable[[], list[Record]] | None = None
+        self.seq = 0
+        self.durable_seq = 0
+        self.failure: str | None = None
+        self.compactions = 0
+        self._max_msg_id = 0
+        self._fd = -1
+        self._size = 0
+        self._snapshot_size = 0
+        self._pending: list[bytes] = []
+        self._wake = Event()
+        self._round = Event()
+        self._writer: gevent.Greenlet | None = None
+        self._closing = False
+        self._last_fsync = time.monotonic()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def load(self) -> StoredState:
+        os.makedirs(self.data_dir, exist_ok=True)
+        tmp = self.path + ".tmp"
+        if os.path.exists(tmp):
+            os.unlink(tmp)  # a compaction that never reached its rename
+            log.warning("removed %s left by an interrupted compaction", tmp)
+        records: list[Record] = []
+        good_end = 0
+        if os.path.exists(self.path):
+            found = scan_journal(self.path)
+            if found.damage is not None:
+                raise JournalCorrupt(self.path, *found.damage)
+            records, good_end = found.records, found.good_end
+            if found.torn_tail:
+                log.warning("%s: truncating a torn final frame of %d bytes at offset %d "
+                            "(the broker stopped while writing it; it was never acknowledged)",
+                            self.path, found.torn_tail, found.good_end)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if good_end < len(HEADER):  # a new journal, or one whose header never reached disk
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, HEADER)
+            os.fsync(self._fd)
+            _fsync_dir(self.data_dir)
+        elif os.fstat(self._fd).st_size > good_end:
+            os.ftruncate(self._fd, good_end)
+            os.fsync(self._fd)
+        self._size = self._snapshot_size = os.fstat(self._fd).st_size
+        state = restore(records)
+        self._max_msg_id = state.max_msg_id
+        log.info("journal %s: %d records, %d bytes, fsync=%s", self.path, len(records),
+                 self._size, self.policy)
+        self._writer = gevent.spawn(self._run)
+        return state
+
+    # -- the SessionStore interface ----------------------------------------------------------
+
+    def append(self, record: Record) -> int:
+        self._pending.append(encode_frame(record))
+        self.seq += 1
+        if not self._wake.is_set():
+            self._wake.set()
+        return self.seq
+
+    def new_message_id(self) -> int:
+        self._max_msg_id += 1
+        return self._max_msg_id
+
+    def is_durable(self, seq: int) -> bool:
+        return self.policy != "always" or seq <= self.durable_seq
+
+    def wait_durable(self, seq: int) -> None:
+        if self.policy != "always":
+            return
+        while self.durable_seq < seq:
+            if self.failure is not None:
+                raise StoreUnavailable(f"the journal cannot be written: {self.failure}")
+            self._round.wait()
+
+    def close(self) -> None:
+        """Write and fsync everything pending, then release the file."""
+        self._closing = True
+        self._wake.set()
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout=10)
+            writer.kill(block=False)
+        if self._fd < 0:
+            return
+        error = self._write(b"".join(self._pending), sync=True)
+        if error is not None:
+            # Still failing at shutdown: these records were never acknowledged, and the
+            # journal on disk ends at its last good frame.
+            log.error("journal %s: %d record(s) could not be written at shutdown: %s",
+                      self.path, len(self._pending), error)
+        self._pending.clear()
+        os.close(self._fd)
+        self._fd = -1
+
+    # -- the writer greenlet -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        pool = gevent.get_hub().threadpool
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                self._wake.wait(self._idle_wait())
+                if self.policy == "interval" and not self._pending:
+                    self._maybe_interval_fsync(pool)
+                continue
+            if self.policy != "always" and not self._closing:
+                gevent.sleep(NEVER_FLUSH_DELAY)  # let a burst gather into one write
+            count = len(self._pending)
+            upto = self.seq
+            data = b"".join(self._pending[:count])
+            sync = self.policy == "always" or (
+                self.policy == "interval"
+                and time.monotonic() - self._last_fsync >= self.fsync_interval)
+            error = pool.apply(self._write, (data, sync))
+            if error is not None:
+                self._write_failed(error)
+                gevent.sleep(RETRY_INTERVAL)
+                continue
+            del self._pending[:count]
+            if sync:
+                self._last_fsync = time.monotonic()
+            if self.failure is not None:
+                log.warning("journal writes work again; acknowledging QoS 1/2 again")
+                self.failure = None
+            if sync or self.policy != "always":
+                self.durable_seq = upto  # "always" syncs every round
+            self._release_waiters()
+            if self._compaction_due():
+                self._compact(pool)
+
+    def _idle_wait(self) -> float | None:
+        return self.fsync_interval if self.policy == "interval" else None
+
+    def _maybe_interval_fsync(self, pool: object) -> None:
+        if time.monotonic() - self._last_fsync >= self.fsync_interval:
+            error = pool.apply(self._write, (b"", True))  # type: ignore[attr-defined]
+            if error is not None:
+                self._write_failed(error)
+            else:
+                self._last_fsync = time.monotonic()
+
+    def _write(self, data: bytes, sync: bool) -> OSError | None:
+        """In the threadpool: append `data`, fsync if asked; on error undo the partial write
+        and return the error (returned, not raised, so the pool does not print it)."""
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if sync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            # If even the truncate fails, the retry truncates again: _size is still the truth.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            return exc
+        self._size += len(data)
+        return None
+
+    def _write_failed(self, exc: OSError) -> None:
+        reason = f"{exc.strerror or exc} (errno {exc.errno})"
+        if self.failure is None:
+            log.error("JOURNAL WRITE FAILED: %s: %s. QoS 1/2 publishes are refused (no PUBACK) "
+                      "until writes succeed again; QoS 0 and subscriptions keep working. "
+                      "Retrying every %gs.", self.path, reason, RETRY_INTERVAL)
+        self.failure = reason
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        done, self._round = self._round, Event()
+        done.set()
+
+    # -- compaction --------------------------------------------------------------------------
+
+    def _compaction_due(self) -> bool:
+        return (self.snapshot_source is not None and not self._closing
+                and self._size > max(self.compact_min_bytes,
+                                     self.compact_factor * self._snapshot_size))
+
+    def _compact(self, pool: object) -> None:
+        started = time.monotonic()
+        old_size = self._size
+        cut = self.seq
+        cut_pending = len(self._pending)
+        records = self.snapshot_source()  # one instant: no greenlet switch in here
+        log.info("compacting %s: %d bytes, %d live records", self.path, old_size, len(records))
+        size = pool.apply(self._write_snapshot, (records,))  # type: ignore[attr-defined]
+        if isinstance(size, OSError):
+            # The old journal is still the journal; what was pending goes there as usual.
+            log.error("compaction of %s failed, the journal stays as it was: %s", self.path,
+                      size)
+            self._snapshot_size = self._size  # do not retry at once
+            return
+        # Everything appended up to `cut` is inside the snapshot: those records must not be
+        # written again after it.
+        del self._pending[:cut_pending]
+        self._size = self._snapshot_size = size
+        self.durable_seq = max(self.durable_seq, cut)
+        self.compactions += 1
+        self._release_waiters()
+        log.info("compacted %s: %d -> %d bytes in %.2fs", self.path, old_size, size,
+                 time.monotonic() - started)
+
+    def _write_snapshot(self, records: list[Record]) -> int | OSError:
+        """In the threadpool: temp file, fsync, rename over the journal, fsync the directory.
+        Returns the new size, or the error (the old journal is then still the journal)."""
+        tmp = self.path + ".tmp"
+        data = HEADER + b"".join(encode_frame(record) for record in records)
+        new_fd = -1
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            new_fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)  # follows the file through rename
+            os.rename(tmp, self.path)  # the commit point
+        except OSError as exc:
+            if new_fd >= 0:
+                os.close(new_fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return exc
+        old_fd, self._fd = self._fd, new_fd
+        os.close(old_fd)
+        try:
+            _fsync_dir(self.data_dir)
+        except OSError as exc:  # the rename is done; a lost rename would leave the old journal
+            log.error("fsync of %s after compaction failed: %s", self.data_dir, exc)
+        return len(data)

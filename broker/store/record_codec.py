@@ -1,0 +1,156 @@
+"""Records <-> bytes, and the journal's frames: `length:u32 | crc32:u32 | body`.
+
+A body is one type byte followed by the record's fields in declaration order, each written by
+its kind: `str` (u16 length + UTF-8), `bytes` (u32 length), `int` (u64), `small` (u8),
+`bool` (u8), `float` (f64), `props` (MQTT 5 PUBLISH properties, as on the wire). One table
+(`RECORD_TYPES`) maps type bytes to record classes and their field kinds; adding a record
+means adding a row, never renumbering one, so old journals stay readable.
+
+Decoding never trusts the bytes: a short body, a bad type byte or bad UTF-8 raises
+`CorruptRecord`, which the journal reports with the file offset.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from ..codec.primitives import Reader
+from ..codec.properties import decode_properties, encode_properties
+from ..errors import MQTTError
+from .records import (
+    IncomingQos2,
+    IncomingReleased,
+    MessageStored,
+    OutgoingDone,
+    OutgoingReleased,
+    OutgoingSent,
+    OutgoingStored,
+    Record,
+    RetainedCleared,
+    RetainedSet,
+    SessionClosed,
+    SessionDeleted,
+    SessionOpened,
+    Subscribed,
+    Unsubscribed,
+)
+
+FRAME_HEADER = struct.Struct(">II")  # length of the body, crc32 of the body
+MAX_RECORD = 512 * 1024 * 1024  # a PUBLISH is at most 256 MiB; anything larger is corruption
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_F64 = struct.Struct(">d")
+
+
+class CorruptRecord(Exception):
+    """Bytes that are not a record this version can read."""
+
+
+# type byte -> (class, field kinds). Never renumber: the numbers are on disk.
+RECORD_TYPES: dict[int, tuple[type, tuple[str, ...]]] = {
+    1: (SessionOpened, ("str", "small", "int")),
+    2: (SessionClosed, ("str", "float")),
+    3: (SessionDeleted, ("str",)),
+    4: (Subscribed, ("str", "str", "small")),
+    5: (Unsubscribed, ("str", "str")),
+    6: (MessageStored, ("int", "str", "bytes", "small", "bool", "str", "props")),
+    7: (OutgoingStored, ("str", "int", "small", "bool", "int")),
+    8: (OutgoingSent, ("str", "int", "int")),
+    9: (OutgoingReleased, ("str", "int")),
+    10: (OutgoingDone, ("str", "int")),
+    11: (IncomingQos2, ("str", "int")),
+    12: (IncomingReleased, ("str", "int")),
+    13: (RetainedSet, ("str", "int")),
+    14: (RetainedCleared, ("str",)),
+}
+_TYPE_OF = {cls: type_byte for type_byte, (cls, _kinds) in RECORD_TYPES.items()}
+_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls, _kinds in RECORD_TYPES.values()}
+
+
+def _put_str(out: bytearray, value: str) -> None:
+    data = value.encode("utf-8")
+    out += _U16.pack(len(data))
+    out += data
+
+
+def _put_bytes(out: bytearray, value: bytes) -> None:
+    out += _U32.pack(len(value))
+    out += value
+
+
+_WRITERS: dict[str, Callable[[bytearray, Any], None]] = {
+    "str": _put_str,
+    "bytes": _put_bytes,
+    "int": lambda out, v: out.extend(_U64.pack(v)),
+    "small": lambda out, v: out.append(v),
+    "bool": lambda out, v: out.append(1 if v else 0),
+    "float": lambda out, v: out.extend(_F64.pack(v)),
+    "props": lambda out, v: out.extend(encode_properties(v, "PUBLISH")),
+}
+
+
+def encode_record(record: Record) -> bytes:
+    cls = type(record)
+    type_byte = _TYPE_OF[cls]
+    out = bytearray((type_byte,))
+    for name, kind in zip(_FIELD_NAMES[cls], RECORD_TYPES[type_byte][1], strict=True):
+        _WRITERS[kind](out, getattr(record, name))
+    return bytes(out)
+
+
+def encode_frame(record: Record) -> bytes:
+    body = encode_record(record)
+    return FRAME_HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def _take(data: bytes, pos: int, n: int) -> int:
+    if pos + n > len(data):
+        raise CorruptRecord(f"record body ends early ({n} bytes needed at {pos})")
+    return pos + n
+
+
+def decode_record(body: bytes) -> Record:
+    if not body:
+        raise CorruptRecord("empty record body")
+    entry = RECORD_TYPES.get(body[0])
+    if entry is None:
+        raise CorruptRecord(f"unknown record type {body[0]}")
+    cls, kinds = entry
+    values: list[Any] = []
+    pos = 1
+    try:
+        for kind in kinds:
+            if kind == "str":
+                end = _take(body, pos, 2)
+                n = _U16.unpack_from(body, pos)[0]
+                pos, start = _take(body, end, n), end
+                values.append(body[start:pos].decode("utf-8"))
+            elif kind == "bytes":
+                end = _take(body, pos, 4)
+                n = _U32.unpack_from(body, pos)[0]
+                pos, start = _take(body, end, n), end
+                values.append(body[start:pos])
+            elif kind == "int":
+                values.append(_U64.unpack_from(body, pos)[0])
+                pos = _take(body, pos, 8)
+            elif kind in ("small", "bool"):
+                pos = _take(body, pos, 1)
+                values.append(body[pos - 1] if kind == "small" else bool(body[pos - 1]))
+            elif kind == "float":
+                values.append(_F64.unpack_from(body, pos)[0])
+                pos = _take(body, pos, 8)
+            else:  # props
+                reader = Reader(body, pos)
+                values.append(decode_properties(reader, "PUBLISH"))
+                pos = reader.pos
+    except (struct.error, UnicodeDecodeError, MQTTError) as exc:
+        raise CorruptRecord(f"{cls.__name__}: {exc}") from None
+    if pos != len(body):
+        raise CorruptRecord(f"{cls.__name__}: {len(body) - pos} unexpected bytes at the end")
+    return cls(*values)
