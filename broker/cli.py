@@ -1,12 +1,12 @@
-"""The `greenfly` command: run the broker, check a config, and the tools around it.
+"""The `greenfly` command: run the broker, and the tools around it.
 
 `greenfly [-c FILE]` runs the broker (the embedded default configuration without -c).
-`greenfly check -c FILE` validates a configuration and says what it would listen on;
-with `--salvage` it also repairs a damaged journal (keeping every record before the damage).
-`greenfly inspect [-c FILE | -d DIR]` prints what the journal holds without starting.
-Signals: SIGTERM and SIGINT stop gracefully; SIGHUP re-reads the configuration file and
-applies what can change live (limits, log level), keeping the running one if the new file
-is broken.
+`greenfly check -c FILE` validates a configuration and says what it would listen on.
+Every other subcommand lives in its own module, which registers it (`register(commands,
+config_option)`) and gives it a handler `(args, config_path) -> exit code`; `TOOLS` lists them.
+Signals while running: SIGTERM and SIGINT stop gracefully; SIGHUP re-reads the configuration
+file and applies what can change live, keeping the running one if the new file is broken.
+Exit codes: 0 fine, 1 cannot start (e.g. port in use), 2 bad configuration, 3 damaged journal.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ log = logging.getLogger("greenfly")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Modules that add subcommands: each has register(commands, config_option).
+TOOLS = (journal_tools,)
+
 
 def build_parser() -> argparse.ArgumentParser:
     config_option = argparse.ArgumentParser(add_help=False)
@@ -35,22 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenfly", description="greenfly MQTT broker")
     parser.add_argument("-c", "--config", help="TOML configuration file (default: embedded)")
     parser.add_argument("--version", action="version", version=f"greenfly {__version__}")
+    parser.set_defaults(handler=lambda args, path: run(path))
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", parents=[config_option],
                         help="run the broker (the default command)")
     check = commands.add_parser("check", parents=[config_option],
                                 help="validate a configuration file and exit")
-    check.add_argument("--salvage", action="store_true",
-                       help="repair a damaged journal: keep every record before the damage "
-                       "(the original is copied aside first)")
-    inspect = commands.add_parser("inspect", parents=[config_option],
-                                  help="print the sessions and retained messages in the journal")
-    inspect.add_argument("-d", "--data-dir", help="data directory (instead of -c)")
+    check.set_defaults(handler=lambda args, path: check_command(path, args))
+    for tool in TOOLS:
+        tool.register(commands, config_option)
     return parser
 
 
 def load_config(path: str | None) -> Config:
     return load_file(path) if path else load_default()
+
+
+def load_config_or_report(path: str | None) -> Config | None:
+    """The configuration, or None after printing why it cannot be used."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"greenfly: configuration error: {exc}", file=sys.stderr)
+        return None
 
 
 def setup_logging(level: str) -> None:
@@ -60,45 +70,33 @@ def setup_logging(level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = getattr(args, "sub_config", None) or args.config
-    if args.command == "check":
-        return check(path, args.salvage)
-    if args.command == "inspect":
-        return inspect(path, args.data_dir)
-    return run(path)
+    return args.handler(args, path)
 
 
-def check(path: str | None, salvage: bool = False) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"greenfly: configuration error: {exc}", file=sys.stderr)
+def check_command(path: str | None, args: argparse.Namespace) -> int:
+    config = load_config_or_report(path)
+    if config is None:
         return 2
     print(f"{path or 'embedded default config'}: OK")
     for line in describe(config):
         print(f"  {line}")
-    if salvage:
-        return journal_tools.salvage_command(config.broker.data_dir)
+    for hook in CHECK_HOOKS:
+        status = hook(config, args)
+        if status:
+            return status
     return 0
 
 
-def inspect(path: str | None, data_dir: str | None) -> int:
-    if data_dir is None:
-        try:
-            data_dir = load_config(path).broker.data_dir
-        except ConfigError as exc:
-            print(f"greenfly: configuration error: {exc}", file=sys.stderr)
-            return 2
-    return journal_tools.inspect_command(data_dir)
+# Extra work `greenfly check` does when a tool's flag asks for it (e.g. --salvage).
+CHECK_HOOKS = (journal_tools.check_hook,)
 
 
 def run(path: str | None) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"greenfly: configuration error: {exc}", file=sys.stderr)
+    config = load_config_or_report(path)
+    if config is None:
         return 2
     setup_logging(config.log.level)
-    from .server import Broker  # imported late so `check` stays light
+    from .server import Broker  # imported late so the tools stay light
 
     broker = Broker(config)
     log.info("greenfly %s starting with %s", __version__, path or "the embedded default config")

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from typing import Any
 
+from .config import Config, load_default, load_file
+from .errors import ConfigError
 from .store.base import restore
 from .store.journal import JOURNAL_NAME, salvage, scan_journal
+
+
+def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
+    inspect = commands.add_parser("inspect", parents=[config_option],
+                                  help="print the sessions and retained messages in the journal")
+    inspect.add_argument("-d", "--data-dir", help="data directory (instead of -c)")
+    inspect.set_defaults(handler=_inspect_handler)
+    commands.choices["check"].add_argument(
+        "--salvage", action="store_true",
+        help="repair a damaged journal: keep every record before the damage (the original "
+        "is copied aside first)")
+
+
+def check_hook(config: Config, args: argparse.Namespace) -> int:
+    """`greenfly check --salvage`: repair the journal in the configuration's data_dir."""
+    return salvage_command(config.broker.data_dir) if args.salvage else 0
+
+
+def _inspect_handler(args: argparse.Namespace, path: str | None) -> int:
+    data_dir = args.data_dir
+    if data_dir is None:
+        try:
+            data_dir = (load_file(path) if path else load_default()).broker.data_dir
+        except ConfigError as exc:
+            print(f"greenfly: configuration error: {exc}", file=sys.stderr)
+            return 2
+    return inspect_command(data_dir)
 
 
 def inspect_command(data_dir: str) -> int:
