@@ -17,7 +17,7 @@ from gevent.server import StreamServer
 
 from .config import Config, ListenerSection
 from .transport import TcpTransport, Transport
-from .websocket import WebSocketEndpoint
+from .ws_handshake import WebSocketEndpoint
 
 log = logging.getLogger("greenfly.listener")
 

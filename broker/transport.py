@@ -15,7 +15,7 @@ import contextlib
 import socket as stdlib_socket
 from typing import Protocol
 
-from gevent import socket
+from gevent import sleep, socket
 
 RECV_SIZE = 65_536
 
@@ -31,6 +31,17 @@ class Transport(Protocol):
 
     def close(self, reason_code: int = 0) -> None:
         ...
+
+
+def yield_now() -> None:
+    """Let every other ready greenlet run before the next read.
+
+    A socket read that finds data waiting returns without a switch, so a reader whose
+    client keeps its socket full (a publisher at full speed) would otherwise never give
+    the hub back: no writer, no other reader, no watchdog would run. One switch per big
+    read costs a few microseconds, spread over every packet in that read.
+    """
+    sleep(0)
 
 
 def format_address(address: object) -> str:
@@ -53,6 +64,7 @@ class TcpTransport:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
 
     def recv(self) -> bytes:
+        yield_now()
         return self.sock.recv(RECV_SIZE)
 
     def sendall(self, data: bytes) -> None:

@@ -80,6 +80,11 @@ class RawWebSocket:
     # -- frames ------------------------------------------------------------------------------
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+        self.sock.sendall(self.frame(opcode, payload, fin))
+
+    @staticmethod
+    def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+        """A masked client frame, with a fresh random mask."""
         mask = os.urandom(4)
         n = len(payload)
         if n < 126:
@@ -88,8 +93,7 @@ class RawWebSocket:
             header = struct.pack("!BBH", (0x80 if fin else 0) | opcode, 0x80 | 126, n)
         else:
             header = struct.pack("!BBQ", (0x80 if fin else 0) | opcode, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
     def send_mqtt(self, *packets: object) -> None:
         self.send_frame(BINARY, b"".join(encode(p, 4) for p in packets))
@@ -297,6 +301,38 @@ def test_a_hundred_packets_in_one_frame_all_arrive_in_order(wsbroker):
     assert isinstance(ws.recv_packet(), SubAck)
     payloads = [ws.recv_packet().payload for _ in range(100)]
     assert payloads == [f"m{i}".encode() for i in range(100)]
+
+
+def test_control_and_fragmented_frames_between_plain_ones_keep_the_byte_order(wsbroker):
+    ws = RawWebSocket(wsbroker.ws_port)
+    assert ws.request()[0] == 101
+    subscribe = encode(Subscribe(7, ((unique("order"), SubOptions(1)),)), 4)
+    ws.sock.sendall(b"".join(RawWebSocket.frame(*spec) for spec in (
+        (BINARY, encode(Connect(unique("order")), 4), True),
+        (PING, b"between", True),
+        (BINARY, subscribe[:3], False),
+        (PING, b"inside a message", True),
+        (CONT, subscribe[3:], True),
+        (BINARY, encode(PingReq(), 4), True))))
+    pongs, packets = [], []
+    while len(pongs) < 2 or len(packets) < 3:  # pongs may overtake queued MQTT replies
+        _fin, opcode, payload = ws.recv_frame()
+        if opcode == PONG:
+            pongs.append(payload)
+        else:
+            ws.mqtt.feed(payload)
+            while (packet := ws.mqtt.next_packet()) is not None:
+                packets.append(type(packet))
+    assert pongs == [b"between", b"inside a message"]
+    assert packets == [ConnAck, SubAck, PingResp]
+
+
+def test_new_binary_frame_inside_a_fragmented_message_gets_close_1002(wsbroker):
+    ws = RawWebSocket(wsbroker.ws_port)
+    ws.connect_mqtt()
+    ws.send_frame(BINARY, b"\xc0", fin=False)
+    ws.send_frame(BINARY, b"\x00")
+    assert ws.expect_close() == 1002
 
 
 def test_ping_frame_is_answered_with_pong_carrying_its_payload(wsbroker):
