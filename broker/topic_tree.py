@@ -116,7 +116,7 @@ class TopicTree:
                 self._cache[topic] = cached
             plain, groups = cached
             if not groups:
-                return plain
+                return plain.copy()  # a snapshot: a caller's change must not reach the cache
             result = dict(plain)
             for group in groups:
                 if group.members:

@@ -37,7 +37,8 @@ class Reader:
     def _need(self, n: int, what: str) -> int:
         pos = self.pos
         if pos + n > self.end:
-            raise MalformedPacket(f"truncated packet: {what} needs {n} bytes, {self.end - pos} left")
+            raise MalformedPacket(
+                f"truncated packet: {what} needs {n} bytes, {self.end - pos} left")
         self.pos = pos + n
         return pos
 
@@ -85,7 +86,8 @@ def decode_utf8(raw: bytes, what: str = "string") -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MalformedPacket(f"{what}: ill-formed UTF-8 at byte {exc.start} [MQTT-1.5.3-1]") from None
+        raise MalformedPacket(
+            f"{what}: ill-formed UTF-8 at byte {exc.start} [MQTT-1.5.3-1]") from None
     if "\x00" in text:
         raise MalformedPacket(f"{what}: contains U+0000 [MQTT-1.5.3-2]")
     return text

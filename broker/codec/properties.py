@@ -2,9 +2,9 @@
 
 Properties are carried as a plain mapping from name to value. `user_property` is a list of
 (name, value) pairs and `subscription_identifier` a list of ints, because both may repeat;
-any other property appearing twice is a protocol error [MQTT-2.2.2-2]. A property in a packet
-it does not belong to is a protocol error too. MQTT 3.x packets have no properties: the codec
-never calls into this module for them.
+any other property appearing twice is a protocol error. A property identifier that is unknown
+or not valid for the packet it is in makes the packet malformed (5.0 section 2.2.2.2). MQTT 3.x
+packets have no properties: the codec never calls into this module for them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from .primitives import (
     encode_utf8,
     encode_varint,
 )
-
 
 
 class _NoProperties(Mapping[str, Any]):
@@ -121,12 +120,14 @@ def decode_properties(reader: Reader, packet: str) -> Mapping[str, Any]:
             raise MalformedPacket(f"{packet}: unknown property identifier 0x{pid:02X}")
         name, wire_type, packets = entry
         if packet not in packets:
-            raise ProtocolError(f"{packet}: property {name} is not allowed here")
+            # "An Identifier which is not valid for its packet type ... is a Malformed Packet"
+            # (5.0 section 2.2.2.2): reason 0x81, not 0x82.
+            raise MalformedPacket(f"{packet}: property {name} is not valid in this packet")
         value = _read_value(sub, wire_type, name)
         if name in _REPEATABLE:
             props.setdefault(name, []).append(value)
         elif name in props:
-            raise ProtocolError(f"{packet}: property {name} appears twice [MQTT-2.2.2-2]")
+            raise ProtocolError(f"{packet}: property {name} appears twice (5.0 section 3)")
         else:
             props[name] = value
     reader.pos = end

@@ -30,8 +30,8 @@ class SubOptions:
     retain_handling: int = 0
 
     def to_byte(self) -> int:
-        return (self.qos | (0x04 if self.no_local else 0) | (0x08 if self.retain_as_published else 0)
-                | (self.retain_handling << 4))
+        return (self.qos | (0x04 if self.no_local else 0)
+                | (0x08 if self.retain_as_published else 0) | (self.retain_handling << 4))
 
     @classmethod
     def from_byte(cls, byte: int, level: int) -> SubOptions:
@@ -40,7 +40,8 @@ class SubOptions:
             raise MalformedPacket("SUBSCRIBE: requested QoS 3 [MQTT-3.8.3-4]")
         if level < 5:
             if byte & 0xFC:
-                raise MalformedPacket("SUBSCRIBE: reserved bits of requested QoS set [MQTT-3.8.3-4]")
+                raise MalformedPacket(
+                    "SUBSCRIBE: reserved bits of requested QoS set [MQTT-3.8.3-4]")
             return _QOS_ONLY[qos]
         if byte & 0xC0:
             raise MalformedPacket("SUBSCRIBE: reserved subscription option bits set [MQTT-3.8.3-5]")
