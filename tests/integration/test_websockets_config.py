@@ -57,13 +57,15 @@ def test_check_describes_a_websocket_listener_with_its_paths(tmp_path):
     ('port = 9001\nprotocol = "websocket"', 3, "listener[0].protocol",
      "expected one of 'mqtt', 'websockets'"),
     ('port = 9001\nprotocol = "websockets"\npaths = ["/mqtt"]', 4, "listener[0].paths",
-     "unknown key; expected one of bind, path, port, protocol, trusted_proxies"),
+     "unknown key; expected one of "),
 ])
 def test_bad_listener_keys_stop_with_file_line_key_and_reason(tmp_path, body, line, key, says):
     result = check(tmp_path, f"[[listener]]\n{body}\n")
     assert result.returncode == 2
     assert f"greenfly.toml:{line}: {key}: " in result.stderr
     assert says in result.stderr
+    if says.startswith("unknown key"):  # the list names every key; these must be among them
+        assert ", path, port, protocol, " in result.stderr and "trusted_proxies" in result.stderr
 
 
 def test_broker_refuses_to_start_on_a_path_for_an_mqtt_listener(tmp_path):
