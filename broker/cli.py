@@ -21,7 +21,7 @@ import gevent
 from . import __version__, journal_tools
 from .config import Config, describe, load_default, load_file
 from .errors import ConfigError
-from .store.journal import JournalCorrupt
+from .store.journal_file import JournalCorrupt
 
 log = logging.getLogger("greenfly")
 
@@ -98,7 +98,11 @@ def run(path: str | None) -> int:
     setup_logging(config.log.level)
     from .server import Broker  # imported late so the tools stay light
 
-    broker = Broker(config)
+    try:
+        broker = Broker(config)  # reads password, ACL and TLS files
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
     log.info("greenfly %s starting with %s", __version__, path or "the embedded default config")
 
     def reload() -> None:
@@ -110,11 +114,19 @@ def run(path: str | None) -> int:
         except ConfigError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc)
             return
-        if new.listeners != broker.config.listeners:
-            log.warning("SIGHUP: listener changes need a restart; they are not applied")
+        try:
+            broker.reconfigure(new)
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running configuration: %s", exc)
+            return
+        if [(item.bind, item.port, item.protocol) for item in new.listeners] != \
+                [(item.config.bind, item.config.port, item.config.protocol)
+                 for item in broker.listeners]:
+            log.warning("SIGHUP: added, removed or moved listeners need a restart; "
+                        "they are not applied")
         logging.getLogger().setLevel(new.log.level.upper())
-        broker.reconfigure(new)
-        log.info("SIGHUP: configuration reloaded from %s", path)
+        log.info("SIGHUP: configuration reloaded from %s (passwords, ACL, TLS certificates, "
+                 "limits, log level)", path)
 
     # A file-size limit (ulimit -f) must surface as EFBIG on the journal write, which the
     # journal handles like a full disk, not as SIGXFSZ killing the process mid-write.

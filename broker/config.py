@@ -82,7 +82,14 @@ class BrokerSection:
                                "seconds between $SYS/broker/... updates; 0 disables them")
     connect_timeout: float = option(number(0.1, 3600), 10.0,
                                     "seconds a new socket has to complete CONNECT")
-    allow_anonymous: bool = option(boolean, True, "accept clients without a user name")
+    allow_anonymous: bool | None = option(
+        boolean, None, "accept clients without a user name; when not set: true only if every "
+        "listener binds to a loopback address")
+    password_file: str | None = option(
+        text, None, "Mosquitto-format password file (user:$7$...); clients must then log in "
+        "unless anonymous clients are allowed")
+    acl_file: str | None = option(text, None, "Mosquitto-format ACL file; when set, anything "
+                                  "it does not grant is denied")
     persistent_client_expiration: int = option(
         integer(0, 2**31), 0, "seconds after disconnect when a persistent session is "
         "discarded; 0 keeps it forever")
@@ -156,6 +163,28 @@ class ListenerSection:
     trusted_proxies: tuple[str, ...] = option(
         addresses, ("127.0.0.1", "::1"), "websockets only: peers (addresses or networks) whose "
         "X-Forwarded-For / X-Real-IP header names the client in logs")
+    allow_anonymous: bool | None = option(boolean, None, "overrides [broker] allow_anonymous "
+                                          "for this listener")
+    password_file: str | None = option(text, None, "overrides [broker] password_file for "
+                                       "this listener")
+    acl_file: str | None = option(text, None, "overrides [broker] acl_file for this listener")
+    max_connections: int = option(integer(0, 10_000_000), 0,
+                                  "connections this listener accepts at once (0 = no limit)")
+    certfile: str | None = option(text, None, "TLS: server certificate chain (PEM); with "
+                                  "keyfile, makes this listener mqtts:// or wss://")
+    keyfile: str | None = option(text, None, "TLS: private key of certfile (PEM)")
+    cafile: str | None = option(text, None, "TLS: CA certificates that sign client "
+                                "certificates (PEM)")
+    require_certificate: bool = option(boolean, False, "TLS: clients must present a "
+                                       "certificate signed by cafile")
+    use_identity_as_username: bool = option(boolean, False, "TLS: the client certificate's "
+                                            "common name is the user name (no password)")
+    tls_version: str = option(choice("tlsv1.2", "tlsv1.3"), "tlsv1.2",
+                              "TLS: the lowest protocol version accepted")
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
 
     @staticmethod
     def check_given(values: dict[str, Any]) -> tuple[str, str] | None:
@@ -165,6 +194,17 @@ class ListenerSection:
                 if key in values:
                     return key, ('only a websockets listener has this key; add '
                                  'protocol = "websockets" or remove it')
+        if ("certfile" in values) != ("keyfile" in values):
+            missing = "keyfile" if "certfile" in values else "certfile"
+            return missing, "TLS needs both certfile and keyfile"
+        tls_only = ("cafile", "require_certificate", "use_identity_as_username", "tls_version")
+        for key in tls_only:
+            if key in values and "certfile" not in values:
+                return key, "a TLS key: this listener has no certfile/keyfile"
+        if values.get("require_certificate") and "cafile" not in values:
+            return "require_certificate", "needs cafile (the CA that signs client certificates)"
+        if values.get("use_identity_as_username") and not values.get("require_certificate"):
+            return "use_identity_as_username", "needs require_certificate = true"
         return None
 
 
@@ -247,6 +287,9 @@ def load_text(content: str, source: str) -> Config:
         if is_array:
             if not isinstance(body, list):
                 raise where.error(table, None, None, f"expected [[{table}]] tables")
+            if not body:
+                raise where.error(table, None, None, f"an empty list: give at least one "
+                                  f"[[{table}]] table, or leave the key out for the default")
             values[attr] = tuple(_section(cls, item, table, i, where)
                                  for i, item in enumerate(body))
         else:
@@ -285,11 +328,34 @@ def _check_whole(config: Config, where: _Locator) -> None:
     """Rules that involve more than one key."""
     seen: dict[tuple[str, int], int] = {}
     for i, listener in enumerate(config.listeners):
-        addr = (listener.bind, listener.port)
-        if listener.port and addr in seen:
-            raise where.error("listener", i, "port", f"{listener.bind}:{listener.port} is "
-                              f"already used by listener[{seen[addr]}]")
-        seen[addr] = i
+        for (bind, port), j in seen.items():
+            # A wildcard address (0.0.0.0, ::) takes the port on every address.
+            clash = bind == listener.bind or {bind, listener.bind} & {"0.0.0.0", "::"}
+            if listener.port and port == listener.port and clash:
+                raise where.error("listener", i, "port", f"{listener.bind}:{listener.port} "
+                                  f"clashes with listener[{j}] on {bind}:{port}")
+        seen[(listener.bind, listener.port)] = i
+
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def is_loopback(bind: str) -> bool:
+    return bind.startswith(LOOPBACK) or bind == "0:0:0:0:0:0:0:1"
+
+
+def anonymous_allowed(config: Config, listener: ListenerSection) -> tuple[bool, str]:
+    """Whether `listener` accepts clients without a user name, and why (for the log)."""
+    if listener.allow_anonymous is not None:
+        return listener.allow_anonymous, "set on this listener"
+    if config.broker.allow_anonymous is not None:
+        return config.broker.allow_anonymous, "set in [broker]"
+    public = [f"{item.bind}:{item.port}" for item in config.listeners
+              if not is_loopback(item.bind)]
+    if public:
+        return False, (f"not set, and {', '.join(public)} is not a loopback address: set "
+                       "allow_anonymous = true to accept clients without a user name")
+    return True, "not set, and every listener binds to a loopback address"
 
 
 def describe(config: Config) -> list[str]:
@@ -300,7 +366,20 @@ def describe(config: Config) -> list[str]:
     persistence = config.persistence
     lines.append(f"sessions journaled in {config.broker.data_dir} (fsync = {persistence.fsync})"
                  if persistence.enabled else "sessions kept in memory only (persistence off)")
-    lines.append("anonymous clients " + ("allowed" if config.broker.allow_anonymous else "refused"))
+    for listener in config.listeners:
+        allowed, why = anonymous_allowed(config, listener)
+        where = f"{listener.bind}:{listener.port}"
+        lines.append(f"{where}: anonymous clients {'allowed' if allowed else 'refused'} ({why})")
+        password_file = listener.password_file or config.broker.password_file
+        if password_file:
+            lines.append(f"{where}: passwords from {password_file}")
+        acl_file = listener.acl_file or config.broker.acl_file
+        if acl_file:
+            lines.append(f"{where}: access rules from {acl_file}")
+        if listener.tls:
+            lines.append(f"{where}: TLS ({listener.tls_version} or newer"
+                         + (", client certificate required" if listener.require_certificate
+                            else "") + ")")
     return lines
 
 
@@ -338,6 +417,16 @@ class _Locator:
             if (key and current == table and (index is None or count == index)
                     and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line)):
                 return number
+        if header_line is None and key:
+            # Dotted keys or inline tables (`broker.sys_interval = 1`, `listener = [{...}]`):
+            # the first line that assigns the key, or else the line that opens the table.
+            for number, line in enumerate(self.lines, 1):
+                if re.search(rf"(^|[.{{,\s]){re.escape(key)}\s*=", line):
+                    return number
+        if header_line is None:
+            for number, line in enumerate(self.lines, 1):
+                if re.match(rf"^\s*\[*\s*{re.escape(table)}\b", line):
+                    return number
         return header_line
 
     def error(self, table: str, index: int | None, key: str | None, message: str) -> ConfigError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -32,6 +33,7 @@ from .protocol import (
     AWAIT_CONNECT,
     CONNECTED,
     PEER_CLOSED,
+    Authority,
     ClientProtocol,
     CloseReason,
 )
@@ -50,10 +52,12 @@ class Connection:
     __slots__ = ("ctx", "transport", "protocol", "decoder", "outbox", "closed", "deadline",
                  "_writer", "_wake", "__weakref__")
 
-    def __init__(self, ctx: BrokerContext, transport: Transport) -> None:
+    def __init__(self, ctx: BrokerContext, transport: Transport,
+                 security: Callable[[], Authority] | None = None,
+                 identity: str | None = None) -> None:
         self.ctx = ctx
         self.transport = transport
-        self.protocol = ClientProtocol(ctx, self, transport.address)
+        self.protocol = ClientProtocol(ctx, self, transport.address, security, identity)
         self.decoder = FrameDecoder(server_side=True,
                                     max_packet_size=ctx.config.limits.max_packet_size)
         self.outbox: list[Any] = []

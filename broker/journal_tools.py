@@ -10,7 +10,7 @@ from typing import Any
 from .config import Config, load_default, load_file
 from .errors import ConfigError
 from .store.base import restore
-from .store.journal import JOURNAL_NAME, salvage, scan_journal
+from .store.journal_file import JOURNAL_NAME, salvage, scan_journal
 
 
 def register(commands: Any, config_option: argparse.ArgumentParser) -> None:

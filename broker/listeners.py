@@ -10,40 +10,49 @@ own; the broker's connection set does, for the watchdog and for shutdown.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 
+import gevent
 from gevent import socket
 from gevent.server import StreamServer
+from gevent.ssl import SSLSocket
 
 from .config import Config, ListenerSection
-from .transport import TcpTransport, Transport
+from .security import ListenerSecurity, build_ssl_context, certificate_identity
+from .transport import TcpTransport, Transport, format_address
 from .ws_handshake import WebSocketEndpoint
 
 log = logging.getLogger("greenfly.listener")
 
 BACKLOG = 1024
 
-TransportHandler = Callable[[Transport], None]
+# serve(transport, listener, TLS client identity): runs the connection until it ends.
+TransportHandler = Callable[[Transport, "Listener", "str | None"], None]
 
 
 class Listener:
     """Accepts connections for one `[[listener]]` and hands each, as a transport, to `serve`.
 
-    `settings` returns the broker's current configuration (it changes on reload); the
-    WebSocket handshake reads `connect_timeout` and `max_packet_size` from it.
+    `settings` returns the broker's current configuration (it changes on reload); the TLS and
+    WebSocket handshakes read `connect_timeout` and `max_packet_size` from it. `security`
+    (passwords, ACL) and `ssl_context` are replaced as a whole on reload: connections read
+    them when they need them, so new connections and new subscriptions get the new rules and
+    nobody is dropped. `max_connections` refuses sockets beyond the limit at once.
     """
 
     def __init__(self, config: ListenerSection, serve: TransportHandler,
-                 settings: Callable[[], Config] = Config) -> None:
+                 settings: Callable[[], Config], security: ListenerSecurity) -> None:
         self.config = config
+        self.security = security
+        self.ssl_context = build_ssl_context(config)
+        self.active = 0
         self._serve = serve
         self._settings = settings
         self._websocket: WebSocketEndpoint | None = None
-        handle = self._handle
         if config.protocol == "websockets":
             self._websocket = WebSocketEndpoint(config.path, config.trusted_proxies)
-            handle = self._handle_websocket
-        self._server = StreamServer((config.bind, config.port), handle, backlog=BACKLOG)
+        self._server = StreamServer((config.bind, config.port), self._handle, backlog=BACKLOG)
 
     @property
     def port(self) -> int:
@@ -51,24 +60,68 @@ class Listener:
 
     def describe(self) -> str:
         where = f"{self.config.bind}:{self.port}"
+        scheme = ("wss" if self.ssl_context else "ws") if self._websocket else \
+            ("mqtts" if self.ssl_context else "mqtt")
         if self._websocket is not None:
-            return f"websockets on {where} at {', '.join(self.config.path)}"
-        return f"{self.config.protocol} on {where}"
+            return f"{scheme} on {where} at {', '.join(self.config.path)}"
+        return f"{scheme} on {where}"
 
     def start(self) -> None:
         self._server.start()
-        log.info("listening: %s", self.describe())
+        log.info("listening: %s; anonymous clients %s (%s)", self.describe(),
+                 "allowed" if self.security.allow_anonymous else "refused",
+                 self.security.anonymous_why)
 
     def stop(self) -> None:
         self._server.close()
 
-    def _handle(self, sock: socket.socket, address: object) -> None:
-        self._serve(TcpTransport(sock, address))
+    def reconfigure(self, security: ListenerSecurity, ssl_context: ssl.SSLContext | None) -> None:
+        self.security = security
+        if self.ssl_context is not None:
+            self.ssl_context = ssl_context
 
-    def _handle_websocket(self, sock: socket.socket, address: object) -> None:
-        assert self._websocket is not None
+    def _handle(self, sock: socket.socket, address: object) -> None:
+        limit = self.config.max_connections
+        if limit and self.active >= limit:
+            log.warning("refusing %s on %s: max_connections (%d) reached",
+                        format_address(address), self.describe(), limit)
+            sock.close()
+            return
+        self.active += 1
+        try:
+            self._accept(sock, address)
+        finally:
+            self.active -= 1
+
+    def _accept(self, sock: socket.socket, address: object) -> None:
         settings = self._settings()
+        identity = None
+        if self.ssl_context is not None:
+            tls = self._tls_handshake(sock, address, settings.broker.connect_timeout)
+            if tls is None:
+                return
+            sock = tls
+            identity = certificate_identity(sock.getpeercert())
+        if self._websocket is None:
+            self._serve(TcpTransport(sock, address), self, identity)
+            return
         transport = self._websocket.accept(sock, address, settings.broker.connect_timeout,
                                            settings.limits.max_packet_size)
         if transport is not None:
-            self._serve(transport)
+            self._serve(transport, self, identity)
+
+    def _tls_handshake(self, sock: socket.socket, address: object,
+                       timeout: float) -> SSLSocket | None:
+        """The TLS handshake, bounded by connect_timeout; None (and a log line) if it fails."""
+        peer = format_address(address)
+        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        try:
+            with gevent.Timeout(timeout):
+                tls.do_handshake()
+            return tls
+        except gevent.Timeout:
+            log.info("closing %s: TLS handshake not completed within %gs", peer, timeout)
+        except (OSError, ssl.SSLError) as exc:
+            log.info("closing %s: TLS handshake failed: %s", peer, exc)
+        tls.close()
+        return None

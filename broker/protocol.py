@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from .acl import Rules
 from .codec import (
     MQTT_3_1,
     MQTT_5,
@@ -76,11 +78,55 @@ SERVER_SHUTDOWN = CloseReason("server shutdown", True, ReasonCode.SERVER_SHUTTIN
 CONNECT_TIMEOUT = CloseReason("no CONNECT within connect_timeout", False)
 
 
+class Verdict(Protocol):
+    reason: ReasonCode
+    username: str | None
+    why: str
+
+
+class Authority(Protocol):
+    """Who may connect and what they may touch (a listener's `ListenerSecurity`)."""
+
+    def authenticate(self, username: str | None, password: bytes | None, host: str,
+                     identity: str | None = None) -> Verdict:
+        ...
+
+    def rules(self, client_id: str, username: str | None) -> Rules | None:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Allowed:
+    reason: ReasonCode
+    username: str | None
+    why: str = ""
+
+
+class OpenAuthority:
+    """Everyone may connect and touch everything (but `$SYS`): a connection built without a
+    listener, as in unit tests, or a broker section with `allow_anonymous` and nothing else."""
+
+    def authenticate(self, username: str | None, password: bytes | None, host: str,
+                     identity: str | None = None) -> Verdict:
+        return _Allowed(ReasonCode.SUCCESS, username)
+
+    def rules(self, client_id: str, username: str | None) -> Rules | None:
+        return None
+
+
+_OPEN = OpenAuthority()
+
+
 class ClientProtocol:
-    def __init__(self, ctx: BrokerContext, peer: Peer, address: str) -> None:
+    def __init__(self, ctx: BrokerContext, peer: Peer, address: str,
+                 security: Callable[[], Authority] | None = None,
+                 identity: str | None = None) -> None:
         self.ctx = ctx
         self.peer = peer
         self.address = address
+        self.security = security or (lambda: _OPEN)
+        self.identity = identity  # common name of a verified TLS client certificate
+        self.rules: Rules | None = None  # ACL rules for this client, None: no ACL
         self.state = AWAIT_CONNECT
         self.client_id = ""
         self.protocol_level = 4
@@ -160,9 +206,17 @@ class ClientProtocol:
             self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
                          f"keepalive {packet.keepalive} exceeds max_keepalive {max_keepalive}")
             return
-        if packet.username is None and not config.broker.allow_anonymous:
-            self._refuse(ReasonCode.NOT_AUTHORIZED, "anonymous clients are not allowed")
+        host = self.address.rsplit(":", 1)[0].strip("[]")
+        security = self.security()
+        verdict = security.authenticate(packet.username, packet.password, host, self.identity)
+        if verdict.reason != ReasonCode.SUCCESS:
+            user = f"user={verdict.username} " if verdict.username is not None else ""
+            self._refuse(verdict.reason, f"{user}{verdict.why}")
             return
+        if self.state is not AWAIT_CONNECT:
+            return  # closed while the password was being checked
+        username = verdict.username
+        self.rules = security.rules(self.client_id, username)
         registry = ctx.registry
         since = ctx.store.seq
         previous = registry.get(self.client_id)
@@ -171,9 +225,10 @@ class ClientProtocol:
         session, present = registry.open(self.client_id, packet.clean_start,
                                          packet.protocol_level)
         self.session = session
+        session.rules = self.rules
         self.keepalive = packet.keepalive
         self.clean = packet.clean_start
-        self.username = packet.username
+        self.username = username
         self.will = packet.will
         self.state = CONNECTED
         self.connected_at = time.monotonic()
@@ -184,7 +239,7 @@ class ClientProtocol:
         log.info("client connected: %s protocol=%d keepalive=%d clean=%d session_present=%d%s",
                  self.describe(), packet.protocol_level, packet.keepalive,
                  int(packet.clean_start), int(present),
-                 f" user={packet.username}" if packet.username is not None else "")
+                 f" user={username}" if username is not None else "")
 
     def _publish_will(self, will: Will) -> None:
         message = Message(will.topic, will.payload, will.qos, will.retain, will.properties,
@@ -206,8 +261,15 @@ class ClientProtocol:
         stats.publish_received += 1
         stats.publish_bytes_received += len(packet.payload)
         qos = packet.qos
-        message = Message(packet.topic, packet.payload, qos, packet.retain, packet.properties,
+        topic = packet.topic
+        message = Message(topic, packet.payload, qos, packet.retain, packet.properties,
                           self.client_id)
+        rules = self.rules
+        if topic.startswith("$SYS") or (rules is not None and not rules.can_publish(topic)):
+            # Not forwarded, but acknowledged as usual: 3.1.1 has no way to say "denied".
+            log.debug("%s: publish to %r denied", self.describe(), topic)
+            self._acknowledge_denied(packet)
+            return
         if qos == 0:
             ctx.router.publish(message)
             return
@@ -227,6 +289,22 @@ class ClientProtocol:
             ctx.router.publish(message)
         self._wait_durable(since)
         self.peer.put(PubRec(packet.packet_id))
+
+    def _acknowledge_denied(self, packet: Publish) -> None:
+        if packet.qos == 1:
+            self.peer.put(PubAck(packet.packet_id))
+        elif packet.qos == 2:
+            # The id still goes through the exactly-once flow so that PUBREL finds it.
+            since = self.ctx.store.seq
+            self.session.receive_qos2(packet.packet_id)
+            self._wait_durable(since)
+            self.peer.put(PubRec(packet.packet_id))
+
+    def refresh_rules(self) -> None:
+        """After a reload: this client's ACL rules from the listener's new security."""
+        if self.state is CONNECTED:
+            self.rules = self.security().rules(self.client_id, self.username)
+            self.session.rules = self.rules
 
     def _on_pubrel(self, packet: PubRel) -> None:
         since = self.ctx.store.seq
@@ -258,7 +336,12 @@ class ClientProtocol:
         session = self.session
         granted = []
         since = ctx.store.seq
+        rules = self.rules
         for topic_filter, options in packet.subscriptions:
+            if rules is not None and not rules.can_subscribe(topic_filter):
+                log.debug("%s: subscription to %r denied", self.describe(), topic_filter)
+                granted.append(SUBACK_FAILURE)
+                continue
             qos = options.qos
             ctx.tree.subscribe(self.client_id, topic_filter, qos)
             session.add_subscription(topic_filter, options)

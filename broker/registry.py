@@ -57,7 +57,9 @@ class SessionRegistry:
         """The session for a new connection and whether one was resumed (session present)."""
         with self._lock:
             existing = self.sessions.get(client_id)
-            if existing is not None and clean:
+            if existing is not None and (clean or not existing.persistent):
+                # Clean start discards; and a clean session never becomes a resumable one
+                # [MQTT-3.1.2-6], even if it is still registered when its client returns.
                 self.remove(existing)
                 existing = None
             if existing is not None:

@@ -40,9 +40,13 @@ class Router:
         sessions = self.registry.sessions
         pub_qos = message.qos
         delivered = 0
+        topic = message.topic
         for client_id, qos in targets:
             session = sessions.get(client_id)
             if session is not None:
+                rules = session.rules
+                if rules is not None and not rules.can_read(topic):
+                    continue  # the ACL is checked per delivery, not only at SUBSCRIBE
                 session.deliver(message, qos if qos < pub_qos else pub_qos, False)
                 delivered += 1
         return delivered
@@ -60,6 +64,9 @@ class Router:
     def send_retained(self, session: Session, topic_filter: str, granted_qos: int) -> int:
         """After a SUBSCRIBE: the retained messages the new filter matches, with retain=1."""
         found = self.retained.match(topic_filter)
+        rules = session.rules
+        if rules is not None:
+            found = [message for message in found if rules.can_read(message.topic)]
         for message in found:
             qos = message.qos if message.qos < granted_qos else granted_qos
             session.deliver(message, qos, True)

@@ -17,10 +17,11 @@ from gevent.event import Event
 from .config import Config
 from .connection import Connection
 from .context import BrokerContext
+from .journal import JournalStore
 from .listeners import Listener
 from .protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
+from .security import FailureTracker, ListenerSecurity, build_ssl_context
 from .store.base import SessionStore
-from .store.journal import JournalStore
 from .store.memory import MemoryStore
 from .sys_topics import SysTopics
 from .transport import Transport
@@ -40,7 +41,9 @@ class Broker:
             registry, retained = self.ctx.registry, self.ctx.retained
             self.store.snapshot_source = lambda: registry.snapshot_records(retained)
         self.connections: set[Connection] = set()
-        self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config)
+        self.failures = FailureTracker()
+        self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
+                                   ListenerSecurity.build(config, listener, self.failures))
                           for listener in config.listeners]
         self.sys_topics = SysTopics(self.ctx, lambda: len(self.connections))
         self._stopped = Event()
@@ -78,11 +81,23 @@ class Broker:
         log.info("stopped")
 
     def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration without dropping anyone. Password and ACL files and
+        TLS certificates are read first: if any is bad, ConfigError and nothing changes."""
+        by_address = {(item.bind, item.port): item for item in config.listeners}
+        updates = []
+        for listener in self.listeners:
+            new = by_address.get((listener.config.bind, listener.config.port), listener.config)
+            updates.append((listener, ListenerSecurity.build(config, new, self.failures),
+                            build_ssl_context(new)))
         self.config = config
         self.ctx.reconfigure(config)
+        for listener, security, ssl_context in updates:
+            listener.reconfigure(security, ssl_context)
+        for connection in list(self.connections):
+            connection.protocol.refresh_rules()
 
-    def _serve(self, transport: Transport) -> None:
-        connection = Connection(self.ctx, transport)
+    def _serve(self, transport: Transport, listener: Listener, identity: str | None) -> None:
+        connection = Connection(self.ctx, transport, lambda: listener.security, identity)
         self.connections.add(connection)
         try:
             connection.run()

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from gevent.lock import RLock
 
+from .acl import Rules
 from .codec import PubRel, SubOptions
 from .config import LimitsSection
 from .errors import ProtocolError
@@ -114,6 +115,7 @@ class Session:
         self.queued_bytes = 0
         self.incoming_qos2: set[int] = set()
         self.peer: Peer | None = None
+        self.rules: Rules | None = None  # ACL rules of its latest connection; None: no ACL
         self._next_packet_id = 1
         self._lock = RLock()
         self._dropped_unlogged = 0

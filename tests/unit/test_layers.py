@@ -82,11 +82,7 @@ def test_module_is_at_most_600_lines(path: Path):
 
 # Known breaches, each a strict xfail so that it shows in every run and the test starts
 # failing the day it is fixed (then delete the entry).
-KNOWN_LAYER_B_BREACHES = {
-    "broker/store/journal.py": "the journal runs a writer greenlet and fsyncs in the hub's "
-    "threadpool (gevent, gevent.event); that I/O belongs in layer C, with store/ keeping "
-    "the pure fold",
-}
+KNOWN_LAYER_B_BREACHES: dict[str, str] = {}
 
 
 def layer_b_params() -> list:

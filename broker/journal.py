@@ -1,7 +1,7 @@
 """`JournalStore`: the file-journal session store. What the broker acknowledged is on disk.
 
-The file (`greenfly.journal` in the data dir) is a header then frames `length | crc32 | body`
-(see `record_codec`). Rules:
+The file format and reading it back are `store/journal_file.py`; this module is the writing
+side, which needs a greenlet and the hub's threadpool, so it lives in the I/O layer. Rules:
 - Appends never block: records are encoded into a pending list and one writer greenlet
   writes everything pending in one `write`, then (`fsync = "always"`) one `fsync`, both in the
   hub's threadpool, then releases every waiter at once (group commit). `"interval"` fsyncs at
@@ -26,122 +26,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import gevent
 from gevent.event import Event
 
-from ..errors import StoreUnavailable
-from .base import StoredState, restore
-from .record_codec import FRAME_HEADER, MAX_RECORD, CorruptRecord, decode_record, encode_frame
-from .records import Record
+from .errors import StoreUnavailable
+from .store.base import StoredState, restore
+from .store.journal_file import HEADER, JOURNAL_NAME, JournalCorrupt, fsync_dir, scan_journal
+from .store.record_codec import encode_frame
+from .store.records import Record
 
 log = logging.getLogger("greenfly.journal")
 
-JOURNAL_NAME = "greenfly.journal"
-MAGIC = b"GREENFLY-JOURNAL"
-VERSION = 1
-HEADER = MAGIC + VERSION.to_bytes(2, "big") + b"\x00\x00"
 RETRY_INTERVAL = 1.0
 NEVER_FLUSH_DELAY = 0.005  # "never"/"interval": gather writes for this long before a write
-
-
-class JournalCorrupt(Exception):
-    """The journal has damage before its end; start-up stops and says how to salvage."""
-
-    def __init__(self, path: str, offset: int, reason: str) -> None:
-        self.path = path
-        self.offset = offset
-        self.reason = reason
-        super().__init__(f"{path} is damaged at offset {offset}: {reason}")
-
-
-@dataclass
-class JournalScan:
-    """What reading a journal found."""
-
-    records: list[Record] = field(default_factory=list)
-    good_end: int = 0  # end of the last whole frame
-    size: int = 0
-    damage: tuple[int, str] | None = None  # (offset, reason) of damage before the end
-    torn_tail: int = 0  # bytes of a final frame that was cut short
-
-
-def scan_journal(path: str) -> JournalScan:
-    """Read every record; report a torn tail and the first damage. Changes nothing."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    result = JournalScan(size=len(data))
-    if not data:
-        return result
-    if len(data) < len(HEADER) and HEADER.startswith(data):
-        result.torn_tail = len(data)  # a crash while the header was being written
-        return result
-    if data[:len(MAGIC)] != MAGIC:
-        result.damage = (0, "not a greenfly journal (bad magic)")
-        return result
-    version = int.from_bytes(data[len(MAGIC):len(MAGIC) + 2], "big")
-    if version != VERSION:
-        result.damage = (len(MAGIC), f"journal version {version}, this greenfly reads {VERSION}")
-        return result
-    pos = result.good_end = len(HEADER)
-    size = len(data)
-    while pos < size:
-        if pos + FRAME_HEADER.size > size:
-            result.torn_tail = size - pos
-            break
-        length, crc = FRAME_HEADER.unpack_from(data, pos)
-        end = pos + FRAME_HEADER.size + length
-        if length > MAX_RECORD:
-            result.damage = (pos, f"frame length {length} is impossible")
-            break
-        if end > size:
-            result.torn_tail = size - pos
-            break
-        body = data[pos + FRAME_HEADER.size:end]
-        if zlib.crc32(body) != crc:
-            if end == size:
-                result.torn_tail = size - pos  # the last frame, half written
-            else:
-                result.damage = (pos, "bad CRC")
-            break
-        try:
-            result.records.append(decode_record(body))
-        except CorruptRecord as exc:
-            result.damage = (pos, str(exc))
-            break
-        pos = result.good_end = end
-    return result
-
-
-def salvage(path: str) -> tuple[JournalScan, str | None]:
-    """Keep every record before the first damage: the original is copied aside first."""
-    found = scan_journal(path)
-    if found.damage is None and not found.torn_tail:
-        return found, None
-    backup = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
-    shutil.copy2(path, backup)
-    with open(path, "r+b") as fh:
-        if found.good_end < len(HEADER):
-            fh.seek(0)
-            fh.write(HEADER)
-            found.good_end = len(HEADER)
-        fh.truncate(found.good_end)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return found, backup
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class JournalStore:
@@ -193,7 +93,7 @@ class JournalStore:
             os.ftruncate(self._fd, 0)
             os.write(self._fd, HEADER)
             os.fsync(self._fd)
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.data_dir)
         elif os.fstat(self._fd).st_size > good_end:
             os.ftruncate(self._fd, good_end)
             os.fsync(self._fd)
@@ -386,7 +286,7 @@ class JournalStore:
         old_fd, self._fd = self._fd, new_fd
         os.close(old_fd)
         try:
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.data_dir)
         except OSError as exc:  # the rename is done; a lost rename would leave the old journal
             log.error("fsync of %s after compaction failed: %s", self.data_dir, exc)
         return len(data)

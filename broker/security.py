@@ -1,0 +1,192 @@
+"""Who may connect, and with which rules: one `ListenerSecurity` per listener.
+
+- Passwords are checked in the hub's threadpool (`hashlib.pbkdf2_hmac` releases the GIL), so
+  a reconnect storm never stalls other clients; a successful check is cached under an HMAC
+  of (user name, password) with a per-process key, so the cache holds no password, and a
+  changed password file invalidates it (the cache is per `ListenerSecurity`, rebuilt on
+  reload).
+- Failed logins are refused with CONNACK 0x04 (bad user name or password) or 0x05 (not
+  authorised) after a delay that doubles with each recent failure from the same address
+  (`FailureTracker`, shared by all listeners and kept across reloads): guessing gets slow,
+  and only the guesser waits.
+- With `use_identity_as_username` the TLS client certificate's common name is the user name.
+- `rules()` returns the compiled ACL rules for a client, or None when the listener has no ACL
+  file (everything allowed, except publishing to `$SYS`, which the protocol refuses always).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass
+
+import gevent
+from gevent import ssl as cooperative_ssl
+
+from .acl import Acl, Rules, load_acl_file
+from .config import Config, ListenerSection, anonymous_allowed
+from .errors import ConfigError, ReasonCode
+from .passwords import PasswordHash, load_password_file
+
+log = logging.getLogger("greenfly.security")
+
+CACHE_LIMIT = 10_000
+FAILURE_MEMORY = 600.0  # seconds after which an address's failures are forgotten
+FIRST_DELAY = 0.25
+MAX_DELAY = 8.0
+TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+class FailureTracker:
+    """Recent failed logins per address (IP, without the port)."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def delay_for(self, host: str) -> tuple[int, float]:
+        """Record one more failure; (how many recently, seconds to wait before refusing)."""
+        now = time.monotonic()
+        count, last = self._failures.get(host, (0, now))
+        count = 1 if now - last > FAILURE_MEMORY else count + 1
+        self._failures[host] = (count, now)
+        if len(self._failures) > CACHE_LIMIT:
+            self._failures = {h: v for h, v in self._failures.items()
+                              if now - v[1] <= FAILURE_MEMORY}
+        delay = 0.0 if count == 1 else min(FIRST_DELAY * 2 ** (count - 2), MAX_DELAY)
+        return count, delay
+
+    def forget(self, host: str) -> None:
+        self._failures.pop(host, None)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    reason: ReasonCode
+    username: str | None
+    why: str = ""
+
+
+class ListenerSecurity:
+    def __init__(self, listener: ListenerSection, allow_anonymous: bool, why: str,
+                 passwords: dict[str, PasswordHash] | None, acl: Acl | None,
+                 failures: FailureTracker) -> None:
+        self.listener = listener
+        self.allow_anonymous = allow_anonymous
+        self.anonymous_why = why
+        self.passwords = passwords
+        self.acl = acl
+        self.failures = failures
+        self._key = os.urandom(32)
+        self._good: dict[bytes, str] = {}
+        self._rules: dict[tuple[str, str | None], Rules] = {}
+
+    @classmethod
+    def build(cls, config: Config, listener: ListenerSection,
+              failures: FailureTracker) -> ListenerSecurity:
+        """Read the password and ACL files this listener uses; ConfigError if they are bad."""
+        allowed, why = anonymous_allowed(config, listener)
+        password_file = listener.password_file or config.broker.password_file
+        acl_file = listener.acl_file or config.broker.acl_file
+        passwords = load_password_file(password_file) if password_file else None
+        acl = load_acl_file(acl_file) if acl_file else None
+        return cls(listener, allowed, why, passwords, acl, failures)
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, username: str | None, password: bytes | None, host: str,
+                     identity: str | None = None) -> AuthResult:
+        """Decide a CONNECT; blocks the calling greenlet (hashing, failure delay), not the hub."""
+        if self.listener.use_identity_as_username:
+            if identity is None:
+                return self._refuse(host, ReasonCode.NOT_AUTHORIZED, None,
+                                    "no client certificate identity")
+            return AuthResult(ReasonCode.SUCCESS, identity)
+        if username is None or self.passwords is None:
+            if self.allow_anonymous:
+                return AuthResult(ReasonCode.SUCCESS, username)
+            if username is None:
+                return self._refuse(host, ReasonCode.NOT_AUTHORIZED, None,
+                                    "anonymous clients are not allowed")
+            return self._refuse(host, ReasonCode.NOT_AUTHORIZED, username,
+                                "no password file to check the user against")
+        entry = self.passwords.get(username)
+        if entry is None or password is None:
+            return self._refuse(host, ReasonCode.BAD_USER_NAME_OR_PASSWORD, username,
+                                "unknown user" if entry is None else "no password given")
+        try:
+            secret = password.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._refuse(host, ReasonCode.BAD_USER_NAME_OR_PASSWORD, username,
+                                "password is not UTF-8")
+        key = hmac.new(self._key, username.encode() + b"\0" + password, hashlib.sha256).digest()
+        encoded = entry.encode()
+        if self._good.get(key) == encoded:
+            self.failures.forget(host)
+            return AuthResult(ReasonCode.SUCCESS, username)
+        if not gevent.get_hub().threadpool.apply(entry.verify, (secret,)):
+            return self._refuse(host, ReasonCode.BAD_USER_NAME_OR_PASSWORD, username,
+                                "wrong password")
+        if len(self._good) >= CACHE_LIMIT:
+            self._good.clear()
+        self._good[key] = encoded
+        self.failures.forget(host)
+        return AuthResult(ReasonCode.SUCCESS, username)
+
+    def _refuse(self, host: str, reason: ReasonCode, username: str | None,
+                why: str) -> AuthResult:
+        count, delay = self.failures.delay_for(host)
+        if delay:
+            gevent.sleep(delay)
+        detail = f"{why} (failure {count} from {host}"
+        detail += f", refused after {delay:g}s)" if delay else ")"
+        return AuthResult(reason, username, detail)
+
+    # -- authorisation -----------------------------------------------------------------------
+
+    def rules(self, client_id: str, username: str | None) -> Rules | None:
+        if self.acl is None:
+            return None
+        key = (client_id, username)
+        found = self._rules.get(key)
+        if found is None:
+            if len(self._rules) >= CACHE_LIMIT:
+                self._rules.clear()
+            found = self._rules[key] = self.acl.rules_for(client_id, username)
+        return found
+
+
+def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
+    """The TLS context of a listener, or None without TLS; ConfigError names the bad key."""
+    if not listener.tls:
+        return None
+    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # sockets that yield
+    context.minimum_version = TLS_VERSIONS[listener.tls_version]
+    where = f"listener {listener.bind}:{listener.port}"
+    try:
+        context.load_cert_chain(listener.certfile, listener.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the certificate/key: {exc}", file=listener.certfile,
+                          key=f"{where} certfile/keyfile") from None
+    if listener.cafile:
+        try:
+            context.load_verify_locations(listener.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the CA file: {exc}", file=listener.cafile,
+                              key=f"{where} cafile") from None
+    context.verify_mode = ssl.CERT_REQUIRED if listener.require_certificate else ssl.CERT_NONE
+    return context
+
+
+def certificate_identity(peer_certificate: dict | None) -> str | None:
+    """The common name of a verified client certificate."""
+    if not peer_certificate:
+        return None
+    for rdn in peer_certificate.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return None
