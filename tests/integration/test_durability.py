@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from support.clients import RawClient, publish_many, receive_all, unique
 
-from broker.codec import ConnAck, PubComp, PubRec, PubRel, Publish, Subscribe, SubOptions
+from broker.codec import ConnAck, PubComp, Publish, PubRec, PubRel, SubOptions, Subscribe
 
 
 def _persistent_subscriber(port: int, client_id: str, topic_filter: str, qos: int = 1) -> None:

@@ -210,7 +210,7 @@ def receive_all(raw: RawClient, count: int, timeout: float = 20.0,
     """Read PUBLISH packets, acknowledging each (PUBACK, or PUBREC then PUBCOMP via PUBREL),
     until `count` distinct payloads arrived, then for `linger` seconds more; duplicates are
     returned too."""
-    from broker.codec import PubAck, PubComp, PubRec, PubRel, Publish
+    from broker.codec import PubAck, PubComp, Publish, PubRec, PubRel
     got: list[Any] = []
     distinct: set[bytes] = set()
     deadline = time.monotonic() + timeout
