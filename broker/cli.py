@@ -18,7 +18,7 @@ import sys
 
 import gevent
 
-from . import __version__, journal_tools
+from . import __version__, journal_tools, passwd_tool
 from .config import Config, describe, load_default, load_file
 from .errors import ConfigError
 from .store.journal_file import JournalCorrupt
@@ -28,7 +28,7 @@ log = logging.getLogger("greenfly")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Modules that add subcommands: each has register(commands, config_option).
-TOOLS = (journal_tools,)
+TOOLS = (journal_tools, passwd_tool)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,149 @@
+"""`greenfly passwd`: manage a password file the way `mosquitto_passwd` does.
+
+    greenfly passwd [-c | -D] [-I ITERATIONS] FILE USER    prompt twice for the password
+    greenfly passwd -b [-c] [-I ITERATIONS] FILE USER PASSWORD
+    greenfly passwd -U FILE                                hash a plain-text user:password file
+
+`-c` creates (or empties) the file first; otherwise it must exist. Hashes are `$7$`
+(PBKDF2-SHA512) with `DEFAULT_ITERATIONS`, which Mosquitto reads as well. Lines that are not
+touched are kept as they are; the file is replaced atomically and made readable by its owner
+only, since it holds hashes that can be attacked offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import tempfile
+from typing import Any
+
+from .passwords import DEFAULT_ITERATIONS, hash_password, parse_hash
+
+
+class PasswdError(Exception):
+    pass
+
+
+def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "passwd", help="create or change users in a password file (like mosquitto_passwd)",
+        description="Manage a Mosquitto-compatible password file.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("-c", dest="create", action="store_true",
+                      help="create a new password file (an existing one is emptied)")
+    mode.add_argument("-D", dest="delete", action="store_true", help="delete the user")
+    mode.add_argument("-U", dest="upgrade", action="store_true",
+                      help="hash every plain-text password in the file")
+    parser.add_argument("-b", dest="batch", action="store_true",
+                        help="take the password from the command line")
+    parser.add_argument("-I", dest="iterations", type=int, default=DEFAULT_ITERATIONS,
+                        help=f"PBKDF2 iterations (default {DEFAULT_ITERATIONS})")
+    parser.add_argument("file")
+    parser.add_argument("username", nargs="?")
+    parser.add_argument("password", nargs="?")
+    parser.set_defaults(handler=lambda args, path: passwd_command(args))
+
+
+def passwd_command(args: argparse.Namespace) -> int:
+    try:
+        _run(args)
+    except PasswdError as exc:
+        print(f"greenfly passwd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.iterations < 1:
+        raise PasswdError("-I needs a positive iteration count")
+    if args.upgrade:
+        if args.username or args.batch:
+            raise PasswdError("-U takes only the password file")
+        _write(args.file, _upgraded(_read(args.file)))
+        return
+    if not args.username:
+        raise PasswdError("a user name is needed")
+    if ":" in args.username:
+        raise PasswdError("a user name cannot contain ':'")
+    lines = [] if args.create else _read(args.file)
+    if args.delete:
+        kept = [line for line in lines if _user_of(line) != args.username]
+        if len(kept) == len(lines):
+            raise PasswdError(f"user {args.username} not found in {args.file}")
+        _write(args.file, kept)
+        return
+    if args.batch:
+        if args.password is None:
+            raise PasswdError("-b needs a password on the command line")
+        password = args.password
+    else:
+        if args.password is not None:
+            raise PasswdError("a password on the command line needs -b")
+        password = _prompt()
+    entry = f"{args.username}:{hash_password(password, args.iterations).encode()}"
+    replaced = [entry if _user_of(line) == args.username else line for line in lines]
+    if entry not in replaced:
+        replaced.append(entry)
+    _write(args.file, replaced)
+
+
+def _prompt() -> str:
+    first = getpass.getpass("Password: ")
+    second = getpass.getpass("Reenter password: ")
+    if first != second:
+        raise PasswdError("passwords do not match")
+    if not first:
+        raise PasswdError("an empty password is not allowed")
+    return first
+
+
+def _user_of(line: str) -> str | None:
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#") or ":" not in stripped:
+        return None
+    return stripped.split(":", 1)[0]
+
+
+def _upgraded(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        user = _user_of(line)
+        if user is None:
+            out.append(line)
+            continue
+        secret = line.strip().split(":", 1)[1]
+        try:
+            parse_hash(secret)
+            out.append(line)  # already hashed
+        except ValueError:
+            out.append(f"{user}:{hash_password(secret).encode()}")
+    return out
+
+
+def _read(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError:
+        raise PasswdError(f"{path} does not exist (use -c to create it)") from None
+    except OSError as exc:
+        raise PasswdError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write(path: str, lines: list[str]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".passwd-", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise PasswdError(f"cannot write {path}: {exc.strerror}") from None
