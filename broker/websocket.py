@@ -164,7 +164,10 @@ class WebSocketTransport:
                     payloads, keys = [], []
                 self._slow_frame(buf[pos:stop], out)
                 if self._done or self._closing:
-                    return b""
+                    # After the peer's close frame nothing more is read, but what came before
+                    # it (a DISCONNECT, typically) still counts. After ours, nothing does.
+                    self._buf = b""
+                    return b"" if self._closing else b"".join(out)
             pos = stop
         self._buf = buf[pos:]
         if payloads:

@@ -217,3 +217,17 @@ def test_mqtt_3_1_client_offering_mqttv3_1_is_served(wsbroker, mqttjs):
     client.publish(topic, b"3.1", qos=1)
     assert client.expect(1)[0]["payload"] == b"3.1"
     client.end()
+
+
+def test_will_is_not_published_after_a_clean_end(wsbroker, mqttjs):
+    topic = unique("js/no-will")
+    watcher = tcp_client(wsbroker)
+    watcher.subscribe(topic, 1)
+    client = mqttjs()
+    client_id = unique("js-polite")
+    client.connect(wsbroker.ws_port, clientId=client_id,
+                   will={"topic": topic, "payload": "offline", "qos": 1, "retain": False})
+    client.end()
+    wsbroker.wait_for_log(rf"client disconnected: {client_id} .*reason=client DISCONNECT")
+    watcher.expect_none(0.5)
+    watcher.disconnect()

@@ -366,6 +366,23 @@ def test_client_disconnect_gets_close_1000(wsbroker):
     assert ws.expect_close() == 1000
 
 
+def test_disconnect_and_close_frame_in_one_write_publish_no_will(wsbroker):
+    topic = unique("no-will")
+    watcher = PahoClient(wsbroker.port)
+    watcher.connect()
+    watcher.subscribe(topic, 1)
+    ws = RawWebSocket(wsbroker.ws_port)
+    ws.connect_mqtt(will=Will(topic, b"should not be sent", 1, False))
+    wsbroker.mark_log()
+    ws.sock.sendall(RawWebSocket.frame(BINARY, encode(Disconnect(), 4))
+                    + RawWebSocket.frame(CLOSE, struct.pack("!H", 1000)))
+    _fin, opcode, payload = ws.recv_frame()
+    assert (opcode, payload[:2]) == (CLOSE, struct.pack("!H", 1000))
+    wsbroker.wait_for_log(r"reason=client DISCONNECT")
+    watcher.expect_none(0.5)
+    watcher.disconnect()
+
+
 def test_mqtt_protocol_error_gets_close_1002_and_others_are_still_served(wsbroker):
     ws = RawWebSocket(wsbroker.ws_port)
     ws.connect_mqtt()
