@@ -227,7 +227,7 @@ class WebSocketTransport:
             header = struct.pack("!BBQ", 0x82, 127, n)
         with self._lock:
             if self._closing or self._done:
-                raise ConnectionAbortedError("WebSocket is closing")
+                return  # no data frame may follow a close frame; the connection is ending
             self._partial = True
             self.sock.sendall(header + data)
             self._partial = False
