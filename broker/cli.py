@@ -18,7 +18,7 @@ import sys
 
 import gevent
 
-from . import __version__, journal_tools, passwd_tool
+from . import __version__, deploy_tools, journal_tools, passwd_tool, probe
 from .config import Config, describe, load_default, load_file
 from .errors import ConfigError
 from .store.journal_file import JournalCorrupt
@@ -28,7 +28,7 @@ log = logging.getLogger("greenfly")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Modules that add subcommands: each has register(commands, config_option).
-TOOLS = (journal_tools, passwd_tool)
+TOOLS = (journal_tools, passwd_tool, deploy_tools, probe)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
 def check_command(path: str | None, args: argparse.Namespace) -> int:
     config = load_config_or_report(path)
     if config is None:
+        return 2
+    from .security import check_files  # late: keeps gevent out of a plain config check
+
+    try:
+        check_files(config)
+    except ConfigError as exc:
+        print(f"greenfly: configuration error: {exc}", file=sys.stderr)
         return 2
     print(f"{path or 'embedded default config'}: OK")
     for line in describe(config):
@@ -133,7 +140,7 @@ def run(path: str | None) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     gevent.signal_handler(signal.SIGTERM, broker.stop)
     gevent.signal_handler(signal.SIGINT, broker.stop)
-    gevent.signal_handler(signal.SIGHUP, reload)
+    gevent.signal_handler(signal.SIGHUP, broker.notify.around_reload(reload))
     try:
         broker.serve_forever()
     except JournalCorrupt as exc:

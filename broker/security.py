@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import gevent
 from gevent import ssl as cooperative_ssl
+from gevent.event import AsyncResult
 
 from .acl import Acl, Rules, load_acl_file
 from .config import Config, ListenerSection, anonymous_allowed
@@ -82,6 +83,7 @@ class ListenerSecurity:
         self.failures = failures
         self._key = os.urandom(32)
         self._good: dict[bytes, str] = {}
+        self._running: dict[bytes, AsyncResult] = {}
         self._rules: dict[tuple[str, str | None], Rules] = {}
 
     @classmethod
@@ -127,7 +129,7 @@ class ListenerSecurity:
         if self._good.get(key) == encoded:
             self.failures.forget(host)
             return AuthResult(ReasonCode.SUCCESS, username)
-        if not gevent.get_hub().threadpool.apply(entry.verify, (secret,)):
+        if not self._verify(key, entry, secret):
             return self._refuse(host, ReasonCode.BAD_USER_NAME_OR_PASSWORD, username,
                                 "wrong password")
         if len(self._good) >= CACHE_LIMIT:
@@ -135,6 +137,23 @@ class ListenerSecurity:
         self._good[key] = encoded
         self.failures.forget(host)
         return AuthResult(ReasonCode.SUCCESS, username)
+
+    def _verify(self, key: bytes, entry: PasswordHash, secret: str) -> bool:
+        """Hash in the threadpool; identical checks already running are waited for, not
+        repeated, so a reconnect storm of one device costs one hash."""
+        running = self._running.get(key)
+        if running is not None:
+            return running.get()
+        running = self._running[key] = AsyncResult()
+        try:
+            ok = gevent.get_hub().threadpool.apply(entry.verify, (secret,))
+            running.set(ok)
+            return ok
+        except BaseException as exc:
+            running.set_exception(exc)
+            raise
+        finally:
+            del self._running[key]
 
     def _refuse(self, host: str, reason: ReasonCode, username: str | None,
                 why: str) -> AuthResult:
@@ -190,3 +209,12 @@ def certificate_identity(peer_certificate: dict | None) -> str | None:
             if name == "commonName":
                 return value
     return None
+
+
+def check_files(config: Config) -> None:
+    """Load every password file, ACL file and certificate the configuration names, as start-up
+    would, without listening (for `greenfly check`); ConfigError names the bad one."""
+    failures = FailureTracker()
+    for listener in config.listeners:
+        ListenerSecurity.build(config, listener, failures)
+        build_ssl_context(listener)

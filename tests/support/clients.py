@@ -96,7 +96,8 @@ class PahoClient:
                  keepalive: int = 60, transport: str = "tcp", host: str = "127.0.0.1",
                  will: tuple[str, bytes, int, bool] | None = None,
                  protocol: int = paho.MQTTv311, ws_path: str = "/mqtt",
-                 auto_reconnect: bool = False, **connect_kwargs: Any) -> None:
+                 auto_reconnect: bool = False, username: str | None = None,
+                 password: str | None = None, **connect_kwargs: Any) -> None:
         self.client_id = client_id or unique("paho")
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   clean_session=clean_session, protocol=protocol,
@@ -105,6 +106,8 @@ class PahoClient:
             self.client.ws_set_options(path=ws_path)
         if will:
             self.client.will_set(will[0], will[1], will[2], will[3])
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self.connects: queue.Queue[tuple[bool, int]] = queue.Queue()
         self.disconnects: queue.Queue[int] = queue.Queue()
