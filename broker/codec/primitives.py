@@ -12,6 +12,8 @@ no rollback: running out of bytes here always means the packet lied about its ow
 
 from __future__ import annotations
 
+import re
+
 from ..errors import MalformedPacket
 
 _U16_MAX = 0xFFFF
@@ -81,8 +83,16 @@ class Reader:
         return data
 
 
+# Code points a string SHOULD NOT contain, which a receiver MAY refuse (spec 1.5.3): the C0
+# and C1 control characters and the Unicode non-characters. Mosquitto refuses them, and so
+# does greenfly, so that a topic or client id never carries invisible control bytes.
+_NON_CHARACTERS = "".join(chr(plane * 0x10000 + low) for plane in range(17)
+                          for low in (0xFFFE, 0xFFFF))
+DISCOURAGED = re.compile(f"[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef{_NON_CHARACTERS}]")
+
+
 def decode_utf8(raw: bytes, what: str = "string") -> str:
-    """Decode an MQTT UTF-8 string, refusing what the spec forbids."""
+    """Decode an MQTT UTF-8 string, refusing what the spec forbids and what it discourages."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -90,6 +100,10 @@ def decode_utf8(raw: bytes, what: str = "string") -> str:
             f"{what}: ill-formed UTF-8 at byte {exc.start} [MQTT-1.5.3-1]") from None
     if "\x00" in text:
         raise MalformedPacket(f"{what}: contains U+0000 [MQTT-1.5.3-2]")
+    bad = DISCOURAGED.search(text)
+    if bad is not None:
+        raise MalformedPacket(f"{what}: contains U+{ord(bad.group()):04X}, a control character "
+                              "or non-character (spec 1.5.3)")
     return text
 
 

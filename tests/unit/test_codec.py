@@ -38,6 +38,7 @@ from broker.codec import (
     Will,
     encode,
 )
+from broker.codec.primitives import DISCOURAGED
 from broker.errors import (
     MalformedPacket,
     MQTTError,
@@ -644,7 +645,11 @@ def test_arbitrary_bytes_give_packets_or_mqtt_errors_only(data: bytes, server_si
         pass
 
 
-topic_levels = st.text(st.characters(codec="utf-8", exclude_characters="+#/\x00"), max_size=6)
+# Text a topic level may hold: valid UTF-8 without wildcards, separators, U+0000, control
+# characters or non-characters (all refused by the decoder, spec 1.5.3).
+topic_levels = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"),
+                                     exclude_characters="+#/\ufffe\uffff"), max_size=6
+                       ).filter(lambda text: not DISCOURAGED.search(text))
 topic_names = st.lists(topic_levels, min_size=1, max_size=4).map("/".join).filter(bool)
 filter_levels = st.one_of(topic_levels, st.just("+"))
 topic_filters = st.builds(
