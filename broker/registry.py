@@ -96,6 +96,7 @@ class SessionRegistry:
                 self.remove(session)
                 gone.append(session.client_id)
         if gone:
+            self.env.stats.clients_expired += len(gone)
             log.info("expired %d persistent session(s): %s", len(gone), ", ".join(gone[:10]))
         return gone
 

@@ -19,6 +19,7 @@ from .connection import Connection
 from .context import BrokerContext
 from .journal import JournalStore
 from .listeners import Listener
+from .notify import Notifier
 from .protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
 from .security import FailureTracker, ListenerSecurity, build_ssl_context
 from .store.base import SessionStore
@@ -45,9 +46,10 @@ class Broker:
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
                                    ListenerSecurity.build(config, listener, self.failures))
                           for listener in config.listeners]
-        self.sys_topics = SysTopics(self.ctx, lambda: len(self.connections))
+        self.sys_topics = SysTopics(self.ctx)
         self._stopped = Event()
         self._tasks: list[gevent.Greenlet] = []
+        self.notify = Notifier.from_environ()  # systemd's READY=1/STOPPING=1/WATCHDOG=1
 
     def start(self) -> None:
         state = self.store.load()
@@ -59,6 +61,7 @@ class Broker:
             listener.start()
         self.sys_topics.start()
         self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions)]
+        self._tasks += self.notify.ready("; ".join(item.describe() for item in self.listeners))
 
     def serve_forever(self) -> None:
         self.start()
@@ -68,6 +71,7 @@ class Broker:
         """Stop accepting, close every connection, flush the store. Idempotent."""
         if self._stopped.is_set():
             return
+        self.notify.stopping()
         log.info("shutting down: closing %d connection(s)", len(self.connections))
         for listener in self.listeners:
             listener.stop()

@@ -13,7 +13,7 @@ class Stats:
     __slots__ = ("started_at", "messages_received", "messages_sent", "publish_received",
                  "publish_sent", "publish_dropped", "bytes_received", "bytes_sent",
                  "publish_bytes_received", "publish_bytes_sent", "clients_connected",
-                 "clients_maximum", "connections_total", "sockets_total")
+                 "clients_maximum", "clients_expired", "connections_total", "sockets_total")
 
     def __init__(self) -> None:
         self.started_at = time.monotonic()
@@ -28,6 +28,7 @@ class Stats:
         self.publish_bytes_sent = 0
         self.clients_connected = 0
         self.clients_maximum = 0
+        self.clients_expired = 0  # persistent sessions discarded by persistent_client_expiration
         self.connections_total = 0  # CONNECTs accepted since start
         self.sockets_total = 0  # sockets accepted since start
 

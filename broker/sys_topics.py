@@ -9,8 +9,9 @@ averages are exponentially damped per-minute rates over 1, 5 and 15 minutes, as 
 from __future__ import annotations
 
 import math
+import os
+import resource
 import time
-from collections.abc import Callable
 
 import gevent
 
@@ -36,9 +37,8 @@ WINDOWS = {"1min": 60.0, "5min": 300.0, "15min": 900.0}
 
 
 class SysTopics:
-    def __init__(self, ctx: BrokerContext, connection_count: Callable[[], int]) -> None:
+    def __init__(self, ctx: BrokerContext) -> None:
         self.ctx = ctx
-        self._connection_count = connection_count
         self._last: dict[str, str] = {}
         self._loads: dict[tuple[str, str], float] = {}
         self._previous: dict[str, int] = {}
@@ -81,8 +81,9 @@ class SysTopics:
             "clients/inactive": offline,
             "clients/total": connected + offline,
             "clients/maximum": stats.clients_maximum,
-            "clients/expired": 0,
+            "clients/expired": stats.clients_expired,
             "subscriptions/count": ctx.tree.count,
+            "shared_subscriptions/count": ctx.tree.shared_count,
             "retained messages/count": ctx.retained.count,
             "messages/stored": stored,
             "store/messages/count": stored,
@@ -96,6 +97,9 @@ class SysTopics:
             "publish/bytes/sent": stats.publish_bytes_sent,
             "bytes/received": stats.bytes_received,
             "bytes/sent": stats.bytes_sent,
+            # Mosquitto reports its heap; the closest a Python process has is its RSS.
+            "heap/current": _rss_bytes(),
+            "heap/maximum": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
         values.update(self._load_values())
         return {topic: str(value) for topic, value in values.items()}
@@ -125,3 +129,12 @@ class SysTopics:
                 continue
             self._last[topic] = value
             router.publish(Message(PREFIX + topic, value.encode(), 0, True), persist=False)
+
+
+def _rss_bytes() -> int:
+    """Resident set size from /proc (Linux); 0 where there is no /proc."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

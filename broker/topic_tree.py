@@ -47,11 +47,17 @@ class TopicTree:
         self._lock = Semaphore()
         self._cache: dict[str, tuple[list[tuple[str, int]], list[_SharedGroup]]] = {}
         self._count = 0
+        self._shared_count = 0
 
     @property
     def count(self) -> int:
-        """Number of (client, filter) subscriptions."""
+        """Number of (client, filter) subscriptions, shared ones included."""
         return self._count
+
+    @property
+    def shared_count(self) -> int:
+        """Number of (client, `$share/...` filter) subscriptions."""
+        return self._shared_count
 
     def subscribe(self, client_id: str, topic_filter: str, qos: int) -> bool:
         """Add or replace a subscription; True when it replaced an existing one."""
@@ -72,6 +78,7 @@ class TopicTree:
             members[client_id] = qos
             if not existed:
                 self._count += 1
+                self._shared_count += 1 if shared else 0
             self._cache.clear()
             return existed
 
@@ -96,6 +103,7 @@ class TopicTree:
             elif node.subscribers.pop(client_id, None) is None:
                 return False
             self._count -= 1
+            self._shared_count -= 1 if shared else 0
             self._cache.clear()
             levels = path.split("/")
             for depth in range(len(levels), 0, -1):

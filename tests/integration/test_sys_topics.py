@@ -12,7 +12,10 @@ REQUIRED = [
     "version", "uptime", "clients/connected", "clients/disconnected", "clients/total",
     "clients/maximum", "subscriptions/count", "retained messages/count", "messages/received",
     "messages/sent", "publish/messages/dropped", "bytes/received", "bytes/sent",
-    "store/messages/count",
+    "store/messages/count", "store/messages/bytes", "messages/stored", "clients/active",
+    "clients/inactive", "clients/expired", "subscriptions/count", "shared_subscriptions/count",
+    "publish/messages/received", "publish/messages/sent", "publish/bytes/received",
+    "publish/bytes/sent", "heap/current", "heap/maximum",
     *(f"load/{name}/{window}" for name in ("messages/received", "messages/sent",
                                            "bytes/received", "bytes/sent", "connections")
       for window in ("1min", "5min", "15min")),
