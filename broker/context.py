@@ -6,9 +6,10 @@ Built once by `server.Broker` (the composition root) and passed down; there are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Config
+from .disconnect_watch import DisconnectWatch
 from .registry import SessionRegistry
 from .retained import RetainedMessages
 from .router import Router
@@ -28,6 +29,7 @@ class BrokerContext:
     registry: SessionRegistry
     router: Router
     env: SessionEnv
+    disconnects: DisconnectWatch = field(default_factory=DisconnectWatch)
 
     @classmethod
     def build(cls, config: Config, store: SessionStore) -> BrokerContext:

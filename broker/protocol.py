@@ -174,8 +174,11 @@ class ClientProtocol:
         self.will = None
         if session is not None and session.detach(self.peer) and not session.persistent:
             ctx.registry.remove(session)
+        duration = time.monotonic() - self.connected_at
         log.info("client disconnected: %s reason=%s duration=%.1fs", self.describe(),
-                 reason.text, time.monotonic() - self.connected_at)
+                 reason.text, duration)
+        ctx.disconnects.ended(self.client_id, self.keepalive, duration,
+                              reason is PEER_CLOSED or reason.text.startswith("socket error"))
 
     # -- CONNECT -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ MAX_LINES = 600
 
 LAYER_A = ["codec", "topics", "config", "errors"]
 LAYER_B = ["protocol", "context", "router", "registry", "session", "retained", "topic_tree",
-           "message", "stats", "store"]
+           "message", "stats", "store", "disconnect_watch"]
 
 
 def modules(names: list[str]) -> list[Path]:

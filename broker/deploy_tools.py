@@ -1,0 +1,194 @@
+"""`greenfly deploy TOOL`: the configuration of what runs around the broker, derived from its own.
+
+`greenfly deploy nginx|nginx-stream|frpc|frps|systemd|supervisor [-c CONFIG] [--domain D]
+[--listen ADDR:PORT] [--no-tls]` prints one file for that tool. Why generated rather than
+hand-written: the numbers that must agree with the broker — the upstream ports (the
+`[[listener]]`s) and every idle timeout on the path (from `[limits] max_keepalive`) — then come
+from the one file that the broker reads, so they cannot drift. The files in `deploy/` are this
+command's output for `deploy/greenfly.toml`, and a test keeps them so.
+
+The timeout rule. A client with keepalive K sends something at least every K seconds, and the
+broker itself closes it after 1.5 x K seconds of silence [MQTT-3.1.2-24]. Anything on the path
+that closes idle connections sooner (nginx's default `proxy_read_timeout` is 60 s) cuts healthy
+clients: they reconnect every minute or two, and the broker logs a peer close each time. So
+every proxy idle timeout here is 2 x max_keepalive — above 1.5 x the largest keepalive the
+broker accepts, with half a keepalive of slack — and the broker, not a proxy, decides when a
+client is gone. Each rendered timeout carries that arithmetic in a one-line comment.
+
+Paths: the layout `deploy/install.sh` creates (/opt/greenfly, /etc/greenfly, the data_dir of
+the configuration); `--prefix DIR` puts the first two under DIR, as `install.sh --prefix` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from . import deploy_templates
+from .config import Config, ListenerSection, load_default, load_file
+from .deploy_templates import DeployError
+from .errors import ConfigError
+
+MQTT_MAX_KEEPALIVE = 65_535  # the largest keepalive the protocol can carry (u16)
+DEFAULT_DOMAIN = "mqtt.example.com"
+
+# tool -> (renderer, the options that mean something for it)
+RENDERERS: dict[str, tuple[Any, frozenset[str]]] = {
+    "nginx": (deploy_templates.nginx, frozenset({"listen", "no_tls", "cert", "key",
+                                                 "http_listen"})),
+    "nginx-stream": (deploy_templates.nginx_stream, frozenset({"listen", "no_tls", "cert",
+                                                               "key"})),
+    "frpc": (deploy_templates.frpc, frozenset({"listen"})),
+    "frps": (deploy_templates.frps, frozenset({"listen"})),
+    "systemd": (deploy_templates.systemd, frozenset({"prefix"})),
+    "supervisor": (deploy_templates.supervisor, frozenset({"prefix"})),
+}
+OPTION_NAMES = {"listen": "--listen", "no_tls": "--no-tls", "cert": "--cert", "key": "--key",
+                "http_listen": "--http-listen", "prefix": "--prefix"}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything a template needs, worked out once from the broker config and the options."""
+
+    domain: str
+    listen: str | None
+    http_listen: str | None
+    tls: bool
+    cert: str
+    key: str
+    prefix: str
+    websockets: ListenerSection | None
+    mqtt: ListenerSection | None
+    max_keepalive: int
+    connect_timeout: float
+    data_dir: str
+
+    @property
+    def idle_timeout(self) -> int:
+        """Seconds any proxy on the path may let a connection idle: 2 x max_keepalive."""
+        return 2 * self.max_keepalive
+
+    @property
+    def timeout_why(self) -> str:
+        k = self.max_keepalive
+        return (f"{self.idle_timeout} s = 2 x max_keepalive {k} s: above the {1.5 * k:g} s "
+                f"(1.5 x {k} s) a live client may stay silent")
+
+    def upstream(self, listener: ListenerSection) -> str:
+        """host:port a proxy on this machine uses to reach `listener`."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listener.bind,
+                                                                          listener.bind)
+        return f"[{host}]:{listener.port}" if ":" in host else f"{host}:{listener.port}"
+
+    def path(self, *parts: str) -> str:
+        """An absolute install path, under --prefix."""
+        return os.path.join(self.prefix, *(p.lstrip("/") for p in parts))
+
+    @property
+    def binary(self) -> str:
+        return self.path("opt/greenfly/bin/greenfly")
+
+    @property
+    def config_file(self) -> str:
+        return self.path("etc/greenfly/greenfly.toml")
+
+
+def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
+    deploy = commands.add_parser(
+        "deploy", parents=[config_option],
+        help="print the nginx, frp, systemd or supervisor configuration for this broker config",
+        description="Print one configuration file for a tool around the broker, with ports and "
+        "idle timeouts derived from the broker configuration (listeners, max_keepalive).")
+    deploy.add_argument("tool", choices=list(RENDERERS))
+    deploy.add_argument("--domain", default=DEFAULT_DOMAIN,
+                        help=f"the public name of the broker (default {DEFAULT_DOMAIN})")
+    deploy.add_argument("--listen", metavar="ADDR:PORT",
+                        help="where the tool listens: nginx 443 (80 with --no-tls), "
+                        "nginx-stream 8883 (1883 with --no-tls), frps 7000; for frpc, the frps "
+                        "address (default DOMAIN:7000)")
+    deploy.add_argument("--no-tls", action="store_true",
+                        help="nginx: plain HTTP/TCP, no certificate (behind another TLS "
+                        "terminator, or for a test)")
+    deploy.add_argument("--cert", help="TLS certificate chain (default: certbot's "
+                        "/etc/letsencrypt/live/DOMAIN/fullchain.pem)")
+    deploy.add_argument("--key", help="TLS private key (default: certbot's privkey.pem)")
+    deploy.add_argument("--http-listen", metavar="ADDR:PORT",
+                        help="nginx with TLS: where the HTTP-to-HTTPS redirect listens (80)")
+    deploy.add_argument("--prefix", default="/",
+                        help="systemd, supervisor: the root install.sh installed into "
+                        "(default /)")
+    deploy.set_defaults(handler=_handler)
+
+
+def _handler(args: argparse.Namespace, path: str | None) -> int:
+    try:
+        config = load_file(path) if path else load_default()
+    except ConfigError as exc:
+        print(f"greenfly: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        text = render(args.tool, config, args)
+    except DeployError as exc:
+        print(f"greenfly deploy {args.tool}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    if config.limits.max_keepalive in (0, MQTT_MAX_KEEPALIVE) and args.tool not in (
+            "systemd", "supervisor"):
+        print(f"greenfly deploy: note: max_keepalive is {config.limits.max_keepalive or 'unset'}"
+              f", so idle timeouts are {2 * MQTT_MAX_KEEPALIVE} s (27 h); set [limits] "
+              "max_keepalive (e.g. 300) to let proxies drop dead connections sooner",
+              file=sys.stderr)
+    return 0
+
+
+def render(tool: str, config: Config, args: argparse.Namespace) -> str:
+    renderer, applicable = RENDERERS[tool]
+    defaults = {"listen": None, "no_tls": False, "cert": None, "key": None,
+                "http_listen": None, "prefix": "/"}
+    for name, default in defaults.items():
+        if getattr(args, name, default) != default and name not in applicable:
+            raise DeployError(f"{OPTION_NAMES[name]} does not apply to {tool}")
+    return renderer(make_plan(config, args))
+
+
+def make_plan(config: Config, args: argparse.Namespace) -> Plan:
+    domain = args.domain
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+        raise DeployError(f"--domain {domain!r}: expected a host name such as {DEFAULT_DOMAIN}")
+    for option in ("listen", "http_listen"):
+        value = getattr(args, option, None)
+        if value is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]:|[A-Za-z0-9.-]+:)?\d{1,5}",
+                                                  value):
+            raise DeployError(f"{OPTION_NAMES[option]} {value!r}: expected PORT or ADDR:PORT "
+                              "(such as 443, 127.0.0.1:8443 or [::1]:8443)")
+    data_dir = config.broker.data_dir
+    if args.tool in ("systemd", "supervisor") and not os.path.isabs(data_dir):
+        raise DeployError(f"[broker] data_dir {data_dir!r} is relative; a service needs an "
+                          "absolute path (such as /var/lib/greenfly)")
+    cert = getattr(args, "cert", None) or f"/etc/letsencrypt/live/{domain}/fullchain.pem"
+    key = getattr(args, "key", None) or f"/etc/letsencrypt/live/{domain}/privkey.pem"
+    return Plan(domain=domain, listen=getattr(args, "listen", None),
+                http_listen=getattr(args, "http_listen", None),
+                tls=not getattr(args, "no_tls", False), cert=cert, key=key,
+                prefix=getattr(args, "prefix", "/") or "/",
+                websockets=_plain_listener(config, "websockets"),
+                mqtt=_plain_listener(config, "mqtt"),
+                max_keepalive=config.limits.max_keepalive or MQTT_MAX_KEEPALIVE,
+                connect_timeout=config.broker.connect_timeout, data_dir=data_dir)
+
+
+def _plain_listener(config: Config, protocol: str) -> ListenerSection | None:
+    """The first listener of `protocol` without TLS of its own (the proxy terminates TLS)."""
+    for listener in config.listeners:
+        if listener.protocol == protocol and not getattr(listener, "certfile", None):
+            if listener.port == 0:
+                raise DeployError(f"the {protocol} listener on {listener.bind} has port 0 "
+                                  "(a random port): a proxy needs a fixed one")
+            return listener
+    return None
+

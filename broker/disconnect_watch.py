@@ -1,0 +1,109 @@
+"""`DisconnectWatch`: notices when something on the network path keeps cutting a client.
+
+What an idle timeout looks like from the broker: nginx (`proxy_read_timeout`, `proxy_timeout`),
+a load balancer or frp closes a connection that carried nothing for T seconds by closing its
+upstream socket, so the broker sees a plain close by the peer, with no DISCONNECT, after about
+T seconds — every time, because the client reconnects and goes quiet again. A healthy client
+with keepalive K is never quiet for more than K seconds (1.5 x K is when the broker itself
+gives up), so connections that end by a peer close, again and again after the same duration,
+well before 1.5 x K, point at a timeout on the path that is shorter than the client's keepalive.
+(Mosquitto users know this as "Socket error on client ..., disconnecting" every 60 s: nginx's
+default `proxy_read_timeout` is 60 s.)
+
+Rule: for each client id, the durations of its consecutive connections that ended by a peer
+close (a clean DISCONNECT, a keepalive timeout, a takeover... reset the streak). When the last
+`STREAK` of them are within `TOLERANCE` of their median, at least `MIN_SECONDS` long, and shorter
+than 1.5 x the client's keepalive (any length when its keepalive is 0), log one warning naming
+the likely cause — once per client id per `REPEAT_AFTER` seconds, not once per disconnect.
+Memory is bounded: at most `MAX_CLIENTS` client ids are remembered (least recently seen first
+out), since clients with generated ids never come back under the same id.
+
+Layer B: no sockets, no gevent; the connection's protocol calls `ended()` as it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+log = logging.getLogger("greenfly.connection")
+
+STREAK = 3
+TOLERANCE = 0.10
+MIN_SECONDS = 1.0  # a client that dies at once every time is crashing, not being cut
+REPEAT_AFTER = 3600.0
+MAX_CLIENTS = 10_000
+
+
+class _Client:
+    __slots__ = ("durations", "warned_at")
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self.warned_at: float | None = None
+
+
+class DisconnectWatch:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._clock = clock
+        self._warn = warn if warn is not None else log.warning
+
+    def ended(self, client_id: str, keepalive: int, duration: float, by_peer: bool) -> str | None:
+        """Record how one connection of `client_id` ended; the warning, when one is due."""
+        clients = self._clients
+        client = clients.get(client_id)
+        if not by_peer:
+            if client is not None:
+                client.durations.clear()
+            return None
+        if client is None:
+            client = clients[client_id] = _Client()
+            if len(clients) > MAX_CLIENTS:
+                clients.popitem(last=False)
+        else:
+            clients.move_to_end(client_id)
+        durations = client.durations
+        durations.append(duration)
+        del durations[:-STREAK]
+        if len(durations) < STREAK or not looks_like_idle_timeout(durations, keepalive):
+            return None
+        now = self._clock()
+        if client.warned_at is not None and now - client.warned_at < REPEAT_AFTER:
+            return None
+        client.warned_at = now
+        message = diagnosis(client_id, keepalive, durations)
+        self._warn(message)
+        return message
+
+
+def looks_like_idle_timeout(durations: list[float], keepalive: int) -> bool:
+    median = statistics.median(durations)
+    if median < MIN_SECONDS:
+        return False
+    if any(abs(d - median) > TOLERANCE * median for d in durations):
+        return False
+    return keepalive == 0 or max(durations) < 1.5 * keepalive
+
+
+def diagnosis(client_id: str, keepalive: int, durations: list[float]) -> str:
+    """The warning: what was seen, the likely cause, and what to change."""
+    timeout = statistics.median(durations)
+    seen = ", ".join(f"{d:.1f}" for d in durations)
+    about = f"{timeout:.0f}" if timeout >= 10 else f"{timeout:.1f}"
+    if keepalive:
+        need = f"{1.5 * keepalive:g}"
+        advice = (f"raise that timeout above 1.5 x {keepalive} = {need} s (nginx: "
+                  f"proxy_read_timeout / proxy_timeout; `greenfly deploy` derives it from "
+                  f"max_keepalive) or lower the client's keepalive below {timeout / 1.5:.0f} s")
+    else:
+        advice = ("the client's keepalive is 0, so it never pings and any idle timeout cuts it: "
+                  f"give it a keepalive below {timeout / 1.5:.0f} s")
+    return (f"client {client_id}: its last {len(durations)} connections were each closed by the "
+            f"peer after about {about} s ({seen} s), with no DISCONNECT; likely cause: a proxy or "
+            f"NAT idle timeout of about {about} s versus the client's keepalive {keepalive} s. "
+            f"Fix: {advice}. `greenfly probe --idle N URL` measures the path.")
