@@ -435,3 +435,26 @@ class _Locator:
             path += f".{key}"
         return ConfigError(message, file=self.source, line=self.line_of(table, index, key),
                            key=path)
+
+
+def _markdown_default(value: Any) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, tuple):
+        return "`[" + ", ".join(f'"{item}"' for item in value) + "]`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """Every key with its default and doc, as the README's configuration table."""
+    rows = ["| section | key | default | meaning |", "|---|---|---|---|"]
+    for table, key, default, doc in documented_keys():
+        name = f"[[{table}]]" if SECTIONS[table][2] else f"[{table}]"
+        rows.append(f"| `{name}` | `{key}` | {_markdown_default(default)} | {doc} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,28 @@
+"""The README keeps up with the code: every config key with its default, every command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from broker.cli import build_parser
+from broker.config import markdown_table
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_readme_config_table_is_the_one_the_code_generates():
+    match = re.search(r"<!-- config-keys:start -->\n(.*?)<!-- config-keys:end -->", README,
+                      re.S)
+    assert match, "README lost its config-keys markers"
+    assert match.group(1) == markdown_table(), (
+        "README's configuration table is stale; regenerate it with: .venv/bin/python -c "
+        "'from broker.config import markdown_table; print(markdown_table(), end=\"\")'")
+
+
+def test_readme_names_every_subcommand():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name in commands:
+        if name != "run":
+            assert f"`greenfly {name}" in README, f"README does not document greenfly {name}"
