@@ -320,7 +320,7 @@ class Progress:
     def __init__(self, err: TextIO) -> None:
         self.err = err
         self.tty = err.isatty()
-        self.last = 0.0
+        self.last = -PROGRESS_EVERY  # the first call shows a line at once
 
     def show(self, elapsed: float, total: float, what: str) -> None:
         if self.tty:

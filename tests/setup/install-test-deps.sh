@@ -11,6 +11,15 @@ need() {  # need COMMAND PACKAGE
 need mosquitto_pub mosquitto-clients
 need node nodejs
 need npm npm
+# The deploy kit's tests run the real things in front of and around the broker: nginx (with
+# the stream module for mqtts:// on 8883), supervisord, systemd-analyze for the unit, and
+# openssl for the test certificates. Debian keeps nginx and supervisord in /usr/sbin.
+PATH="$PATH:/usr/sbin:/sbin"
+need nginx nginx-light
+[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$missing libnginx-mod-stream"
+need supervisord supervisor
+need systemd-analyze systemd
+need openssl openssl
 # shellcheck disable=SC2086
 [ -z "$missing" ] || tests/setup/install-system-packages.sh $missing
 # MQTT.js 5.x into tests/js/node_modules (git-ignored), pinned by tests/js/package-lock.json.

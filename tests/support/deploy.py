@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,32 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    config: Path
+    port: int
+    ws_port: int
+
+
+def installed_layout(root: Path) -> Layout:
+    """A root laid out as `install.sh --prefix` lays it out, with this checkout's greenfly as
+    /opt/greenfly/bin/greenfly and deploy/greenfly.toml as its configuration (its paths under
+    the root, its two listeners on free ports)."""
+    (root / "opt/greenfly/bin").mkdir(parents=True)
+    (root / "opt/greenfly/bin/greenfly").symlink_to(Path(sys.executable).parent / "greenfly")
+    for directory in ("etc/greenfly", "var/lib/greenfly", "var/log/supervisor"):
+        (root / directory).mkdir(parents=True)
+    port, ws_port = free_port(), free_port()
+    config = root / "etc/greenfly/greenfly.toml"
+    config.write_text((REPO / "deploy/greenfly.toml").read_text()
+                      .replace('"/var/lib/greenfly"', f'"{root}/var/lib/greenfly"')
+                      .replace('"/etc/greenfly/', f'"{root}/etc/greenfly/')
+                      .replace("port = 1883", f"port = {port}")
+                      .replace("port = 9001", f"port = {ws_port}"))
+    return Layout(root, config, port, ws_port)
 
 
 class Nginx:

@@ -1,0 +1,221 @@
+"""The files in deploy/: exactly `greenfly deploy ...` for deploy/greenfly.toml, accepted by
+`nginx -t`, frp's two files valid against the keys frp documents, and the numbers in every
+file following the broker configuration.
+
+frp is not packaged for Debian and nothing may be downloaded here, so its files are checked
+against frp's documented configuration keys rather than run: the key lists below are written
+from frp's reference files for the TOML format of v0.52 and later (conf/frps_full_example.toml,
+conf/frpc_full_example.toml and the structs in pkg/config/v1).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.broker import REPO
+from support.deploy import Nginx, deploy, greenfly, self_signed
+
+SAMPLE = REPO / "deploy/greenfly.toml"
+FILES = {
+    "nginx": "deploy/nginx/greenfly.conf",
+    "nginx-stream": "deploy/nginx/greenfly-stream.conf",
+    "frps": "deploy/frp/frps.toml",
+    "frpc": "deploy/frp/frpc.toml",
+    "systemd": "deploy/systemd/greenfly.service",
+    "supervisor": "deploy/supervisor/greenfly.conf",
+}
+
+
+@pytest.mark.parametrize("tool", list(FILES))
+def test_deploy_file_is_greenfly_deploy_output_for_the_sample_config(tool):
+    shipped = (REPO / FILES[tool]).read_text()
+    assert deploy(tool, "deploy/greenfly.toml") == shipped, (
+        f"{FILES[tool]} is not what `greenfly deploy {tool} -c deploy/greenfly.toml` prints; "
+        f"regenerate it: .venv/bin/greenfly deploy {tool} -c deploy/greenfly.toml > "
+        f"{FILES[tool]}")
+
+
+def test_shipped_nginx_files_pass_nginx_t(tmp_path):
+    cert, key = self_signed(tmp_path / "certs")
+
+    def localize(text: str) -> str:  # certbot's files do not exist here
+        return (text.replace("/etc/letsencrypt/live/mqtt.example.com/fullchain.pem", str(cert))
+                .replace("/etc/letsencrypt/live/mqtt.example.com/privkey.pem", str(key)))
+
+    nginx = Nginx(tmp_path / "nginx", http=localize((REPO / FILES["nginx"]).read_text()),
+                  stream=localize((REPO / FILES["nginx-stream"]).read_text()))
+    result = nginx.test_config()
+    assert result.returncode == 0, result.stderr
+    broken = Nginx(tmp_path / "broken", http=localize((REPO / FILES["nginx"]).read_text())
+                   .replace("proxy_http_version 1.1;", "proxy_http_version 1.1"))
+    assert broken.test_config().returncode != 0  # the check can fail
+
+
+def test_shipped_timeouts_are_2x_max_keepalive_with_the_arithmetic_beside_them():
+    why = "# 600 s = 2 x max_keepalive 300 s: above the 450 s (1.5 x 300 s) a live client"
+    nginx = (REPO / FILES["nginx"]).read_text()
+    assert f"proxy_read_timeout 600s;  {why}" in nginx
+    assert f"proxy_send_timeout 600s;  {why}" in nginx
+    assert f"proxy_timeout 600s;  {why}" in (REPO / FILES["nginx-stream"]).read_text()
+    for header in ("proxy_set_header Upgrade $http_upgrade;", "proxy_buffering off;",
+                   "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                   "proxy_set_header X-Real-IP $remote_addr;", "proxy_http_version 1.1;",
+                   "return 301 https://$host$request_uri;"):
+        assert header in nginx
+
+
+# -- frp ------------------------------------------------------------------------------------
+
+FRPS_KEYS = {
+    "bindAddr", "bindPort", "kcpBindPort", "quicBindPort", "proxyBindAddr", "vhostHTTPPort",
+    "vhostHTTPSPort", "vhostHTTPTimeout", "tcpmuxHTTPConnectPort", "tcpmuxPassthrough",
+    "subDomainHost", "custom404Page", "allowPorts", "maxPortsPerClient", "userConnTimeout",
+    "udpPacketSize", "natholeAnalysisDataReserveHours", "detailedErrorsToClient",
+    "enablePrometheus", "httpPlugins",
+    "auth.method", "auth.token", "auth.additionalScopes", "auth.tokenSource.type",
+    "auth.tokenSource.file.path", "auth.oidc.issuer", "auth.oidc.audience",
+    "auth.oidc.skipExpiryCheck", "auth.oidc.skipIssuerCheck",
+    "transport.tcpMux", "transport.tcpMuxKeepaliveInterval", "transport.tcpKeepalive",
+    "transport.maxPoolCount", "transport.heartbeatTimeout", "transport.tls.force",
+    "transport.tls.certFile", "transport.tls.keyFile", "transport.tls.trustedCaFile",
+    "transport.quic.keepalivePeriod", "transport.quic.maxIdleTimeout",
+    "transport.quic.maxIncomingStreams",
+    "webServer.addr", "webServer.port", "webServer.user", "webServer.password",
+    "webServer.tls.certFile", "webServer.tls.keyFile", "webServer.assetsDir",
+    "webServer.pprofEnable", "log.to", "log.level", "log.maxDays", "log.disablePrintColor",
+    "sshTunnelGateway.bindPort", "sshTunnelGateway.privateKeyFile",
+    "sshTunnelGateway.autoGenPrivateKeyPath", "sshTunnelGateway.authorizedKeysFile",
+}
+FRPS_PORT_RANGE_KEYS = {"start", "end", "single"}
+
+FRPC_KEYS = {
+    "clientID", "user", "serverAddr", "serverPort", "natHoleStunServer", "dnsServer",
+    "loginFailExit", "start", "udpPacketSize", "includes", "featureGates", "proxies", "visitors",
+    "auth.method", "auth.token", "auth.additionalScopes", "auth.tokenSource.type",
+    "auth.tokenSource.file.path", "auth.oidc.clientID", "auth.oidc.clientSecret",
+    "auth.oidc.audience", "auth.oidc.scope", "auth.oidc.tokenEndpointURL",
+    "log.to", "log.level", "log.maxDays", "log.disablePrintColor",
+    "webServer.addr", "webServer.port", "webServer.user", "webServer.password",
+    "webServer.assetsDir", "webServer.pprofEnable",
+    "transport.protocol", "transport.dialServerTimeout", "transport.dialServerKeepalive",
+    "transport.connectServerLocalIP", "transport.proxyURL", "transport.poolCount",
+    "transport.tcpMux", "transport.tcpMuxKeepaliveInterval", "transport.heartbeatInterval",
+    "transport.heartbeatTimeout", "transport.tls.enable", "transport.tls.certFile",
+    "transport.tls.keyFile", "transport.tls.trustedCaFile", "transport.tls.serverName",
+    "transport.tls.disableCustomTLSFirstByte", "transport.quic.keepalivePeriod",
+    "transport.quic.maxIdleTimeout", "transport.quic.maxIncomingStreams",
+}
+PROXY_KEYS = {
+    "name", "type", "enabled", "localIP", "localPort", "annotations", "metadatas", "plugin",
+    "transport.useEncryption", "transport.useCompression", "transport.bandwidthLimit",
+    "transport.bandwidthLimitMode", "transport.proxyProtocolVersion", "loadBalancer.group",
+    "loadBalancer.groupKey", "healthCheck.type", "healthCheck.timeoutSeconds",
+    "healthCheck.maxFailed", "healthCheck.intervalSeconds", "healthCheck.path",
+    "healthCheck.httpHeaders",
+}
+PROXY_TYPE_KEYS = {
+    "tcp": {"remotePort"},
+    "http": {"customDomains", "subdomain", "locations", "httpUser", "httpPassword",
+             "hostHeaderRewrite", "requestHeaders", "responseHeaders", "routeByHTTPUser"},
+}
+
+
+def flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML tables as frp's dotted keys; arrays of tables stay whole."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def unknown_keys(config: dict[str, Any], documented: set[str]) -> list[str]:
+    found = flat(config)
+    bad = [key for key in found if key not in documented]
+    for i, proxy in enumerate(found.get("proxies", [])):
+        allowed = PROXY_KEYS | PROXY_TYPE_KEYS.get(proxy.get("type"), set())
+        bad += [f"proxies[{i}].{key}" for key in flat(proxy) if key not in allowed]
+    for i, ports in enumerate(found.get("allowPorts", [])):
+        bad += [f"allowPorts[{i}].{key}" for key in ports if key not in FRPS_PORT_RANGE_KEYS]
+    return bad
+
+
+def load(tool: str) -> dict[str, Any]:
+    return tomllib.loads((REPO / FILES[tool]).read_text())
+
+
+def test_frp_files_use_only_keys_frp_documents():
+    assert unknown_keys(load("frps"), FRPS_KEYS) == []
+    assert unknown_keys(load("frpc"), FRPC_KEYS) == []
+    # The check can fail: a key in the wrong case is not frp's.
+    assert unknown_keys({"transport": {"tcpMuxKeepAliveInterval": 30}}, FRPC_KEYS) == [
+        "transport.tcpMuxKeepAliveInterval"]
+
+
+def test_frp_files_expose_the_broker_listeners_through_one_keepalive_tunnel():
+    frps, frpc = flat(load("frps")), flat(load("frpc"))
+    sample = tomllib.loads(SAMPLE.read_text())
+    ports = {item["protocol"]: item["port"] for item in sample["listener"]}
+    assert frps["bindPort"] == frpc["serverPort"] == 7000
+    assert frps["auth.token"] == frpc["auth.token"] and frps["auth.method"] == "token"
+    assert frps["vhostHTTPPort"] == ports["websockets"]
+    assert frps["proxyBindAddr"] == "127.0.0.1"
+    tcp, http = frpc["proxies"]
+    assert (tcp["type"], tcp["localPort"], tcp["remotePort"]) == ("tcp", ports["mqtt"],
+                                                                  ports["mqtt"])
+    assert frps["allowPorts"] == [{"single": tcp["remotePort"]}]
+    assert (http["type"], http["localPort"]) == ("http", ports["websockets"])
+    assert http["customDomains"] == ["mqtt.example.com"] and http["locations"] == ["/mqtt"]
+    assert frpc["serverAddr"] == "mqtt.example.com" and frpc["loginFailExit"] is False
+    for side in (frps, frpc):
+        assert side["transport.tcpMux"] is True
+        assert side["transport.tcpMuxKeepaliveInterval"] == 30
+
+
+# -- `greenfly deploy` follows the broker configuration -----------------------------------------
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "greenfly.toml"
+    path.write_text(f'[broker]\ndata_dir = "{tmp_path}/data"\n' + body)
+    return path
+
+
+def test_ports_paths_and_timeouts_follow_the_config(tmp_path):
+    config = write_config(tmp_path, "[limits]\nmax_keepalive = 45\n"
+                          '[[listener]]\nport = 11883\n'
+                          '[[listener]]\nport = 19999\nprotocol = "websockets"\n'
+                          'path = ["/mqtt", "/ws"]\n')
+    nginx = deploy("nginx", config)
+    assert "server 127.0.0.1:19999;" in nginx
+    assert "location /mqtt {" in nginx and "location /ws {" in nginx
+    assert ("proxy_read_timeout 90s;  # 90 s = 2 x max_keepalive 45 s: above the 67.5 s "
+            "(1.5 x 45 s)") in nginx
+    stream = deploy("nginx-stream", config)
+    assert "server 127.0.0.1:11883;" in stream and "proxy_timeout 90s;" in stream
+    assert flat(tomllib.loads(deploy("frps", config)))["vhostHTTPPort"] == 19999
+    frpc = tomllib.loads(deploy("frpc", config, "--domain", "home.example.org"))
+    assert frpc["proxies"][1]["locations"] == ["/mqtt", "/ws"]
+    assert frpc["proxies"][1]["customDomains"] == ["home.example.org"]
+
+
+def test_an_unset_max_keepalive_is_pointed_out(tmp_path):
+    config = write_config(tmp_path, '[[listener]]\nport = 9001\nprotocol = "websockets"\n')
+    result = greenfly("deploy", "nginx", "-c", str(config))
+    assert "proxy_read_timeout 131070s;" in result.stdout
+    assert "set [limits] max_keepalive" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nginx"], "no websockets listener without TLS for nginx to proxy to"),
+    (["systemd", "--listen", "127.0.0.1:80"], "--listen does not apply to systemd"),
+    (["nginx-stream", "--listen", "not a port"], "expected PORT or ADDR:PORT"),
+])
+def test_what_cannot_work_is_refused_with_a_reason(tmp_path, args, message):
+    config = write_config(tmp_path, "[[listener]]\nport = 1883\n")
+    result = greenfly("deploy", *args, "-c", str(config), check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

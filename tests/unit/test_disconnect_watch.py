@@ -1,0 +1,94 @@
+"""`DisconnectWatch`: when a client's connections keep ending by a peer close after the same,
+too short, time, one warning names a proxy or NAT idle timeout; anything else stays quiet."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.disconnect_watch import MAX_CLIENTS, REPEAT_AFTER, DisconnectWatch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def watch():
+    warnings: list[str] = []
+    clock = Clock()
+    w = DisconnectWatch(clock=clock, warn=warnings.append)
+    w.warnings = warnings
+    w.clock = clock
+    return w
+
+
+def cut(watch, durations, keepalive=30, client="dev-1", by_peer=True):
+    return [watch.ended(client, keepalive, d, by_peer) for d in durations]
+
+
+def test_three_peer_closes_after_about_60s_with_keepalive_60_warn_once(watch):
+    results = cut(watch, [60.1, 60.0, 60.2], keepalive=60)
+    assert results[:2] == [None, None] and results[2] is not None
+    [message] = watch.warnings
+    assert "client dev-1: its last 3 connections were each closed by the peer after about 60 s" \
+        in message
+    assert "a proxy or NAT idle timeout of about 60 s versus the client's keepalive 60 s" \
+        in message
+    assert "above 1.5 x 60 = 90 s" in message
+
+
+def test_later_cuts_of_the_same_client_do_not_warn_again_within_the_hour(watch):
+    cut(watch, [60.1, 60.0, 60.2, 60.1, 59.9, 60.0], keepalive=60)
+    assert len(watch.warnings) == 1
+    watch.clock.now += REPEAT_AFTER + 1
+    cut(watch, [60.0], keepalive=60)
+    assert len(watch.warnings) == 2
+
+
+def test_durations_more_than_10_percent_apart_are_not_a_timeout(watch):
+    cut(watch, [20.0, 25.0, 20.0], keepalive=30)
+    assert watch.warnings == []
+
+
+def test_connections_longer_than_one_and_a_half_keepalives_are_not_an_idle_cut(watch):
+    # A client pinging every 30 s is never idle for 60 s: something else ends these.
+    cut(watch, [60.0, 60.1, 60.0], keepalive=30)
+    assert watch.warnings == []
+
+
+def test_a_clean_disconnect_breaks_the_streak(watch):
+    cut(watch, [2.0, 2.1])
+    cut(watch, [2.0], by_peer=False)
+    cut(watch, [2.0, 2.0])
+    assert watch.warnings == []
+    cut(watch, [2.1])
+    assert len(watch.warnings) == 1
+
+
+def test_each_client_has_its_own_streak(watch):
+    cut(watch, [2.0, 2.0], client="a")
+    cut(watch, [2.0], client="b")
+    assert watch.warnings == []
+    cut(watch, [2.0], client="a")
+    assert len(watch.warnings) == 1 and "client a:" in watch.warnings[0]
+
+
+def test_instant_disconnects_are_a_crash_loop_not_a_timeout(watch):
+    cut(watch, [0.05, 0.05, 0.05])
+    assert watch.warnings == []
+
+
+def test_keepalive_0_is_cut_by_any_idle_timeout_and_says_so(watch):
+    cut(watch, [120.0, 121.0, 119.5], keepalive=0)
+    [message] = watch.warnings
+    assert "keepalive is 0, so it never pings" in message and "below 80 s" in message
+
+
+def test_memory_is_bounded_by_the_number_of_client_ids(watch):
+    for i in range(MAX_CLIENTS + 50):
+        watch.ended(f"auto-{i}", 30, 2.0, True)
+    assert len(watch._clients) == MAX_CLIENTS
