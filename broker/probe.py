@@ -60,6 +60,8 @@ class ProbeFailed(Exception):
 
 
 class PathClosed(Exception):
+    """The stream ended: "closed", "reset", or "websocket close" with the peer's close code."""
+
     def __init__(self, how: str, ws_code: int | None = None) -> None:
         super().__init__(how)
         self.how = how
@@ -155,7 +157,9 @@ def run_probe(target: Target, args: argparse.Namespace, out: TextIO, err: TextIO
             stream.close()
     except ProbeFailed as exc:
         say(f"FAILED: {exc}")
-        return 1
+    except PathClosed as exc:
+        say(f"FAILED: the connection ended ({exc.how})")
+    return 1
 
 
 def _ms(start: float) -> str:
@@ -236,8 +240,6 @@ class Stream:
                     hint = HTTP_HINTS.get(event.status_code, "")
                     raise ProbeFailed(f"websocket: GET {target.path} -> HTTP {event.status_code}"
                                       + (f": {hint}" if hint else ""))
-                if isinstance(event, wse.RejectData):
-                    continue
             if not data:
                 raise ProbeFailed(f"websocket: closed before answering GET {target.path}")
 
@@ -307,9 +309,11 @@ def connack_in(stream: Stream, target: Target, args: argparse.Namespace, keepali
         raise ProbeFailed(f"mqtt: expected CONNACK, got {type(packet).__name__}")
     code = int(packet.reason_code)
     if code != ReasonCode.SUCCESS:
-        hint = CONNACK_HINTS.get(code, ReasonCode(code).name.lower().replace("_", " ")
-                                 if code in ReasonCode._value2member_map_ else "")
-        raise ProbeFailed(f"mqtt: CONNACK refused: {hint}")
+        try:
+            name = ReasonCode(code).name.lower().replace("_", " ")
+        except ValueError:
+            name = f"code {code:#04x}"
+        raise ProbeFailed(f"mqtt: CONNACK refused: {CONNACK_HINTS.get(code, name)}")
     say(f"  mqtt: CONNACK accepted in {_ms(start)}, session present {int(packet.session_present)}"
         f", keepalive {keepalive}, client id {client_id}")
 
@@ -351,6 +355,7 @@ def idle_check(stream: Stream, target: Target, seconds: float, keepalive: int,
         say(cut_report(elapsed, exc, target, keepalive))
         return 1
     progress.done()
+    stream.send(encode(Disconnect()))
     say(f"still open after {seconds:.1f} s idle: nothing on the path cut an idle connection "
         f"within {seconds:g} s")
     return 0
@@ -399,14 +404,14 @@ def keepalive_check(stream: Stream, keepalive: int, duration: float,
                 if isinstance(packet, PingResp) and pending is not None:
                     rtts.append(time.monotonic() - pending)
                     pending = None
+        stream.send(encode(Disconnect()))
     except PathClosed as exc:
         progress.done()
         say(f"{exc.how} after {time.monotonic() - start:.1f} s with keepalive {keepalive} "
             f"({len(rtts)} pings answered): something on the path cut a connection that was "
-            "pinging; its idle timeout must be shorter than the keepalive")
+            f"pinging every {keepalive} s (an idle timeout shorter than that, or a time limit)")
         return 1
     progress.done()
-    stream.send(encode(Disconnect()))
     worst = f", round trip at most {max(rtts) * 1000:.1f} ms" if rtts else ""
     say(f"survived {duration:g} s with keepalive {keepalive}: {len(rtts)} pings answered{worst}")
     return 0
