@@ -7,7 +7,8 @@
 `-c` creates (or empties) the file first; otherwise it must exist. Hashes are `$7$`
 (PBKDF2-SHA512) with `DEFAULT_ITERATIONS`, which Mosquitto reads as well. Lines that are not
 touched are kept as they are; the file is replaced atomically and made readable by its owner
-only, since it holds hashes that can be attacked offline.
+only when it is new, since it holds hashes that can be attacked offline; an existing file
+keeps its owner, group and mode, so a service user that could read it still can.
 """
 
 from __future__ import annotations
@@ -141,7 +142,14 @@ def _write(path: str, lines: list[str]) -> None:
             fh.write("".join(f"{line}\n" for line in lines))
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
+        try:
+            before = os.stat(path)
+        except FileNotFoundError:
+            os.chmod(tmp, 0o600)
+        else:
+            os.chmod(tmp, before.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(tmp, before.st_uid, before.st_gid)
         os.replace(tmp, path)
     except OSError as exc:
         if tmp is not None and os.path.exists(tmp):

@@ -30,3 +30,19 @@ def broker_factory(tmp_path: Path) -> Iterator:
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def mqttjs() -> Iterator:
+    """A factory of MQTT.js clients (Node.js processes), all closed after the test."""
+    from support.mqttjs import MqttJs
+
+    clients: list[MqttJs] = []
+
+    def make() -> MqttJs:
+        clients.append(MqttJs())
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()

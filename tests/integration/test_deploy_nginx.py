@@ -25,7 +25,6 @@ import pytest
 from support.broker import REPO, BrokerProcess, free_port
 from support.clients import PahoClient, unique
 from support.deploy import Nginx, deploy, greenfly, self_signed, wait_until, ws_nginx
-from test_websockets_mqttjs import MqttJs
 
 BROKER_LIMITS = "[limits]\nmax_keepalive = 60\n"
 
@@ -67,18 +66,6 @@ def tls_front(wsbroker, tmp_path_factory: pytest.TempPathFactory):
     yield TlsFront(nginx, https, plain, mqtts, cert)
     nginx.stop()
 
-
-@pytest.fixture
-def mqttjs():
-    clients: list[MqttJs] = []
-
-    def make() -> MqttJs:
-        clients.append(MqttJs())
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def paho_via(port: int, transport: str, ca: Path | None = None, **kwargs) -> PahoClient:

@@ -83,6 +83,7 @@ def test_mosquitto_accepts_a_file_made_by_greenfly_passwd(tmp_path):
     password_file = tmp_path / "greenfly-made"
     assert _passwd("-c", "-b", str(password_file), "alice", "wonderland").returncode == 0
     assert "$7$210000$" in password_file.read_text()  # the default count, read by Mosquitto
+    assert os.stat(password_file).st_mode & 0o777 == 0o600  # a new file: owner only
     port = free_port()
     config = tmp_path / "mosquitto.conf"
     config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\n"
@@ -106,6 +107,7 @@ def test_passwd_prompts_twice_deletes_and_upgrades(tmp_path):
     import pty
     path = tmp_path / "prompted"
     path.write_text("")
+    os.chmod(path, 0o640)  # as an admin leaves it for a service user's group
     pid, fd = pty.fork()
     if pid == 0:  # the child: greenfly passwd on a terminal
         os.execvp(sys.executable, [*GREENFLY, "passwd", str(path), "erin"])
@@ -126,7 +128,7 @@ def test_passwd_prompts_twice_deletes_and_upgrades(tmp_path):
     assert path.read_text().startswith("frank:$7$")
     missing = _passwd("-D", str(path), "erin")
     assert missing.returncode == 1 and "not found" in missing.stderr
-    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(path).st_mode & 0o777 == 0o640  # edits keep the file's mode
 
 
 def test_anonymous_default_depends_on_loopback_and_says_why(tmp_path):

@@ -163,3 +163,25 @@ def test_bad_certificate_path_stops_start_up_naming_it(tmp_path):
     checked = subprocess.run([sys.executable, "-m", "broker", "check", "-c", str(config)],
                              capture_output=True, text=True, timeout=30)
     assert checked.returncode == 2 and "cannot load the certificate" in checked.stderr
+
+
+def test_mqttjs_over_wss_with_the_test_ca(broker_factory, certs, mqttjs):
+    from support.broker import free_port, wait_for_port
+    port = free_port()
+    broker_factory(_tls_listener(certs, 'path = "/mqtt"\n', protocol="websockets",
+                                 port_key=str(port)))
+    wait_for_port(port, 10)
+    client = mqttjs()
+    connack = client.connect_url(f"wss://127.0.0.1:{port}/mqtt", ca=certs.ca.read_text(),
+                                 rejectUnauthorized=True, clientId=unique("wss"),
+                                 keepalive=30)
+    assert connack["returnCode"] == 0
+    topic = f"{unique('wss')}/t"
+    assert client.subscribe(topic, qos=1) == [1]
+    client.publish(topic, b"over wss", qos=1)
+    assert client.expect(1)[0]["payload"] == b"over wss"
+    untrusting = mqttjs()  # without the CA, MQTT.js refuses the certificate: no CONNACK
+    with pytest.raises(AssertionError, match="no answer"):
+        untrusting.call("connect", timeout=3, url=f"wss://127.0.0.1:{port}/mqtt",
+                        options={"rejectUnauthorized": True, "connectTimeout": 2000})
+    assert any("certificate" in error for error in untrusting.errors), untrusting.errors

@@ -9,6 +9,8 @@ need() {  # need COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 || missing="$missing $2"
 }
 need mosquitto_pub mosquitto-clients
+# A real Mosquitto broker: the password-file tests check that it reads greenfly's hashes.
+[ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 need node nodejs
 need npm npm
 # The deploy kit's tests run the real things in front of and around the broker: nginx (with
