@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .config import read_text
 from .errors import ConfigError, MQTTError
 from .topics import matches, validate_filter
 
@@ -136,11 +137,4 @@ def parse_acl(text: str, source: str) -> Acl:
 
 
 def load_acl_file(path: str) -> Acl:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the ACL file: {exc.strerror}", file=path) from None
-    except UnicodeDecodeError:
-        raise ConfigError("the ACL file is not UTF-8", file=path) from None
-    return parse_acl(text, path)
+    return parse_acl(read_text(path, "ACL file"), path)

@@ -251,17 +251,21 @@ path = "/mqtt"
 """
 
 
-def load_file(path: str) -> Config:
+def read_text(path: str, what: str = "file") -> str:
+    """The UTF-8 text of a file the configuration names; ConfigError says what is wrong."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", file=path) from None
+        raise ConfigError(f"cannot read the {what}: {exc.strerror}", file=path) from None
     try:
-        content = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 (byte {exc.start})", file=path) from None
-    return load_text(content, path)
+        raise ConfigError(f"the {what} is not UTF-8 (byte {exc.start})", file=path) from None
+
+
+def load_file(path: str) -> Config:
+    return load_text(read_text(path), path)
 
 
 def load_default() -> Config:

@@ -18,6 +18,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from .config import read_text
 from .errors import ConfigError
 
 DEFAULT_ITERATIONS = 210_000
@@ -95,14 +96,7 @@ def parse_password_file(text: str, source: str) -> dict[str, PasswordHash]:
 
 
 def load_password_file(path: str) -> dict[str, PasswordHash]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the password file: {exc.strerror}", file=path) from None
-    except UnicodeDecodeError:
-        raise ConfigError("the password file is not UTF-8", file=path) from None
-    return parse_password_file(text, path)
+    return parse_password_file(read_text(path, "password file"), path)
 
 
 def format_password_file(users: dict[str, PasswordHash]) -> str:

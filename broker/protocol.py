@@ -78,28 +78,24 @@ SERVER_SHUTDOWN = CloseReason("server shutdown", True, ReasonCode.SERVER_SHUTTIN
 CONNECT_TIMEOUT = CloseReason("no CONNECT within connect_timeout", False)
 
 
-class Verdict(Protocol):
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """The verdict on a CONNECT: the reason code, the user name it runs as, and why."""
+
     reason: ReasonCode
     username: str | None
-    why: str
+    why: str = ""
 
 
 class Authority(Protocol):
     """Who may connect and what they may touch (a listener's `ListenerSecurity`)."""
 
     def authenticate(self, username: str | None, password: bytes | None, host: str,
-                     identity: str | None = None) -> Verdict:
+                     identity: str | None = None) -> AuthResult:
         ...
 
     def rules(self, client_id: str, username: str | None) -> Rules | None:
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Allowed:
-    reason: ReasonCode
-    username: str | None
-    why: str = ""
 
 
 class OpenAuthority:
@@ -107,8 +103,8 @@ class OpenAuthority:
     listener, as in unit tests, or a broker section with `allow_anonymous` and nothing else."""
 
     def authenticate(self, username: str | None, password: bytes | None, host: str,
-                     identity: str | None = None) -> Verdict:
-        return _Allowed(ReasonCode.SUCCESS, username)
+                     identity: str | None = None) -> AuthResult:
+        return AuthResult(ReasonCode.SUCCESS, username)
 
     def rules(self, client_id: str, username: str | None) -> Rules | None:
         return None

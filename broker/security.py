@@ -22,7 +22,6 @@ import logging
 import os
 import ssl
 import time
-from dataclasses import dataclass
 
 import gevent
 from gevent import ssl as cooperative_ssl
@@ -32,6 +31,7 @@ from .acl import Acl, Rules, load_acl_file
 from .config import Config, ListenerSection, anonymous_allowed
 from .errors import ConfigError, ReasonCode
 from .passwords import PasswordHash, load_password_file
+from .protocol import AuthResult
 
 log = logging.getLogger("greenfly.security")
 
@@ -62,13 +62,6 @@ class FailureTracker:
 
     def forget(self, host: str) -> None:
         self._failures.pop(host, None)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResult:
-    reason: ReasonCode
-    username: str | None
-    why: str = ""
 
 
 class ListenerSecurity:
