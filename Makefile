@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint unit integration test-deps clean
+.PHONY: run test lint unit integration test-deps clean bench
 
 run: $(VENV)/.installed
 	$(BIN)/greenfly $(ARGS)
@@ -36,6 +36,13 @@ test: test-deps lint
 
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest tests/unit
+
+# Benchmarks beside Mosquitto (not part of `make test`; about 10-15 minutes): builds the C
+# load generator into bench/build/ and runs bench/run.py, which installs Mosquitto if missing.
+# Narrow it with BENCH_ARGS, e.g. make bench BENCH_ARGS="--scenario latency --reps 5".
+bench: $(VENV)/.installed
+	$(MAKE) -C bench
+	$(BIN)/python bench/run.py --no-build $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
