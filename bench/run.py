@@ -76,6 +76,26 @@ def kill_everything() -> None:
         LIVE.pop(pid, None)
 
 
+def communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str, bool]:
+    """(stdout, stderr, timed out) of a child we started; killed by PID on a timeout or on
+    any exception (Ctrl-C), and forgotten once it has exited."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return out, err, False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return out, err, True
+    except BaseException:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        raise
+    finally:
+        if proc.poll() is not None:
+            reap(proc)
+
+
 def on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -336,15 +356,10 @@ class Context:
             cwd=REPO,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, preexec_fn=(lambda: os.nice(nice)) if nice else None))
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+        out, err, timed_out = communicate(proc, timeout)
+        if timed_out:
             run.ok = False
             run.error = f"load generator timed out after {timeout:.0f} s"
-        finally:
-            reap(proc)
         wall = time.monotonic() - t0
         result = parse_report(out)
         run.raw.append(result)
@@ -516,14 +531,12 @@ def restart_run(ctx: Context, kind: str, rep: int) -> list[Run]:
                                           stdin=subprocess.DEVNULL))
         try:
             broker.start(wait=False)
-            try:
-                out, err = drain.communicate(timeout=450)
-            except subprocess.TimeoutExpired:
-                drain.kill()
-                out, err = drain.communicate()
-                result.ok, result.error = False, "drain timed out"
-        finally:
-            reap(drain)
+        except BaseException:
+            drain.kill()
+            raise
+        out, err, timed_out = communicate(drain, 450)
+        if timed_out:
+            result.ok, result.error = False, "drain timed out"
         report = parse_report(out)
         result.raw.append(report)
         if drain.returncode != 0 and result.ok:
@@ -687,12 +700,15 @@ def table(runs: list[Run], rows: list[Row], with_goals: bool) -> list[str]:
     return lines
 
 
+PACED = {"latency"}  # scenarios where the broker idles between messages
+
+
 def health(runs: list[Run], names: list[str]) -> list[str]:
     lines = ["| scenario | broker | runs ok | broker's CPU busy while measured (anyone), "
              "median % | load generator CPU, max % of a core | other processes' CPU on the "
              "2 cores, median (max) % | softirq on the 2 cores, median % | "
-             "broker peak RSS, max MiB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "broker peak RSS, max MiB | lost / reordered / duplicated, all runs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for name in names:
         for broker in BROKERS:
             mine = [r for r in runs if r.scenario == name and r.broker == broker]
@@ -704,14 +720,25 @@ def health(runs: list[Run], names: list[str]) -> list[str]:
             noise = (f"{fmt(statistics.median(other), 0)} ({fmt(max(other), 0)})"
                      if other else "-")
             soft = [r.softirq_pct for r in mine if r.softirq_pct is not None]
-            core = [r.broker_core_pct for r in mine if r.broker_core_pct is not None]
+            # CPU accounting is tick-sampled: only meaningful while the broker is saturated
+            core = [r.broker_core_pct for r in mine
+                    if r.broker_core_pct is not None and name not in PACED]
             lines.append(
                 f"| {name} | {broker} | {sum(r.ok for r in mine)}/{len(mine)} | "
                 f"{fmt(statistics.median(core), 0) if core else '-'} | "
                 f"{fmt(max(lg), 0) if lg else '-'} | {noise} | "
                 f"{fmt(statistics.median(soft), 0) if soft else '-'} | "
-                f"{fmt(max(hwm) / 1024, 0) if hwm else '-'} |")
+                f"{fmt(max(hwm) / 1024, 0) if hwm else '-'} | {checked(mine)} |")
     return lines
+
+
+def checked(runs: list[Run]) -> str:
+    """What the sequence checker counted over these runs ('-' where nothing was checked)."""
+    reports = [rep for r in runs for rep in r.raw if "losses" in rep]
+    if not reports:
+        return "-"
+    return " / ".join(str(sum(rep.get(k, 0) for rep in reports))
+                      for k in ("losses", "reorders", "duplicates"))
 
 
 def derived(runs: list[Run]) -> list[str]:
@@ -738,8 +765,11 @@ def machine() -> dict[str, str]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    mosq = subprocess.run([str(MOSQUITTO), "-h"], capture_output=True, text=True)
-    version = (mosq.stdout + mosq.stderr).splitlines()[0] if mosq.stdout or mosq.stderr else "?"
+    version = "not installed"
+    if MOSQUITTO.exists():
+        mosq = subprocess.run([str(MOSQUITTO), "-h"], capture_output=True, text=True,
+                              timeout=10)
+        version = (mosq.stdout + mosq.stderr + "?").splitlines()[0]
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "broker"],
@@ -811,6 +841,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-build", action="store_true",
                         help="do not run make for bench/build/loadgen (it is still self-tested)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--report", metavar="RUNS.jsonl",
+                        help="print the tables again from a results file, running nothing")
     args = parser.parse_args(argv)
     chosen = [n for item in (args.scenario or names) for n in item.split(",") if n]
     unknown = sorted(set(chosen) - set(names))
@@ -864,13 +896,38 @@ def report_lines(runs: list[Run], args: argparse.Namespace, info: dict[str, str]
     return lines
 
 
+META_KEYS = ("reps", "duration", "warmup", "max_lead", "names", "broker_list", "conns",
+             "sessions", "per_session", "nice")
+
+
+def rerender(path: str) -> int:
+    """The tables of an earlier run, from its JSON lines (the first holds the settings)."""
+    runs, meta, elapsed = [], {}, 0.0
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        if "meta" in record:
+            meta = record["meta"]
+        elif "elapsed" in record:
+            elapsed = record["elapsed"]
+        else:
+            runs.append(Run(**record))
+    args = argparse.Namespace(**meta.get("args", {}))
+    print("\n".join(report_lines(runs, args, meta.get("info", {}), elapsed)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for s in scenarios():
             print(f"{s.name:15} {s.title}")
         return 0
+    if args.report:
+        return rerender(args.report)
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C stops us even when started from a shell that set SIGINT to ignored (a background
+    # job): the brokers must not outlive the runner.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     nofile = raise_nofile()
     if "idle" in args.names and nofile < args.conns + 200:
         print(f"warning: RLIMIT_NOFILE is {nofile}; {args.conns} idle connections need more",
@@ -893,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="greenfly-bench-") as tmp, \
             open(raw_path, "w") as raw:
         ctx = Context(args, Path(tmp))
+        raw.write(json.dumps({"meta": {"args": {k: getattr(args, k) for k in META_KEYS},
+                                       "info": info}}) + "\n")
         try:
             for rep in range(1, args.reps + 1):
                 for scenario in chosen:
@@ -915,6 +974,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         finally:
             kill_everything()
+            raw.write(json.dumps({"elapsed": time.monotonic() - started}) + "\n")
     elapsed = time.monotonic() - started
     lines = report_lines(runs, args, info, elapsed)
     out_path = RESULTS / f"bench-{stamp}.md"
