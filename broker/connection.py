@@ -184,7 +184,9 @@ class Connection:
         payload_bytes = 0
         for item in items:
             kind = type(item)
-            if kind is tuple:
+            if kind is bytes:  # a QoS 0 PUBLISH, already laid out (and counted) by its session
+                chunks.append(item)
+            elif kind is tuple:
                 message, qos, retain, dup, packet_id = item
                 chunks.append(message.wire(qos, retain, dup, packet_id, level))
                 publishes += 1

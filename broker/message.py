@@ -20,7 +20,7 @@ from .store.records import MessageStored
 
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
-                 "stored", "_layout", "_qos0")
+                 "stored", "_layout", "_qos0", "_qos0_retained")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
@@ -34,7 +34,17 @@ class Message:
         self.msg_id = msg_id  # identity in the store; 0 until the store needs it
         self.stored = False  # True once a MessageStored record for it was appended
         self._layout: tuple[bytes, bytes, int, bool] | None = None
-        self._qos0: dict[tuple[bool, bool], bytes] | None = None
+        self._qos0: bytes | None = None  # the MQTT 3.x QoS 0 PUBLISH, retain 0
+        self._qos0_retained: bytes | None = None  # the same with retain 1
+
+    def forward_as_received(self, raw: bytes) -> None:
+        """Use `raw`, the QoS 0 PUBLISH this message arrived in (MQTT 3.x), as its QoS 0 wire
+        form: forwarding it costs no encoding at all. Deliveries to existing subscribers carry
+        retain 0, so a retained original serves the retained form only."""
+        if raw[0] & 0x01:
+            self._qos0_retained = raw
+        else:
+            self._qos0 = raw
 
     def __repr__(self) -> str:
         return (f"Message({self.topic!r}, {len(self.payload)} bytes, qos={self.qos}, "
@@ -48,23 +58,30 @@ class Message:
             layout = self._layout = (topic_part, props_part, length, v5)
         return layout[0], layout[1], layout[2]
 
+    def qos0(self, retain: bool, protocol_level: int) -> bytes:
+        """The QoS 0 PUBLISH bytes, laid out once per message (MQTT 3.x) whatever the number of
+        subscribers."""
+        if protocol_level < 5:
+            data = self._qos0_retained if retain else self._qos0
+            if data is None:
+                data = self._encode_qos0(retain, False)
+                if retain:
+                    self._qos0_retained = data
+                else:
+                    self._qos0 = data
+            return data
+        return self._encode_qos0(retain, True)
+
+    def _encode_qos0(self, retain: bool, v5: bool) -> bytes:
+        topic_part, props_part, length = self._parts(v5)
+        return (bytes((publish_first_byte(0, retain, False),)) + encode_varint(length)
+                + topic_part + props_part + self.payload)
+
     def wire(self, qos: int, retain: bool, dup: bool, packet_id: int, protocol_level: int) -> bytes:
         """The PUBLISH bytes for one delivery of this message."""
-        v5 = protocol_level >= 5
         if not qos:
-            cache = self._qos0
-            key = (v5, retain)
-            if cache is None:
-                cache = self._qos0 = {}
-            else:
-                data = cache.get(key)
-                if data is not None:
-                    return data
-            topic_part, props_part, length = self._parts(v5)
-            data = (bytes((publish_first_byte(0, retain, False),)) + encode_varint(length)
-                    + topic_part + props_part + self.payload)
-            cache[key] = data
-            return data
+            return self.qos0(retain, protocol_level)
+        v5 = protocol_level >= 5
         topic_part, props_part, length = self._parts(v5)
         return b"".join((bytes((publish_first_byte(qos, retain, dup),)), encode_varint(length + 2),
                          topic_part, packet_id.to_bytes(2, "big"), props_part, self.payload))

@@ -263,6 +263,8 @@ class ClientProtocol:
         topic = packet.topic
         message = Message(topic, packet.payload, qos, packet.retain, packet.properties,
                           self.client_id)
+        if packet.raw is not None:
+            message.forward_as_received(packet.raw)
         rules = self.rules
         if topic.startswith("$SYS") or (rules is not None and not rules.can_publish(topic)):
             # Not forwarded, but acknowledged as usual: 3.1.1 has no way to say "denied".

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gevent.lock import RLock
+from gevent.lock import Semaphore
 
 from .acl import Rules
 from .codec import PubRel, SubOptions
@@ -59,8 +59,8 @@ class Peer(Protocol):
     protocol_level: int
 
     def put(self, item: Any) -> None:
-        """Queue a packet, a `WaitDurable`, or a publish tuple
-        (message, qos, retain, dup, packet_id) for the writer."""
+        """Queue for the writer: wire bytes (a QoS 0 PUBLISH), a packet, a `WaitDurable`, or
+        a QoS 1/2 publish tuple (message, qos, retain, dup, packet_id)."""
         ...
 
     def full(self) -> bool:
@@ -117,7 +117,7 @@ class Session:
         self.peer: Peer | None = None
         self.rules: Rules | None = None  # ACL rules of its latest connection; None: no ACL
         self._next_packet_id = 1
-        self._lock = RLock()
+        self._lock = Semaphore()  # never taken twice by one call chain: no need for RLock
         self._dropped_unlogged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
 
@@ -184,7 +184,10 @@ class Session:
             if peer.full():
                 self._drop(message, "the client's outbox is full (it reads too slowly)")
                 return
-            peer.put((message, 0, retain, False, 0))
+            stats = self.env.stats
+            stats.publish_sent += 1
+            stats.publish_bytes_sent += len(message.payload)
+            peer.put(message.qos0(retain, peer.protocol_level))  # bytes: the writer just sends
             return
         with self._lock:
             limits = self.env.limits

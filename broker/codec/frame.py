@@ -61,7 +61,7 @@ class FrameDecoder:
     """Turns a byte stream into packets. One per connection; not shared."""
 
     __slots__ = ("protocol_level", "max_packet_size", "_buf", "_pos", "_chunks", "_chunks_len",
-                 "_need", "_refused", "_before_connect")
+                 "_need", "_refused", "_before_connect", "_topics")
 
     def __init__(self, *, server_side: bool = True, max_packet_size: int = MAX_PACKET_SIZE,
                  protocol_level: int = connect.MQTT_3_1_1) -> None:
@@ -74,6 +74,7 @@ class FrameDecoder:
         self._need = 0  # total bytes the packet at _pos needs, once its header is known
         self._refused = SERVER_ONLY if server_side else CLIENT_ONLY
         self._before_connect = server_side
+        self._topics: dict[bytes, str] = {}  # topic names this connection sent, validated
 
     def buffered(self) -> int:
         """Bytes received but not yet returned as packets."""
@@ -126,8 +127,14 @@ class FrameDecoder:
             self._need = total
             return None
         self._need = 0
-        self._pos = pos + total
+        end = self._pos = pos + total
         packet_type = first >> 4
+        if packet_type == publish.PUBLISH:  # the hot path: no table, no Reader
+            level = self.protocol_level
+            packet = publish.decode_publish_body(buf, i, end, first & 0x0F, level, self._topics)
+            if not first & 0x06 and level < 5:
+                packet.raw = buf[pos:end]  # QoS 0: forwardable as it came
+            return packet
         entry = _DECODERS.get(packet_type)
         if entry is None:
             raise MalformedPacket("reserved packet type 0 [MQTT-2.2-1]")
@@ -137,7 +144,7 @@ class FrameDecoder:
             raise MalformedPacket(f"{name}: reserved fixed-header flags 0x{flags:X} [MQTT-2.2.2-2]")
         if packet_type in self._refused:
             raise ProtocolError(f"{name} may not be sent by this side of the connection")
-        packet = decoder(flags, Reader(buf, i, pos + total), self.protocol_level)
+        packet = decoder(flags, Reader(buf, i, end), self.protocol_level)
         if packet_type == connect.CONNECT:
             self.protocol_level = packet.protocol_level
             self._before_connect = False

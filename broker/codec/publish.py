@@ -12,7 +12,7 @@ out to many subscribers is laid out once and only the packet id and header byte 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import MalformedPacket
@@ -22,8 +22,13 @@ from .properties import NO_PROPERTIES, decode_properties, encode_properties
 PUBLISH = 3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
+    """A PUBLISH packet. Unlike the other packets it is not frozen: one is built per message
+    on the hot path, and a frozen dataclass costs several times as much to construct. Treat
+    it as immutable all the same. `raw` is the whole packet as received (the decoder sets
+    it), so a QoS 0 message can be forwarded without being encoded again."""
+
     PACKET_TYPE: ClassVar[int] = PUBLISH
     topic: str
     payload: bytes = b""
@@ -32,28 +37,46 @@ class Publish:
     dup: bool = False
     packet_id: int = 0
     properties: Mapping[str, Any] = NO_PROPERTIES
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+
+
+TOPIC_CACHE_SIZE = 256  # topic names one connection remembers as already validated
 
 
 def decode_publish(flags: int, reader: Reader, level: int) -> Publish:
+    packet = decode_publish_body(reader.data, reader.pos, reader.end, flags, level, None)
+    reader.pos = reader.end
+    return packet
+
+
+def decode_publish_body(data: bytes, pos: int, end: int, flags: int, level: int,
+                        topics: dict[bytes, str] | None) -> Publish:
+    """Decode the body `data[pos:end]`. `topics` maps raw topic bytes already validated on
+    this connection to their text, so a device publishing to the same few topics pays for
+    the UTF-8 and wildcard checks once."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH: QoS 3 [MQTT-3.3.1-4]")
     dup = bool(flags & 0x08)
     if dup and qos == 0:
         raise MalformedPacket("PUBLISH: DUP set on a QoS 0 message [MQTT-3.3.1-2]")
-    data = reader.data
-    pos = reader.pos
-    end = reader.end
     if pos + 2 > end:
         raise MalformedPacket("truncated packet: PUBLISH topic length")
     tlen = (data[pos] << 8) | data[pos + 1]
     pos += 2
     if pos + tlen > end:
         raise MalformedPacket("truncated packet: PUBLISH topic name")
-    topic = decode_utf8(bytes(data[pos:pos + tlen]), "topic name")
+    raw_topic = data[pos:pos + tlen]
+    topic = topics.get(raw_topic) if topics is not None else None
+    if topic is None:
+        topic = decode_utf8(bytes(raw_topic), "topic name")
+        if "+" in topic or "#" in topic:
+            raise MalformedPacket(f"PUBLISH: wildcard in topic name {topic!r} [MQTT-3.3.2-2]")
+        if not topic and level < 5:
+            raise MalformedPacket("PUBLISH: empty topic name [MQTT-4.7.3-1]")
+        if topics is not None and len(topics) < TOPIC_CACHE_SIZE:
+            topics[bytes(raw_topic)] = topic
     pos += tlen
-    if "+" in topic or "#" in topic:
-        raise MalformedPacket(f"PUBLISH: wildcard in topic name {topic!r} [MQTT-3.3.2-2]")
     packet_id = 0
     if qos:
         if pos + 2 > end:
@@ -64,14 +87,10 @@ def decode_publish(flags: int, reader: Reader, level: int) -> Publish:
             raise MalformedPacket("PUBLISH: packet identifier 0 [MQTT-2.3.1-1]")
     properties = NO_PROPERTIES
     if level >= 5:
-        reader.pos = pos
+        reader = Reader(data, pos, end)
         properties = decode_properties(reader, "PUBLISH")
         pos = reader.pos
-    elif not topic:
-        raise MalformedPacket("PUBLISH: empty topic name [MQTT-4.7.3-1]")
-    reader.pos = end
-    return Publish(topic, bytes(data[pos:end]), qos, bool(flags & 0x01), dup, packet_id,
-                   properties)
+    return Publish(topic, data[pos:end], qos, bool(flags & 0x01), dup, packet_id, properties)
 
 
 def encode_publish_parts(topic: str, payload: bytes, level: int,

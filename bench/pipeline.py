@@ -1,0 +1,94 @@
+"""CPU per message through greenfly's own code, without sockets or a second process.
+
+Feeds pre-encoded PUBLISH batches to a real `Connection` (reader path: decoder, protocol,
+router, sessions) whose subscribers are real `Connection`s writing to a transport that
+discards, and reports microseconds per delivered message. Deterministic enough to compare
+one change with the next on a busy machine; the end-to-end figures come from `run.py`.
+
+    .venv/bin/python bench/pipeline.py [--scenario fanin|fanout|qos1] [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from broker.codec import Connect, Publish, SubOptions, Subscribe, encode
+from broker.config import load_text
+from broker.connection import Connection
+from broker.context import BrokerContext
+from broker.store.memory import MemoryStore
+
+
+class NullTransport:
+    address = "127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def recv(self) -> bytes:
+        raise OSError("not used")
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += len(data)
+
+    def close(self, reason_code: int = 0) -> None:
+        pass
+
+
+def connect(ctx: BrokerContext, client_id: str) -> Connection:
+    conn = Connection(ctx, NullTransport())
+    conn.protocol.handle(Connect(client_id, keepalive=0))
+    return conn
+
+
+def run(scenario: str, messages: int) -> float:
+    config = load_text('[limits]\nmax_inflight_messages = 0\nmax_queued_messages = 0\n'
+                       '[persistence]\nenabled = false\n', "bench")
+    store = MemoryStore()
+    ctx = BrokerContext.build(config, store)
+    subscribers = 100 if scenario == "fanout" else 1
+    qos = 1 if scenario == "qos1" else 0
+    subs = [connect(ctx, f"sub-{i}") for i in range(subscribers)]
+    for sub in subs:
+        sub.protocol.handle(Subscribe(1, (("bench/#", SubOptions(qos)),)))
+    pub = connect(ctx, "pub")
+    batch = 256
+    payload = b"x" * 64
+    packets = [encode(Publish(f"bench/{i % 10}", payload, qos, packet_id=(i % 60000) + 1))
+               for i in range(batch)]
+    data = b"".join(packets)
+    rounds = max(1, messages // batch)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        pub.decoder.feed(data)
+        while True:
+            packet = pub.decoder.next_packet()
+            if packet is None:
+                break
+            pub.protocol.handle(packet)
+        for sub in subs:
+            items, sub.outbox = sub.outbox, []
+            sub._write(items)
+            if qos:
+                for packet_id in list(sub.protocol.session.inflight):
+                    sub.protocol.session.on_puback(packet_id)
+        pub.outbox.clear()
+    elapsed = time.perf_counter() - start
+    delivered = rounds * batch * subscribers
+    return elapsed / delivered * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=("fanin", "fanout", "qos1"), default="fanin")
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    results = [run(args.scenario, args.messages) for _ in range(args.repeat)]
+    print(f"{args.scenario}: {min(results):.2f} us per delivered message "
+          f"(best of {args.repeat}: {', '.join(f'{r:.2f}' for r in results)})")
+
+
+if __name__ == "__main__":
+    main()
