@@ -8,7 +8,8 @@ side, which needs a greenlet and the hub's threadpool, so it lives in the I/O la
   most every `fsync_interval_ms`; `"never"` leaves flushing to the OS. The hub never touches
   the disk.
 - `is_durable(seq)` / `wait_durable(seq)` are what acknowledgements wait on: under `"always"`
-  a record is durable once the fsync after it returned; under the other policies at once.
+  a record is durable once the fsync after it returned; under the other policies once it was
+  written (handed to the OS), so a crash of the process loses nothing acknowledged.
 - A failed write (ENOSPC, EFBIG, EIO) truncates the file back to its last good size, keeps
   the batch pending, fails every waiter (their acknowledgements are not sent), sets
   `failure` (new QoS 1/2 publishes are refused while it is set), and retries every second.
@@ -41,7 +42,6 @@ from .store.records import Record
 log = logging.getLogger("greenfly.journal")
 
 RETRY_INTERVAL = 1.0
-NEVER_FLUSH_DELAY = 0.005  # "never"/"interval": gather writes for this long before a write
 
 
 class JournalStore:
@@ -119,11 +119,11 @@ class JournalStore:
         return self._max_msg_id
 
     def is_durable(self, seq: int) -> bool:
-        return self.policy != "always" or seq <= self.durable_seq
+        """Written and fsynced (`"always"`), or written, so a crash of the process cannot lose
+        it (`"interval"`, `"never"`): never only appended to the pending list."""
+        return seq <= self.durable_seq
 
     def wait_durable(self, seq: int) -> None:
-        if self.policy != "always":
-            return
         while self.durable_seq < seq:
             if self.failure is not None:
                 raise StoreUnavailable(f"the journal cannot be written: {self.failure}")
@@ -162,8 +162,6 @@ class JournalStore:
                 if self.policy == "interval" and not self._pending:
                     self._maybe_interval_fsync(pool)
                 continue
-            if self.policy != "always" and not self._closing:
-                gevent.sleep(NEVER_FLUSH_DELAY)  # let a burst gather into one write
             count = len(self._pending)
             upto = self.seq
             data = b"".join(self._pending[:count])
@@ -181,8 +179,7 @@ class JournalStore:
             if self.failure is not None:
                 log.warning("journal writes work again; acknowledging QoS 1/2 again")
                 self.failure = None
-            if sync or self.policy != "always":
-                self.durable_seq = upto  # "always" syncs every round
+            self.durable_seq = upto  # as durable as the policy promises ("always" synced)
             self._release_waiters()
             if self._compaction_due():
                 self._compact(pool)

@@ -6,6 +6,7 @@ sleep in between) and restarts it on the same data dir and port.
 
 from __future__ import annotations
 
+import pytest
 from support.clients import RawClient, publish_many, receive_all, unique
 
 from broker.codec import ConnAck, PubComp, Publish, PubRec, PubRel, SubOptions, Subscribe
@@ -19,8 +20,11 @@ def _persistent_subscriber(port: int, client_id: str, topic_filter: str, qos: in
     raw.close()
 
 
-def test_1000_acknowledged_qos1_messages_for_an_offline_session_survive_kill_9(broker_factory):
-    proc = broker_factory()
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
+def test_1000_acknowledged_qos1_messages_for_an_offline_session_survive_kill_9(broker_factory,
+                                                                               fsync):
+    # Every policy survives a crash of the process; they differ only on a power cut.
+    proc = broker_factory(f'[persistence]\nfsync = "{fsync}"\n')
     client_id = unique("offline")
     topic = f"{client_id}/data"
     _persistent_subscriber(proc.port, client_id, topic)
