@@ -43,14 +43,16 @@ from .transport import Transport
 log = logging.getLogger("greenfly.connection")
 
 OUTBOX_LIMIT = 10_000  # items waiting for a slow reader before QoS 0 is dropped
-WRITER_IDLE_EXIT = 5.0  # seconds an idle writer greenlet lingers before it exits
+WRITER_IDLE_EXIT = 5.0  # seconds an idle writer greenlet lingers before the watchdog ends it
+FAIR_READ_SIZE = 16_384  # a read this big likely left more waiting: let others run first
+FAIR_SLICE = 0.002  # and at least this often, whatever the reads
 FLUSH_ON_CLOSE_TIMEOUT = 2.0  # seconds a closing connection may spend writing its last bytes
 NO_DEADLINE = float("inf")
 
 
 class Connection:
     __slots__ = ("ctx", "transport", "protocol", "decoder", "outbox", "closed", "deadline",
-                 "_writer", "_wake", "__weakref__")
+                 "_writer", "_wake", "_writer_idle_since", "__weakref__")
 
     def __init__(self, ctx: BrokerContext, transport: Transport,
                  security: Callable[[], Authority] | None = None,
@@ -65,6 +67,7 @@ class Connection:
         self.deadline = time.monotonic() + ctx.config.broker.connect_timeout
         self._writer: gevent.Greenlet | None = None
         self._wake = Event()
+        self._writer_idle_since = 0.0  # when the writer last found nothing to write
 
     # -- the Peer interface (used by ClientProtocol and Session) ------------------------------
 
@@ -97,6 +100,7 @@ class Connection:
         protocol = self.protocol
         transport = self.transport
         stats.sockets_total += 1
+        yielded_at = time.monotonic()
         try:
             while self.closed is None:
                 data = transport.recv()
@@ -116,12 +120,19 @@ class Connection:
                         stats.messages_received += received
                         self._close(protocol.close_after_flush, flush=True)
                         return
+                now = time.monotonic()
                 if received:
                     stats.messages_received += received
                     if protocol.state is CONNECTED:
                         keepalive = protocol.keepalive
-                        self.deadline = (time.monotonic() + 1.5 * keepalive if keepalive
-                                         else NO_DEADLINE)
+                        self.deadline = now + 1.5 * keepalive if keepalive else NO_DEADLINE
+                if len(data) >= FAIR_READ_SIZE or now - yielded_at >= FAIR_SLICE:
+                    # A read that finds data waiting returns without a switch, so a client
+                    # that keeps its socket full would never give the hub back: no writer,
+                    # no other reader, no watchdog would run. Big reads and a time slice
+                    # bound that; small, slow reads block (and so switch) by themselves.
+                    gevent.sleep(0)
+                    yielded_at = now
         except MQTTError as exc:
             self._protocol_error(exc)
         except OSError as exc:
@@ -158,12 +169,17 @@ class Connection:
                     if self.closed is not None:
                         return
                     self._wake.clear()
-                    if not self._wake.wait(WRITER_IDLE_EXIT) and not self.outbox:
-                        return
+                    # No timeout here (a timer per wait showed in the profile): the watchdog
+                    # ends a writer that stays idle (`reap_idle_writer`).
+                    self._writer_idle_since = time.monotonic()
+                    self._wake.wait()
+                    self._writer_idle_since = 0.0
                     continue
                 items = self.outbox
                 self.outbox = []
                 self._write(items)
+        except gevent.GreenletExit:
+            pass  # reaped while idle
         except OSError as exc:
             if self.closed is None:
                 self._close(CloseReason.socket_error(f"write failed: {exc}"), flush=False)
@@ -174,6 +190,16 @@ class Connection:
         finally:
             if self._writer is gevent.getcurrent():
                 self._writer = None
+                if self.outbox and self.closed is None:  # a put raced the reaping
+                    self._writer = gevent.spawn(self._write_loop)
+
+    def reap_idle_writer(self, now: float) -> None:
+        """End the writer greenlet if it has had nothing to write for WRITER_IDLE_EXIT
+        seconds, so an idle connection holds one greenlet, not two."""
+        idle = self._writer_idle_since
+        if idle and now - idle >= WRITER_IDLE_EXIT and self._writer is not None \
+                and not self.outbox:
+            self._writer.kill(block=False)
 
     def _write(self, items: list[Any]) -> None:
         level = self.protocol.protocol_level

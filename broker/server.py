@@ -110,9 +110,14 @@ class Broker:
 
     def _watchdog(self) -> None:
         """Close connections past their deadline: no CONNECT in time, or keepalive expired."""
+        ticks = 0
         while True:
             gevent.sleep(WATCHDOG_INTERVAL)
             now = time.monotonic()
+            ticks += 1
+            if ticks % 8 == 0:  # every two seconds is plenty for idle writers
+                for connection in self.connections:
+                    connection.reap_idle_writer(now)
             for connection in [c for c in self.connections if c.deadline <= now]:
                 if connection.closed is None:
                     late = connection.protocol.state is AWAIT_CONNECT

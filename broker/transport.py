@@ -15,7 +15,7 @@ import contextlib
 import socket as stdlib_socket
 from typing import Protocol
 
-from gevent import sleep, socket
+from gevent import socket
 
 RECV_SIZE = 65_536
 
@@ -33,15 +33,15 @@ class Transport(Protocol):
         ...
 
 
-def yield_now() -> None:
-    """Let every other ready greenlet run before the next read.
-
-    A socket read that finds data waiting returns without a switch, so a reader whose
-    client keeps its socket full (a publisher at full speed) would otherwise never give
-    the hub back: no writer, no other reader, no watchdog would run. One switch per big
-    read costs a few microseconds, spread over every packet in that read.
-    """
-    sleep(0)
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """`sendall` without gevent's per-call `getsockopt(SO_SNDBUF)`: a syscall per write that
+    the profile of a paced stream showed for every message."""
+    sent = sock.send(data)
+    if sent == len(data):
+        return
+    view = memoryview(data)
+    while sent < len(view):
+        sent += sock.send(view[sent:])
 
 
 def format_address(address: object) -> str:
@@ -64,11 +64,10 @@ class TcpTransport:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
 
     def recv(self) -> bytes:
-        yield_now()
         return self.sock.recv(RECV_SIZE)
 
     def sendall(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        send_all(self.sock, data)
 
     def close(self, reason_code: int = 0) -> None:
         with contextlib.suppress(OSError):  # already gone: nothing left to shut down

@@ -40,7 +40,7 @@ from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from .errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
-from .transport import RECV_SIZE, yield_now
+from .transport import RECV_SIZE, send_all
 
 log = logging.getLogger("greenfly.websocket")
 
@@ -115,7 +115,6 @@ class WebSocketTransport:
             if self._pending is not None:
                 data, self._pending = self._pending, None
             else:
-                yield_now()
                 data = self.sock.recv(RECV_SIZE)
                 if not data:
                     self._done = True
@@ -229,7 +228,7 @@ class WebSocketTransport:
             if self._closing or self._done:
                 return  # no data frame may follow a close frame; the connection is ending
             self._partial = True
-            self.sock.sendall(header + data)
+            send_all(self.sock, header + data)
             self._partial = False
 
     def _write(self, frame: bytes) -> None:
