@@ -27,7 +27,17 @@ log = logging.getLogger("greenfly.listener")
 
 BACKLOG = 1024
 
-# serve(transport, listener, TLS client identity): runs the connection until it ends.
+class _Server(StreamServer):
+    """A StreamServer that does not close the socket when the accepting greenlet returns:
+    a connection that parks its reader outlives that greenlet and closes the socket itself;
+    `Listener._handle` closes every socket no connection took."""
+
+    def do_close(self, sock: socket.socket, *args: object) -> None:
+        return None
+
+
+# serve(transport, listener, TLS client identity): starts the connection; it runs in this
+# greenlet until it ends or parks.
 TransportHandler = Callable[[Transport, "Listener", "str | None"], None]
 
 
@@ -52,7 +62,7 @@ class Listener:
         self._websocket: WebSocketEndpoint | None = None
         if config.protocol == "websockets":
             self._websocket = WebSocketEndpoint(config.path, config.trusted_proxies)
-        self._server = StreamServer((config.bind, config.port), self._handle, backlog=BACKLOG)
+        self._server = _Server((config.bind, config.port), self._handle, backlog=BACKLOG)
 
     @property
     def port(self) -> int:
@@ -87,28 +97,38 @@ class Listener:
                         format_address(address), self.describe(), limit)
             sock.close()
             return
-        self.active += 1
+        self.active += 1  # until the connection closes (`connection_closed`)
+        adopted = False
         try:
-            self._accept(sock, address)
+            adopted = self._accept(sock, address)
         finally:
-            self.active -= 1
+            if not adopted:
+                self.active -= 1
+                sock.close()
 
-    def _accept(self, sock: socket.socket, address: object) -> None:
+    def connection_closed(self) -> None:
+        self.active -= 1
+
+    def _accept(self, sock: socket.socket, address: object) -> bool:
+        """Handshakes, then the connection: True once a `Connection` owns the socket (it
+        outlives this greenlet when it parks, and closes the socket itself)."""
         settings = self._settings()
         identity = None
         if self.ssl_context is not None:
             tls = self._tls_handshake(sock, address, settings.broker.connect_timeout)
             if tls is None:
-                return
+                return False
             sock = tls
             identity = certificate_identity(sock.getpeercert())
         if self._websocket is None:
-            self._serve(TcpTransport(sock, address), self, identity)
-            return
-        transport = self._websocket.accept(sock, address, settings.broker.connect_timeout,
-                                           settings.limits.max_packet_size)
-        if transport is not None:
-            self._serve(transport, self, identity)
+            transport: Transport | None = TcpTransport(sock, address)
+        else:
+            transport = self._websocket.accept(sock, address, settings.broker.connect_timeout,
+                                               settings.limits.max_packet_size)
+        if transport is None:
+            return False
+        self._serve(transport, self, identity)
+        return True
 
     def _tls_handshake(self, sock: socket.socket, address: object,
                        timeout: float) -> SSLSocket | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,17 +109,31 @@ class OpenAuthority:
         return None
 
 
-_OPEN = OpenAuthority()
+class SecuritySource(Protocol):
+    """Where a connection finds the rules in force: its listener (replaced on reload)."""
+
+    security: Authority
+
+
+class _Open:
+    security: Authority = OpenAuthority()
+
+
+_OPEN = _Open()
 
 
 class ClientProtocol:
+    __slots__ = ("ctx", "peer", "address", "source", "identity", "rules", "state",
+                 "client_id", "protocol_level", "keepalive", "clean", "username", "will",
+                 "session", "connected_at", "close_after_flush")
+
     def __init__(self, ctx: BrokerContext, peer: Peer, address: str,
-                 security: Callable[[], Authority] | None = None,
+                 source: SecuritySource | None = None,
                  identity: str | None = None) -> None:
         self.ctx = ctx
         self.peer = peer
         self.address = address
-        self.security = security or (lambda: _OPEN)
+        self.source = source or _OPEN  # read at each use: a reload swaps its `security`
         self.identity = identity  # common name of a verified TLS client certificate
         self.rules: Rules | None = None  # ACL rules for this client, None: no ACL
         self.state = AWAIT_CONNECT
@@ -206,7 +219,7 @@ class ClientProtocol:
                          f"keepalive {packet.keepalive} exceeds max_keepalive {max_keepalive}")
             return
         host = self.address.rsplit(":", 1)[0].strip("[]")
-        security = self.security()
+        security = self.source.security
         verdict = security.authenticate(packet.username, packet.password, host, self.identity)
         if verdict.reason != ReasonCode.SUCCESS:
             user = f"user={verdict.username} " if verdict.username is not None else ""
@@ -304,7 +317,7 @@ class ClientProtocol:
     def refresh_rules(self) -> None:
         """After a reload: this client's ACL rules from the listener's new security."""
         if self.state is CONNECTED:
-            self.rules = self.security().rules(self.client_id, self.username)
+            self.rules = self.source.security.rules(self.client_id, self.username)
             self.session.rules = self.rules
 
     def _on_pubrel(self, packet: PubRel) -> None:

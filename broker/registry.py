@@ -17,7 +17,7 @@ from gevent.lock import RLock
 from .codec import SubOptions
 from .message import Message
 from .retained import RetainedMessages
-from .session import Session, SessionEnv, _Flight
+from .session import Session, SessionEnv
 from .store.base import StoredState
 from .store.records import (
     IncomingQos2,
@@ -122,23 +122,18 @@ class SessionRegistry:
                               protocol_level=stored.protocol_level, expiry=stored.expiry)
             # A session whose connection was cut by a crash counts as disconnected from now.
             session.disconnected_at = stored.disconnected_at or now
+            if stored.subscriptions:
+                session.subscriptions = {}
             for topic_filter, options in stored.subscriptions.items():
                 opts = SubOptions.from_byte(options, 5)
                 session.subscriptions[topic_filter] = opts
                 self.tree.subscribe(stored.client_id, topic_filter, opts.qos)
             for entry in stored.outgoing.values():
                 msg = message(entry.msg_id)
-                if msg is None:
-                    continue
-                if entry.packet_id:
-                    session.inflight[entry.packet_id] = _Flight(msg, entry.qos, entry.retain,
-                                                                entry.released)
-                else:
-                    session.queue.append((msg, entry.qos, entry.retain))
-                    session.queued_bytes += len(msg.payload)
-            session.incoming_qos2 = set(stored.incoming_qos2)
-            if session.inflight:
-                session._next_packet_id = max(session.inflight) % 65_535 + 1
+                if msg is not None:
+                    session.restore_owed(msg, entry.qos, entry.retain, entry.packet_id,
+                                         entry.released)
+            session.restore_incoming(stored.incoming_qos2)
             self.sessions[stored.client_id] = session
         for msg_id in state.retained.values():
             msg = message(msg_id)

@@ -20,6 +20,7 @@ from .context import BrokerContext
 from .journal import JournalStore
 from .listeners import Listener
 from .notify import Notifier
+from .outbox import Flusher
 from .protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
 from .security import FailureTracker, ListenerSecurity, build_ssl_context
 from .store.base import SessionStore
@@ -42,6 +43,8 @@ class Broker:
             registry, retained = self.ctx.registry, self.ctx.retained
             self.store.snapshot_source = lambda: registry.snapshot_records(retained)
         self.connections: set[Connection] = set()
+        self.flusher = Flusher()
+        self._closed_callback = self._connection_closed  # one bound method for every connection
         self.failures = FailureTracker()
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
                                    ListenerSecurity.build(config, listener, self.failures))
@@ -101,12 +104,16 @@ class Broker:
             connection.protocol.refresh_rules()
 
     def _serve(self, transport: Transport, listener: Listener, identity: str | None) -> None:
-        connection = Connection(self.ctx, transport, lambda: listener.security, identity)
+        connection = Connection(self.ctx, transport, listener, identity,
+                                on_closed=self._closed_callback, flusher=self.flusher)
         self.connections.add(connection)
-        try:
-            connection.run()
-        finally:
-            self.connections.discard(connection)
+        connection.run()
+
+    def _connection_closed(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        listener = connection.protocol.source
+        if isinstance(listener, Listener):
+            listener.connection_closed()
 
     def _watchdog(self) -> None:
         """Close connections past their deadline: no CONNECT in time, or keepalive expired."""
@@ -115,7 +122,7 @@ class Broker:
             gevent.sleep(WATCHDOG_INTERVAL)
             now = time.monotonic()
             ticks += 1
-            if ticks % 8 == 0:  # every two seconds is plenty for idle writers
+            if ticks % 4 == 0:  # once a second is plenty for idle writers
                 for connection in self.connections:
                     connection.reap_idle_writer(now)
             for connection in [c for c in self.connections if c.deadline <= now]:

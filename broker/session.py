@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from gevent.lock import Semaphore
@@ -100,7 +102,20 @@ class _Flight:
         self.released = released  # QoS 2: PUBREC received, PUBREL sent
 
 
+# Shared, read-only stand-ins for containers a session has not needed yet: most sessions
+# never queue, never see QoS 2, many never subscribe, and an empty deque alone is 760 bytes.
+# Each is replaced by a real container on the first write (`_owned`).
+_NO_ENTRIES: Mapping[Any, Any] = MappingProxyType({})
+_NO_QUEUE: tuple[Any, ...] = ()
+_NO_IDS: frozenset[int] = frozenset()
+
+
 class Session:
+    __slots__ = ("env", "client_id", "persistent", "protocol_level", "expiry",
+                 "disconnected_at", "subscriptions", "inflight", "queue", "queued_bytes",
+                 "incoming_qos2", "peer", "rules", "_next_packet_id", "_lock",
+                 "_dropped_unlogged", "_drop_logged_at")
+
     def __init__(self, env: SessionEnv, client_id: str, persistent: bool,
                  protocol_level: int = 4, expiry: int = 0) -> None:
         self.env = env
@@ -109,11 +124,11 @@ class Session:
         self.protocol_level = protocol_level
         self.expiry = expiry
         self.disconnected_at: float | None = None
-        self.subscriptions: dict[str, SubOptions] = {}
-        self.inflight: dict[int, _Flight] = {}
-        self.queue: deque[tuple[Message, int, bool]] = deque()
+        self.subscriptions: dict[str, SubOptions] = _NO_ENTRIES  # type: ignore[assignment]
+        self.inflight: dict[int, _Flight] = _NO_ENTRIES  # type: ignore[assignment]
+        self.queue: deque[tuple[Message, int, bool]] = _NO_QUEUE  # type: ignore[assignment]
         self.queued_bytes = 0
-        self.incoming_qos2: set[int] = set()
+        self.incoming_qos2: set[int] = _NO_IDS  # type: ignore[assignment]
         self.peer: Peer | None = None
         self.rules: Rules | None = None  # ACL rules of its latest connection; None: no ACL
         self._next_packet_id = 1
@@ -124,6 +139,32 @@ class Session:
     def __repr__(self) -> str:
         return (f"Session({self.client_id!r}, persistent={self.persistent}, "
                 f"inflight={len(self.inflight)}, queued={len(self.queue)})")
+
+    def _owned_inflight(self) -> dict[int, _Flight]:
+        if self.inflight is _NO_ENTRIES:
+            self.inflight = {}
+        return self.inflight
+
+    def _owned_queue(self) -> deque[tuple[Message, int, bool]]:
+        if self.queue is _NO_QUEUE:
+            self.queue = deque()
+        return self.queue
+
+    # -- restore -----------------------------------------------------------------------------
+
+    def restore_owed(self, message: Message, qos: int, retain: bool, packet_id: int,
+                     released: bool) -> None:
+        """From the store: one message owed, in flight under `packet_id` or (0) queued."""
+        if packet_id:
+            self._owned_inflight()[packet_id] = _Flight(message, qos, retain, released)
+            self._next_packet_id = packet_id % 65_535 + 1
+        else:
+            self._owned_queue().append((message, qos, retain))
+            self.queued_bytes += len(message.payload)
+
+    def restore_incoming(self, packet_ids: set[int]) -> None:
+        if packet_ids:
+            self.incoming_qos2 = set(packet_ids)
 
     # -- store -------------------------------------------------------------------------------
 
@@ -163,13 +204,16 @@ class Session:
 
     def add_subscription(self, topic_filter: str, options: SubOptions) -> None:
         with self._lock:
+            if self.subscriptions is _NO_ENTRIES:
+                self.subscriptions = {}
             self.subscriptions[topic_filter] = options
             self._write(Subscribed(self.client_id, topic_filter, options.to_byte()))
 
     def remove_subscription(self, topic_filter: str) -> bool:
         with self._lock:
-            if self.subscriptions.pop(topic_filter, None) is None:
+            if topic_filter not in self.subscriptions:
                 return False
+            del self.subscriptions[topic_filter]
             self._write(Unsubscribed(self.client_id, topic_filter))
             return True
 
@@ -196,7 +240,7 @@ class Session:
                     and (not window or len(self.inflight) < window)):
                 packet_id = self._allocate_packet_id()
                 if packet_id:
-                    self.inflight[packet_id] = _Flight(message, qos, retain)
+                    self._owned_inflight()[packet_id] = _Flight(message, qos, retain)
                     if self.persistent:
                         message.ensure_stored(self.env.store)
                         self.env.store.append(OutgoingStored(self.client_id, message.msg_id,
@@ -210,7 +254,7 @@ class Session:
             if limits.max_queued_bytes and self.queued_bytes + size > limits.max_queued_bytes:
                 self._drop(message, f"max_queued_bytes ({limits.max_queued_bytes}) reached")
                 return
-            self.queue.append((message, qos, retain))
+            self._owned_queue().append((message, qos, retain))
             self.queued_bytes += size
             if self.persistent:
                 message.ensure_stored(self.env.store)
@@ -240,7 +284,7 @@ class Session:
                 return
             message, qos, retain = queue.popleft()
             self.queued_bytes -= len(message.payload)
-            self.inflight[packet_id] = _Flight(message, qos, retain)
+            self._owned_inflight()[packet_id] = _Flight(message, qos, retain)
             if self.persistent:
                 self.env.store.append(OutgoingSent(self.client_id, message.msg_id, packet_id))
             peer.put((message, qos, retain, False, packet_id))
@@ -290,6 +334,8 @@ class Session:
         with self._lock:
             if packet_id in self.incoming_qos2:
                 return False
+            if self.incoming_qos2 is _NO_IDS:
+                self.incoming_qos2 = set()
             self.incoming_qos2.add(packet_id)
             self._write(IncomingQos2(self.client_id, packet_id))
             return True

@@ -12,21 +12,34 @@ exist once, in `Connection`, whatever the transport.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket as stdlib_socket
 from typing import Protocol
 
-from gevent import socket
+from gevent import Timeout, socket
+from gevent.ssl import SSLSocket
 
 RECV_SIZE = 65_536
+
+
+class Idle(Exception):
+    """Nothing arrived within the idle timeout given to `recv`; no byte was taken."""
 
 
 class Transport(Protocol):
     address: str
 
-    def recv(self) -> bytes:
+    def recv(self, idle_timeout: float | None = None) -> bytes:
+        """The next MQTT bytes; b"" when the stream ended; `Idle` after `idle_timeout`
+        seconds of silence (raised only while waiting for the socket)."""
         ...
 
     def sendall(self, data: bytes) -> None:
+        ...
+
+    def try_send(self, data: bytes) -> int | None:
+        """Send what the socket takes without blocking and say how much; None when this
+        transport cannot send without blocking (the caller then uses `sendall`)."""
         ...
 
     def close(self, reason_code: int = 0) -> None:
@@ -55,19 +68,33 @@ def format_address(address: object) -> str:
 class TcpTransport:
     """Plain TCP (and, wrapped, TLS): MQTT bytes straight on the socket."""
 
-    __slots__ = ("address", "sock")
+    __slots__ = ("_fd", "address", "sock")
 
     def __init__(self, sock: socket.socket, address: object) -> None:
         self.sock = sock
         self.address = format_address(address)
+        # A plain socket can be written without blocking straight through its descriptor; a
+        # TLS one cannot (the record layer must see every byte), so it always uses sendall.
+        self._fd = -1 if isinstance(sock, SSLSocket) else sock.fileno()
         with contextlib.suppress(OSError):  # not a TCP socket (a socketpair): nothing to tune
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
 
-    def recv(self) -> bytes:
-        return self.sock.recv(RECV_SIZE)
+    def recv(self, idle_timeout: float | None = None) -> bytes:
+        if idle_timeout is None:
+            return self.sock.recv(RECV_SIZE)
+        with Timeout(idle_timeout, Idle):
+            return self.sock.recv(RECV_SIZE)
 
     def sendall(self, data: bytes) -> None:
         send_all(self.sock, data)
+
+    def try_send(self, data: bytes) -> int | None:
+        if self._fd < 0:
+            return None
+        try:
+            return os.write(self._fd, data)  # the socket is non-blocking: never waits
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     def close(self, reason_code: int = 0) -> None:
         with contextlib.suppress(OSError):  # already gone: nothing left to shut down

@@ -40,7 +40,7 @@ from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from .errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
-from .transport import RECV_SIZE, send_all
+from .transport import RECV_SIZE, Idle, send_all
 
 log = logging.getLogger("greenfly.websocket")
 
@@ -110,15 +110,18 @@ class WebSocketTransport:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def recv(self) -> bytes:
+    def recv(self, idle_timeout: float | None = None) -> bytes:
         while not self._done:
             if self._pending is not None:
                 data, self._pending = self._pending, None
-            else:
+            elif idle_timeout is None:
                 data = self.sock.recv(RECV_SIZE)
-                if not data:
-                    self._done = True
-                    break
+            else:
+                with gevent.Timeout(idle_timeout, Idle):  # around the socket wait only
+                    data = self.sock.recv(RECV_SIZE)
+            if not data:
+                self._done = True
+                break
             out = self._frames(data)
             if out and not self._closing:
                 return out
@@ -230,6 +233,10 @@ class WebSocketTransport:
             self._partial = True
             send_all(self.sock, header + data)
             self._partial = False
+
+    def try_send(self, data: bytes) -> int | None:
+        """Frames must not be cut by a partial write: always the writer greenlet."""
+        return None
 
     def _write(self, frame: bytes) -> None:
         with self._lock:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support.clients import PahoClient, RawClient, unique
 
-from broker.codec import ConnAck, PubAck, PubComp, Publish, PubRec, PubRel
+from broker.codec import ConnAck, PubAck, PubComp, Publish, PubRec, PubRel, encode
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
@@ -149,7 +151,6 @@ def test_many_packets_in_one_write_are_all_handled(broker):
     sub.subscribe(topic, 1)
     raw = RawClient(broker.port)
     raw.connect()
-    from broker.codec import encode
     raw.send(b"".join(encode(Publish(topic, b"%d" % i, qos=1, packet_id=i + 1))
                       for i in range(50)))
     acks = [raw.recv_packet() for _ in range(50)]
@@ -175,3 +176,41 @@ def test_puback_for_an_unknown_id_is_ignored_but_for_a_qos2_message_closes(broke
     assert sub.closed_by_broker()
     broker.wait_for_log(rf"closing {client_id} .*PUBACK for packet id {delivered.packet_id}")
     pub.disconnect()
+
+
+def test_clients_idle_past_the_reader_release_still_publish_and_receive(broker):
+    # After PARK_AFTER (1 s) without traffic a connection gives up its reader greenlet;
+    # the next bytes bring one back, on both the publishing and the subscribing side.
+    topic = f"{unique('parked')}/t"
+    sub = RawClient(broker.port)
+    sub.connect(unique("parked-sub"), keepalive=0)
+    sub.subscribe(topic, qos=1)
+    pub = RawClient(broker.port)
+    pub.connect(unique("parked-pub"), keepalive=0)
+    for round_trip in range(2):
+        time.sleep(1.6)  # longer than the release delay: both readers are parked now
+        pub.send_packet(Publish(topic, b"after idle %d" % round_trip, qos=1, packet_id=5))
+        assert pub.recv_packet() == PubAck(5)
+        delivered = sub.recv_packet()
+        assert delivered.payload == b"after idle %d" % round_trip
+        sub.send_packet(PubAck(delivered.packet_id))
+
+
+def test_a_subscriber_that_stops_reading_gets_everything_in_order_later(broker):
+    # 4 MiB of QoS 0 does not fit in the socket buffers: the direct flush writes what fits
+    # and the writer greenlet sends the rest once the subscriber reads again.
+    topic = f"{unique('slow')}/t"
+    sub = RawClient(broker.port)
+    sub.connect(unique("slow-sub"))
+    sub.subscribe(topic, qos=0)
+    pub = RawClient(broker.port)
+    pub.connect(unique("fast-pub"))
+    chunk = 4096
+    payloads = [b"%06d" % i + b"." * (chunk - 6) for i in range(1024)]
+    pub.send(b"".join(encode(Publish(topic, p)) for p in payloads))
+    pub.send_packet(Publish(topic, b"end", qos=1, packet_id=1))
+    assert pub.recv_packet(timeout=20) == PubAck(1)  # the publisher was never held back
+    got = []
+    while len(got) < len(payloads) + 1:
+        got.append(sub.recv_packet(timeout=20).payload)
+    assert got == [*payloads, b"end"]
