@@ -95,10 +95,11 @@ class Connection:
         if not self._resumed:
             stats.sockets_total += 1
         yielded_at = time.monotonic()
+        idle = gevent.Timeout(PARK_AFTER, Idle)  # one per reader run, restarted per wait
         try:
             while self.closed is None:
                 try:
-                    data = transport.recv(PARK_AFTER)
+                    data = transport.recv(idle)
                 except Idle:
                     self._sleep_until_readable()
                     return

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from gevent.lock import RLock
+from gevent.lock import Semaphore
 
 from .codec import SubOptions
 from .message import Message
@@ -41,7 +41,7 @@ class SessionRegistry:
         self.env = env
         self.tree = tree
         self.sessions: dict[str, Session] = {}
-        self._lock = RLock()
+        self._lock = Semaphore()  # never re-entered: open() calls _remove, not remove
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -60,7 +60,7 @@ class SessionRegistry:
             if existing is not None and (clean or not existing.persistent):
                 # Clean start discards; and a clean session never becomes a resumable one
                 # [MQTT-3.1.2-6], even if it is still registered when its client returns.
-                self.remove(existing)
+                self._remove(existing)
                 existing = None
             if existing is not None:
                 existing.protocol_level = protocol_level
@@ -75,13 +75,16 @@ class SessionRegistry:
     def remove(self, session: Session) -> None:
         """Forget a session and its subscriptions (clean session end, clean start, expiry)."""
         with self._lock:
-            if self.sessions.get(session.client_id) is not session:
-                return
-            del self.sessions[session.client_id]
-            for topic_filter in list(session.subscriptions):
-                self.tree.unsubscribe(session.client_id, topic_filter)
-            if session.persistent:
-                self.env.store.append(SessionDeleted(session.client_id))
+            self._remove(session)
+
+    def _remove(self, session: Session) -> None:
+        if self.sessions.get(session.client_id) is not session:
+            return
+        del self.sessions[session.client_id]
+        for topic_filter in list(session.subscriptions):
+            self.tree.unsubscribe(session.client_id, topic_filter)
+        if session.persistent:
+            self.env.store.append(SessionDeleted(session.client_id))
 
     def expire(self, default_expiry: int, now: float | None = None) -> list[str]:
         """Remove offline persistent sessions whose expiry has passed; returns their ids.

@@ -29,9 +29,9 @@ class Idle(Exception):
 class Transport(Protocol):
     address: str
 
-    def recv(self, idle_timeout: float | None = None) -> bytes:
-        """The next MQTT bytes; b"" when the stream ended; `Idle` after `idle_timeout`
-        seconds of silence (raised only while waiting for the socket)."""
+    def recv(self, idle: Timeout | None = None) -> bytes:
+        """The next MQTT bytes; b"" when the stream ended. `idle` is a `Timeout` raising
+        `Idle`, started only around the wait for the socket and cancelled after it."""
         ...
 
     def sendall(self, data: bytes) -> None:
@@ -79,11 +79,14 @@ class TcpTransport:
         with contextlib.suppress(OSError):  # not a TCP socket (a socketpair): nothing to tune
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
 
-    def recv(self, idle_timeout: float | None = None) -> bytes:
-        if idle_timeout is None:
+    def recv(self, idle: Timeout | None = None) -> bytes:
+        if idle is None:
             return self.sock.recv(RECV_SIZE)
-        with Timeout(idle_timeout, Idle):
+        idle.start()
+        try:
             return self.sock.recv(RECV_SIZE)
+        finally:
+            idle.cancel()
 
     def sendall(self, data: bytes) -> None:
         send_all(self.sock, data)

@@ -40,7 +40,7 @@ from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from .errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
-from .transport import RECV_SIZE, Idle, send_all
+from .transport import RECV_SIZE, send_all
 
 log = logging.getLogger("greenfly.websocket")
 
@@ -110,15 +110,18 @@ class WebSocketTransport:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def recv(self, idle_timeout: float | None = None) -> bytes:
+    def recv(self, idle: gevent.Timeout | None = None) -> bytes:
         while not self._done:
             if self._pending is not None:
                 data, self._pending = self._pending, None
-            elif idle_timeout is None:
+            elif idle is None:
                 data = self.sock.recv(RECV_SIZE)
             else:
-                with gevent.Timeout(idle_timeout, Idle):  # around the socket wait only
+                idle.start()  # around the socket wait only
+                try:
                     data = self.sock.recv(RECV_SIZE)
+                finally:
+                    idle.cancel()
             if not data:
                 self._done = True
                 break
