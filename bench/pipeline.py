@@ -1,5 +1,8 @@
 """CPU per message through greenfly's own code, without sockets or a second process.
 
+`durable` is QoS 1 to a persistent subscriber on the journal: the CPU of building and
+encoding its records (the writes themselves are measured end to end by run.py).
+
 Feeds pre-encoded PUBLISH batches to a real `Connection` (reader path: decoder, protocol,
 router, sessions) whose subscribers are real `Connection`s writing to a transport that
 discards, and reports microseconds per delivered message. Deterministic enough to compare
@@ -11,12 +14,14 @@ one change with the next on a busy machine; the end-to-end figures come from `ru
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 from broker.codec import Connect, Publish, SubOptions, Subscribe, encode
 from broker.config import load_text
 from broker.connection import Connection
 from broker.context import BrokerContext
+from broker.journal import JournalStore
 from broker.store.memory import MemoryStore
 
 
@@ -47,20 +52,24 @@ class NullTransport:
         pass
 
 
-def connect(ctx: BrokerContext, client_id: str) -> Connection:
+def connect(ctx: BrokerContext, client_id: str, clean: bool = True) -> Connection:
     conn = Connection(ctx, NullTransport(), flusher=ManualFlush())
-    conn.protocol.handle(Connect(client_id, keepalive=0))
+    conn.protocol.handle(Connect(client_id, clean_start=clean, keepalive=0))
     return conn
 
 
 def run(scenario: str, messages: int) -> float:
     config = load_text('[limits]\nmax_inflight_messages = 0\nmax_queued_messages = 0\n'
                        '[persistence]\nenabled = false\n', "bench")
-    store = MemoryStore()
+    durable = scenario == "durable"
+    store = JournalStore(tempfile.mkdtemp(prefix="pipeline-"), "never") if durable \
+        else MemoryStore()
+    if durable:
+        store.load()
     ctx = BrokerContext.build(config, store)
     subscribers = 100 if scenario == "fanout" else 1
-    qos = 1 if scenario == "qos1" else 0
-    subs = [connect(ctx, f"sub-{i}") for i in range(subscribers)]
+    qos = 1 if scenario in ("qos1", "durable") else 0
+    subs = [connect(ctx, f"sub-{i}", clean=not durable) for i in range(subscribers)]
     for sub in subs:
         sub.protocol.handle(Subscribe(1, (("bench/#", SubOptions(qos)),)))
     pub = connect(ctx, "pub")
@@ -84,6 +93,8 @@ def run(scenario: str, messages: int) -> float:
                 for packet_id in list(sub.protocol.session.inflight):
                     sub.protocol.session.on_puback(packet_id)
         pub.outbox.items.clear()
+        if durable:
+            store._pending.clear()  # noqa: SLF001 - the disk side is measured by run.py
     elapsed = time.perf_counter() - start
     delivered = rounds * batch * subscribers
     return elapsed / delivered * 1e6
@@ -91,7 +102,8 @@ def run(scenario: str, messages: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=("fanin", "fanout", "qos1"), default="fanin")
+    parser.add_argument("--scenario", choices=("fanin", "fanout", "qos1", "durable"),
+                        default="fanin")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

@@ -48,7 +48,7 @@ NO_DEADLINE = float("inf")
 
 class Connection:
     __slots__ = ("ctx", "transport", "protocol", "decoder", "outbox", "closed", "deadline",
-                 "on_closed", "_resumed", "_watcher", "__weakref__")
+                 "on_closed", "flusher", "_resumed", "_watcher", "__weakref__")
 
     def __init__(self, ctx: BrokerContext, transport: Transport,
                  source: SecuritySource | None = None,
@@ -63,6 +63,7 @@ class Connection:
         self.protocol = ClientProtocol(ctx, self, transport.address, source, identity)
         self.decoder = FrameDecoder(server_side=True,
                                     max_packet_size=ctx.config.limits.max_packet_size)
+        self.flusher = flusher
         self.outbox = Outbox(self, flusher)
         self.closed: CloseReason | None = None
         self.deadline = time.monotonic() + ctx.config.broker.connect_timeout
@@ -119,6 +120,8 @@ class Connection:
                         stats.messages_received += received
                         self._close(protocol.close_after_flush, flush=True)
                         return
+                if self.flusher is not None:
+                    self.flusher.flush_now()  # before waiting for the socket again
                 now = time.monotonic()
                 if received:
                     stats.messages_received += received

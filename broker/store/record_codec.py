@@ -96,6 +96,13 @@ _WRITERS: dict[str, Callable[[bytearray, Any], None]] = {
 
 
 def encode_record(record: Record) -> bytes:
+    fast = _FAST_ENCODERS.get(type(record))
+    if fast is not None:
+        return fast(record)
+    return _encode_generic(record)
+
+
+def _encode_generic(record: Record) -> bytes:
     cls = type(record)
     type_byte = _TYPE_OF[cls]
     out = bytearray((type_byte,))
@@ -105,8 +112,39 @@ def encode_record(record: Record) -> bytes:
 
 
 def encode_frame(record: Record) -> bytes:
-    body = encode_record(record)
+    fast = _FAST_ENCODERS.get(type(record))
+    body = fast(record) if fast is not None else _encode_generic(record)
     return FRAME_HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+# The records written for every QoS 1/2 message of a persistent session, laid out by hand:
+# byte for byte what the generic encoder writes (a test compares the two for every type).
+def _str_field(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return _U16.pack(len(data)) + data
+
+
+_Q_B_BOOL_Q = struct.Struct(">QB?Q")
+_Q_Q = struct.Struct(">QQ")
+
+
+def _message_stored(r: MessageStored) -> bytes:
+    props = encode_properties(r.properties, "PUBLISH") if r.properties else b"\x00"
+    return b"".join((b"\x06", _U64.pack(r.msg_id), _str_field(r.topic), _U32.pack(len(r.payload)),
+                     r.payload, bytes((r.qos, 1 if r.retain else 0)), _str_field(r.origin),
+                     props))
+
+
+_FAST_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    MessageStored: _message_stored,
+    OutgoingStored: lambda r: b"\x07" + _str_field(r.client_id) + _Q_B_BOOL_Q.pack(
+        r.msg_id, r.qos, r.retain, r.packet_id),
+    OutgoingSent: lambda r: b"\x08" + _str_field(r.client_id) + _Q_Q.pack(r.msg_id, r.packet_id),
+    OutgoingReleased: lambda r: b"\x09" + _str_field(r.client_id) + _U64.pack(r.packet_id),
+    OutgoingDone: lambda r: b"\x0a" + _str_field(r.client_id) + _U64.pack(r.packet_id),
+    IncomingQos2: lambda r: b"\x0b" + _str_field(r.client_id) + _U64.pack(r.packet_id),
+    IncomingReleased: lambda r: b"\x0c" + _str_field(r.client_id) + _U64.pack(r.packet_id),
+}
 
 
 def _take(data: bytes, pos: int, n: int) -> int:

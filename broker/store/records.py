@@ -1,8 +1,12 @@
-"""The facts the session store keeps, one frozen dataclass each.
+"""The facts the session store keeps, one slotted dataclass each.
 
 The store is a log of these facts; `base.restore()` folds them back into state. A message
 fanned out to many sessions is one `MessageStored` referenced by id from each
 `OutgoingStored`, never copied per session. Clean sessions with no expiry write nothing.
+
+Records are built on the hot path (three per QoS 1 message for a persistent session), so they
+are plain slotted dataclasses rather than frozen ones, which cost several times as much to
+construct; nothing ever changes one after it is made.
 
 Outgoing messages of a session are keyed by message id while queued and by packet id once
 in flight; `OutgoingSent` moves a queued one into flight, `OutgoingReleased` records that its
@@ -18,7 +22,7 @@ from typing import Any
 from ..codec.properties import NO_PROPERTIES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionOpened:
     """A persistent session exists (created, or resumed by a new connection)."""
 
@@ -27,7 +31,7 @@ class SessionOpened:
     expiry: int  # seconds after disconnect; 0 = never expires
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionClosed:
     """Its connection ended at wall-clock time `at`; expiry counts from here."""
 
@@ -35,25 +39,25 @@ class SessionClosed:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionDeleted:
     client_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Subscribed:
     client_id: str
     topic_filter: str
     options: int  # the SUBSCRIBE options byte
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unsubscribed:
     client_id: str
     topic_filter: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageStored:
     msg_id: int
     topic: str
@@ -64,7 +68,7 @@ class MessageStored:
     properties: Mapping[str, Any] = NO_PROPERTIES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutgoingStored:
     """Message `msg_id` is owed to `client_id` at `qos`; `packet_id` 0 means still queued."""
 
@@ -75,7 +79,7 @@ class OutgoingStored:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutgoingSent:
     """The oldest queued entry for `msg_id` went into flight with `packet_id`."""
 
@@ -84,7 +88,7 @@ class OutgoingSent:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutgoingReleased:
     """PUBREC arrived for in-flight `packet_id`; PUBREL is owed until PUBCOMP."""
 
@@ -92,13 +96,13 @@ class OutgoingReleased:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutgoingDone:
     client_id: str
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IncomingQos2:
     """An inbound QoS 2 packet id was delivered onward; a resend must not be forwarded again."""
 
@@ -106,19 +110,19 @@ class IncomingQos2:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IncomingReleased:
     client_id: str
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetainedSet:
     topic: str
     msg_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetainedCleared:
     topic: str
 

@@ -235,3 +235,12 @@ def test_compaction_replaces_the_journal_with_a_snapshot_of_the_live_state(tmp_p
     again, state = _load(tmp_path)
     assert state == restore(live["records"])
     again.close()
+
+
+def test_hand_laid_encoders_write_the_generic_bytes_for_every_hot_record():
+    from broker.store.record_codec import _FAST_ENCODERS, _encode_generic
+
+    hot = [r for r in ONE_OF_EACH if type(r) in _FAST_ENCODERS]
+    assert {type(r) for r in hot} == set(_FAST_ENCODERS)
+    for record in hot:
+        assert _FAST_ENCODERS[type(record)](record) == _encode_generic(record), record
