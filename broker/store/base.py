@@ -12,7 +12,6 @@ its last acknowledgements were still being written is simply gone.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -63,7 +62,9 @@ class StoredSession:
     # Indexes into `outgoing`: bookkeeping, not state, so not compared.
     _next_key: int = field(default=0, compare=False)
     _inflight: dict[int, int] = field(default_factory=dict, compare=False)  # packet id -> key
-    _queued: dict[int, deque[int]] = field(default_factory=dict, compare=False)  # msg id -> keys
+    # msg id -> key of its queued entry, or a list of keys in the rare case of several
+    # (restore runs this for every queued message: no container per entry).
+    _queued: dict[int, int | list[int]] = field(default_factory=dict, compare=False)
 
     def add_outgoing(self, entry: StoredOutgoing) -> None:
         key = self._next_key
@@ -71,15 +72,26 @@ class StoredSession:
         self.outgoing[key] = entry
         if entry.packet_id:
             self._inflight[entry.packet_id] = key
+            return
+        queued = self._queued
+        earlier = queued.get(entry.msg_id)
+        if earlier is None:
+            queued[entry.msg_id] = key
+        elif type(earlier) is list:
+            earlier.append(key)
         else:
-            self._queued.setdefault(entry.msg_id, deque()).append(key)
+            queued[entry.msg_id] = [earlier, key]
 
     def mark_sent(self, msg_id: int, packet_id: int) -> None:
         keys = self._queued.get(msg_id)
-        if not keys:
+        if keys is None:
             return
-        key = keys.popleft()
-        if not keys:
+        if type(keys) is list:
+            key = keys.pop(0)
+            if len(keys) == 1:
+                self._queued[msg_id] = keys[0]
+        else:
+            key = keys
             del self._queued[msg_id]
         self.outgoing[key].packet_id = packet_id
         self._inflight[packet_id] = key

@@ -63,33 +63,38 @@ def scan_journal(path: str) -> JournalScan:
     if version != VERSION:
         result.damage = (len(MAGIC), f"journal version {version}, this greenfly reads {VERSION}")
         return result
-    pos = result.good_end = len(HEADER)
+    pos = len(HEADER)
     size = len(data)
-    while pos < size:
-        if pos + FRAME_HEADER.size > size:
-            result.torn_tail = size - pos
-            break
-        length, crc = FRAME_HEADER.unpack_from(data, pos)
-        end = pos + FRAME_HEADER.size + length
-        if length > MAX_RECORD:
-            result.damage = (pos, f"frame length {length} is impossible")
-            break
-        if end > size:
-            result.torn_tail = size - pos
-            break
-        body = data[pos + FRAME_HEADER.size:end]
-        if zlib.crc32(body) != crc:
-            if end == size:
-                result.torn_tail = size - pos  # the last frame, half written
-            else:
-                result.damage = (pos, "bad CRC")
-            break
-        try:
-            result.records.append(decode_record(body))
-        except CorruptRecord as exc:
-            result.damage = (pos, str(exc))
-            break
-        pos = result.good_end = end
+    records = result.records
+    append = records.append
+    unpack_header = FRAME_HEADER.unpack_from
+    header_size = FRAME_HEADER.size
+    crc32 = zlib.crc32
+    try:
+        while pos < size:  # the start-up hot loop: names bound locally on purpose
+            if pos + header_size > size:
+                result.torn_tail = size - pos
+                break
+            length, crc = unpack_header(data, pos)
+            end = pos + header_size + length
+            if length > MAX_RECORD:
+                result.damage = (pos, f"frame length {length} is impossible")
+                break
+            if end > size:
+                result.torn_tail = size - pos
+                break
+            body = data[pos + header_size:end]
+            if crc32(body) != crc:
+                if end == size:
+                    result.torn_tail = size - pos  # the last frame, half written
+                else:
+                    result.damage = (pos, "bad CRC")
+                break
+            append(decode_record(body))
+            pos = end
+    except CorruptRecord as exc:
+        result.damage = (pos, str(exc))
+    result.good_end = pos
     return result
 
 

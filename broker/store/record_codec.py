@@ -19,7 +19,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..codec.primitives import Reader
-from ..codec.properties import decode_properties, encode_properties
+from ..codec.properties import NO_PROPERTIES, decode_properties, encode_properties
 from ..errors import MQTTError
 from .records import (
     IncomingQos2,
@@ -153,9 +153,76 @@ def _take(data: bytes, pos: int, n: int) -> int:
     return pos + n
 
 
+def _str_at(body: bytes, pos: int) -> tuple[str, int]:
+    end = pos + 2 + _U16.unpack_from(body, pos)[0]
+    if end > len(body):
+        raise CorruptRecord(f"record body ends early (a string runs to {end})")
+    return body[pos + 2:end].decode("utf-8"), end
+
+
+def _dec_message_stored(body: bytes) -> tuple[Record, int]:
+    msg_id = _U64.unpack_from(body, 1)[0]
+    topic, pos = _str_at(body, 9)
+    end = pos + 4 + _U32.unpack_from(body, pos)[0]
+    if end + 2 > len(body):
+        raise CorruptRecord("record body ends early (payload)")
+    payload = body[pos + 4:end]
+    qos, retain = body[end], bool(body[end + 1])
+    origin, pos = _str_at(body, end + 2)
+    if body[pos] == 0:  # no properties, as with every MQTT 3.x message
+        props, pos = NO_PROPERTIES, pos + 1
+    else:
+        reader = Reader(body, pos)
+        props = decode_properties(reader, "PUBLISH")
+        pos = reader.pos
+    return MessageStored(msg_id, topic, payload, qos, retain, origin, props), pos
+
+
+def _dec_outgoing_stored(body: bytes) -> tuple[Record, int]:
+    client_id, pos = _str_at(body, 1)
+    msg_id, qos, retain, packet_id = _Q_B_BOOL_Q.unpack_from(body, pos)
+    return OutgoingStored(client_id, msg_id, qos, retain, packet_id), pos + 18
+
+
+def _dec_outgoing_sent(body: bytes) -> tuple[Record, int]:
+    client_id, pos = _str_at(body, 1)
+    msg_id, packet_id = _Q_Q.unpack_from(body, pos)
+    return OutgoingSent(client_id, msg_id, packet_id), pos + 16
+
+
+def _dec_client_and_id(cls: type) -> Callable[[bytes], tuple[Record, int]]:
+    def decode(body: bytes) -> tuple[Record, int]:
+        client_id, pos = _str_at(body, 1)
+        return cls(client_id, _U64.unpack_from(body, pos)[0]), pos + 8
+    return decode
+
+
+# type byte -> decoder of the hot records (the others go through the table).
+_FAST_DECODERS: dict[int, Callable[[bytes], tuple[Record, int]]] = {
+    6: _dec_message_stored,
+    7: _dec_outgoing_stored,
+    8: _dec_outgoing_sent,
+    9: _dec_client_and_id(OutgoingReleased),
+    10: _dec_client_and_id(OutgoingDone),
+    11: _dec_client_and_id(IncomingQos2),
+    12: _dec_client_and_id(IncomingReleased),
+}
+
+
 def decode_record(body: bytes) -> Record:
     if not body:
         raise CorruptRecord("empty record body")
+    fast = _FAST_DECODERS.get(body[0])
+    if fast is not None:
+        try:
+            record, pos = fast(body)
+        except (struct.error, IndexError, UnicodeDecodeError, MQTTError) as exc:
+            name = RECORD_TYPES[body[0]][0].__name__
+            raise CorruptRecord(f"{name}: {exc}") from None
+        if pos != len(body):
+            raise CorruptRecord(f"{type(record).__name__}: {len(body) - pos} unexpected bytes "
+                                "at the end")
+        return record
     entry = RECORD_TYPES.get(body[0])
     if entry is None:
         raise CorruptRecord(f"unknown record type {body[0]}")

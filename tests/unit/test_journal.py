@@ -244,3 +244,13 @@ def test_hand_laid_encoders_write_the_generic_bytes_for_every_hot_record():
     assert {type(r) for r in hot} == set(_FAST_ENCODERS)
     for record in hot:
         assert _FAST_ENCODERS[type(record)](record) == _encode_generic(record), record
+
+
+@pytest.mark.parametrize("record", ONE_OF_EACH, ids=lambda r: type(r).__name__)
+def test_every_truncation_or_extension_of_a_record_is_corrupt(record):
+    body = encode_record(record)
+    for cut in range(len(body)):
+        with pytest.raises(CorruptRecord):
+            decode_record(body[:cut])
+    with pytest.raises(CorruptRecord):
+        decode_record(body + b"\x00")
