@@ -6,6 +6,8 @@ sleep in between) and restarts it on the same data dir and port.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support.clients import RawClient, publish_many, receive_all, unique
 
@@ -213,3 +215,39 @@ def test_full_disk_stops_acknowledging_qos1_keeps_qos0_and_resumes(broker_factor
     got = [p.payload for p in receive_all(device, 11, linger=1.0)]
     acknowledged = [b"before %d" % i for i in range(10)] + [b"after"]
     assert [p for p in got if p in acknowledged] == acknowledged
+
+
+def test_clean_sessions_write_nothing_to_the_journal(broker_factory):
+    proc = broker_factory()
+    journal = proc.data_dir / "greenfly.journal"
+    before = journal.stat().st_size
+    sub = RawClient(proc.port)
+    sub.connect(unique("clean-sub"), clean=True)
+    sub.send_packet(Subscribe(1, (("clean/#", SubOptions(1)),)))
+    assert sub.recv_packet().reason_codes == (1,)
+    pub = RawClient(proc.port)
+    pub.connect(unique("clean-pub"), clean=True)
+    publish_many(pub, "clean/t", [b"%d" % i for i in range(50)])
+    assert len(receive_all(sub, 50)) == 50
+    assert journal.stat().st_size == before  # not one record
+
+
+def test_session_expiry_counts_from_the_disconnect_across_a_restart(broker_factory):
+    proc = broker_factory("[broker]\npersistent_client_expiration = 3\n")
+    client_id = unique("expires")
+    raw = RawClient(proc.port)
+    raw.connect(client_id, clean=False)
+    raw.close()
+    proc.wait_for_log(rf"client disconnected: {client_id} ")
+    disconnected = time.monotonic()
+    time.sleep(1.0)
+    proc.kill9()
+    proc.start()  # about 1.7 s after the disconnect
+    proc.mark_log()
+    proc.wait_for_log(rf"expired 1 persistent session\(s\): {client_id}", timeout=10)
+    expired_after = time.monotonic() - disconnected
+    # 3 s after the disconnect (plus at most a 0.75 s sweep), not 3 s after the restart
+    # (which would be 4.7 s or later).
+    assert 3.0 <= expired_after < 4.3, expired_after
+    again = RawClient(proc.port)
+    assert again.connect(client_id, clean=False) == ConnAck(0, False)

@@ -245,3 +245,25 @@ def test_sighup_with_a_changed_password_file_keeps_clients_and_checks_new_logins
     assert again.connect(unique(), username="alice", password=b"looking-glass") == \
         ConnAck(0, False)
     alice.disconnect()
+
+
+def test_per_listener_overrides_and_max_connections(broker_factory, password_file):
+    # The main listener requires a password; a second, loopback-only "local" listener lets
+    # anonymous clients in but takes at most two at a time.
+    local = free_port()
+    proc = _secured(broker_factory, password_file,
+                    f'[[listener]]\nbind = "127.0.0.1"\nport = {local}\n'
+                    "allow_anonymous = true\nmax_connections = 2\n")
+    wait_for_port(local, 10)
+    assert RawClient(proc.port).connect(unique()).reason_code == 0x87  # main: no anonymous
+    first, second = RawClient(local), RawClient(local)
+    assert first.connect(unique()) == ConnAck(0, False)
+    assert second.connect(unique()) == ConnAck(0, False)
+    third = RawClient(local)
+    assert third.closed_by_broker(3)  # refused before CONNECT
+    proc.wait_for_log(r"refusing 127\.0\.0\.1:\d+ on mqtt on 127\.0\.0\.1:\d+: "
+                      r"max_connections \(2\) reached")
+    first.close()
+    proc.wait_for_log(r"client disconnected: .* reason=socket closed by peer")
+    fourth = RawClient(local)
+    assert fourth.connect(unique()) == ConnAck(0, False)  # a place was freed
