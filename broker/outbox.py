@@ -9,10 +9,11 @@ Two writers, never at once:
   outbox that was filled during the iteration, with a non-blocking send, from the hub. This
   is the common case (a PUBACK, a CONNACK, a delivery to a subscriber keeping up), and it
   costs no greenlet switch at all, as a C broker writes at the end of its loop iteration.
-- The writer greenlet, spawned for whatever the direct flush could not do: the socket is
-  full (a slow reader), a `WaitDurable` is not satisfied yet, or the transport cannot send
-  without blocking (TLS, WebSocket framing). While it exists, puts wake it and nothing else
-  writes; the watchdog ends it after `WRITER_IDLE_EXIT` idle seconds.
+- The writer greenlet, spawned for whatever the direct flush could not do: the end of a
+  write the socket did not take (a slow reader; the transport keeps it and sends it first),
+  a `WaitDurable` not satisfied yet, or a transport that cannot write without blocking (TLS).
+  While it exists, puts wake it and nothing else writes; the watchdog ends it after
+  `WRITER_IDLE_EXIT` idle seconds.
 The outbox never blocks a publisher: `full()` tells sessions to drop QoS 0 (counted and
 logged by the session); QoS 1/2 are bounded by the session's in-flight window.
 """
@@ -41,7 +42,8 @@ FLUSH_ON_CLOSE_TIMEOUT = 2.0  # seconds a closing connection may spend writing i
 
 
 class _Unsent(bytes):
-    """The part of a direct flush the socket did not take: sent first by the writer."""
+    """A direct flush the transport could not take (TLS, a WebSocket frame in progress):
+    sent first by the writer, counted in the stats already."""
 
     __slots__ = ()
 
@@ -130,21 +132,20 @@ class Outbox:
         items, self.items = self.items, []
         try:
             chunks, rest = self._encode(items)
+            transport = self.owner.transport
             if chunks:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                sent = self.owner.transport.try_send(data)
-                if sent is None:  # this transport cannot send without blocking
-                    sent = 0
-                else:
-                    self.owner.ctx.stats.bytes_sent += sent
-                if sent < len(data):
-                    rest.insert(0, _Unsent(data[sent:]))
+                if transport.try_send(data):  # written, or its end held by the transport
+                    self.owner.ctx.stats.bytes_sent += len(data)
+                else:  # this transport cannot write without blocking now
+                    rest.insert(0, _Unsent(data))
         except (OSError, MQTTError) as exc:
             self.closed = True
             self.owner.write_failed(exc)
             return
         if rest:
             self.items[:0] = rest
+        if rest or transport.unsent:
             self._spawn_writer()
 
     # -- the writer greenlet -------------------------------------------------------------------
@@ -156,6 +157,10 @@ class Outbox:
         try:
             while True:
                 if not self.items:
+                    transport = self.owner.transport
+                    if transport.unsent:  # the end of a direct flush the socket did not take
+                        transport.sendall(b"")
+                        continue
                     if self.closed:
                         return
                     wake = self._wake

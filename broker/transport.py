@@ -37,13 +37,27 @@ class Transport(Protocol):
     def sendall(self, data: bytes) -> None:
         ...
 
-    def try_send(self, data: bytes) -> int | None:
-        """Send what the socket takes without blocking and say how much; None when this
-        transport cannot send without blocking (the caller then uses `sendall`)."""
+    def try_send(self, data: bytes) -> bool:
+        """Send `data` without blocking: what the socket does not take now stays in the
+        transport (`unsent`) and goes first on the next `sendall`. False when this transport
+        cannot send without blocking at the moment; `data` is then not taken at all."""
+        ...
+
+    @property
+    def unsent(self) -> bool:
+        """True while part of a `try_send` still waits for a `sendall` to finish it."""
         ...
 
     def close(self, reason_code: int = 0) -> None:
         ...
+
+
+def write_nonblocking(fd: int, data: bytes) -> int:
+    """How much of `data` a non-blocking socket took right now (never waits)."""
+    try:
+        return os.write(fd, data)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 def send_all(sock: socket.socket, data: bytes) -> None:
@@ -68,7 +82,7 @@ def format_address(address: object) -> str:
 class TcpTransport:
     """Plain TCP (and, wrapped, TLS): MQTT bytes straight on the socket."""
 
-    __slots__ = ("_fd", "address", "sock")
+    __slots__ = ("_fd", "_tail", "address", "sock")
 
     def __init__(self, sock: socket.socket, address: object) -> None:
         self.sock = sock
@@ -76,6 +90,7 @@ class TcpTransport:
         # A plain socket can be written without blocking straight through its descriptor; a
         # TLS one cannot (the record layer must see every byte), so it always uses sendall.
         self._fd = -1 if isinstance(sock, SSLSocket) else sock.fileno()
+        self._tail = b""  # what a try_send could not write yet
         with contextlib.suppress(OSError):  # not a TCP socket (a socketpair): nothing to tune
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
 
@@ -89,15 +104,22 @@ class TcpTransport:
             idle.cancel()
 
     def sendall(self, data: bytes) -> None:
-        send_all(self.sock, data)
+        tail = self._tail
+        if tail:
+            self._tail = b""
+            send_all(self.sock, tail)
+        if data:
+            send_all(self.sock, data)
 
-    def try_send(self, data: bytes) -> int | None:
-        if self._fd < 0:
-            return None
-        try:
-            return os.write(self._fd, data)  # the socket is non-blocking: never waits
-        except (BlockingIOError, InterruptedError):
-            return 0
+    def try_send(self, data: bytes) -> bool:
+        if self._fd < 0 or self._tail:
+            return False
+        self._tail = data[write_nonblocking(self._fd, data):]
+        return True
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._tail)
 
     def close(self, reason_code: int = 0) -> None:
         with contextlib.suppress(OSError):  # already gone: nothing left to shut down

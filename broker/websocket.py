@@ -35,12 +35,13 @@ import struct
 import gevent
 from gevent import socket
 from gevent.lock import Semaphore
+from gevent.ssl import SSLSocket
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from .errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
-from .transport import RECV_SIZE, send_all
+from .transport import RECV_SIZE, send_all, write_nonblocking
 
 log = logging.getLogger("greenfly.websocket")
 
@@ -61,6 +62,18 @@ CLOSE_CODES: dict[int, int] = {
     ReasonCode.PACKET_TOO_LARGE: TOO_BIG,
     ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR: INTERNAL,
 }
+
+
+def binary_frame(data: bytes) -> bytes:
+    """An unmasked, final binary frame (server to client) carrying `data`."""
+    n = len(data)
+    if n < 126:
+        header = bytes((0x82, n))
+    elif n < 65_536:
+        header = struct.pack("!BBH", 0x82, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x82, 127, n)
+    return header + data
 
 
 def close_code(reason_code: int) -> int:
@@ -86,8 +99,9 @@ def _unmask(payloads: list[bytes], keys: list[bytes]) -> bytes:
 class WebSocketTransport:
     """The `Transport` for one upgraded socket: MQTT bytes in and out of binary frames."""
 
-    __slots__ = ("_abort", "_buf", "_closing", "_done", "_in_message", "_lock", "_max_message",
-                 "_message_size", "_partial", "_pending", "_reader", "_ws", "address", "sock")
+    __slots__ = ("_abort", "_buf", "_closing", "_done", "_fd", "_in_message", "_lock",
+                 "_max_message", "_message_size", "_partial", "_pending", "_reader", "_tail",
+                 "_ws", "address", "sock")
 
     def __init__(self, sock: socket.socket, address: str, max_message_size: int,
                  trailing: bytes = b"") -> None:
@@ -102,6 +116,9 @@ class WebSocketTransport:
         self._buf = b""  # the start of a frame not complete yet
         self._pending = trailing or None  # bytes that came with the handshake
         self._partial = False
+        self._tail = b""  # the end of a frame a try_send could not write whole
+        # Only a plain socket can be written without blocking through its descriptor.
+        self._fd = -1 if isinstance(sock, SSLSocket) else sock.fileno()
         self._closing = False  # our close frame is out (or could not be sent)
         self._done = False  # the close handshake is over, or the stream ended
         self._abort: gevent.Greenlet | None = None
@@ -111,6 +128,7 @@ class WebSocketTransport:
     # -- reading -------------------------------------------------------------------------------
 
     def recv(self, idle: gevent.Timeout | None = None) -> bytes:
+        self._reader = gevent.getcurrent()  # a parked connection resumes in a new greenlet
         while not self._done:
             if self._pending is not None:
                 data, self._pending = self._pending, None
@@ -223,26 +241,44 @@ class WebSocketTransport:
     # -- writing -------------------------------------------------------------------------------
 
     def sendall(self, data: bytes) -> None:
-        n = len(data)
-        if n < 126:
-            header = bytes((0x82, n))
-        elif n < 65_536:
-            header = struct.pack("!BBH", 0x82, 126, n)
-        else:
-            header = struct.pack("!BBQ", 0x82, 127, n)
         with self._lock:
             if self._closing or self._done:
                 return  # no data frame may follow a close frame; the connection is ending
-            self._partial = True
-            send_all(self.sock, header + data)
-            self._partial = False
+            self._finish_tail()
+            if data:
+                self._partial = True
+                send_all(self.sock, binary_frame(data))
+                self._partial = False
 
-    def try_send(self, data: bytes) -> int | None:
-        """Frames must not be cut by a partial write: always the writer greenlet."""
-        return None
+    def try_send(self, data: bytes) -> bool:
+        """One binary frame written without blocking; the part the socket does not take is
+        kept and finished first by the next write (until then `_partial` holds back any
+        control frame, which must not land inside it)."""
+        if (self._fd < 0 or self._partial or self._closing or self._done
+                or self._lock.locked()):
+            return False
+        frame = binary_frame(data)
+        written = write_nonblocking(self._fd, frame)
+        if written < len(frame):
+            self._tail = frame[written:]
+            self._partial = True
+        return True
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._tail)
+
+    def _finish_tail(self) -> None:
+        """With the lock held: the rest of a frame a try_send could not write whole."""
+        tail = self._tail
+        if tail:
+            self._tail = b""
+            send_all(self.sock, tail)
+            self._partial = False
 
     def _write(self, frame: bytes) -> None:
         with self._lock:
+            self._finish_tail()
             if self._partial:
                 raise ConnectionAbortedError("a data frame was cut short")
             self.sock.sendall(frame)

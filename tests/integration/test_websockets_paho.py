@@ -91,3 +91,23 @@ def test_will_of_a_dropped_websocket_client_reaches_a_tcp_subscriber(wsbroker):
     [message] = watcher.expect(1)
     assert message.payload == b"\x00lost\xff"
     watcher.disconnect()
+
+
+def test_websocket_subscriber_that_stops_reading_gets_everything_in_order(wsbroker):
+    # 4 MiB of QoS 0 to a WebSocket subscriber whose client stopped reading: the direct
+    # flush writes part of a frame, the transport keeps the rest, and the writer greenlet
+    # finishes that frame before any other once the client reads again.
+    topic = f"{unique('ws-slow')}/t"
+    sub = connected(wsbroker.ws_port, transport="websockets")
+    sub.subscribe(topic, 0)
+    sub.client.loop_stop()  # the client stops reading its socket
+    pub = connected(wsbroker.port)
+    payloads = [b"%06d" % i + b"." * 4090 for i in range(1024)]
+    for payload in payloads:
+        pub.client.publish(topic, payload, 0)
+    pub.publish(topic, b"end", qos=1)  # acknowledged: the publisher was never held back
+    sub.client.loop_start()
+    got = [m.payload for m in sub.expect(len(payloads) + 1, timeout=30)]
+    assert got == [*payloads, b"end"]
+    pub.disconnect()
+    sub.disconnect()
