@@ -44,9 +44,11 @@ class NullTransport:
     def sendall(self, data: bytes) -> None:
         self.sent += len(data)
 
-    def try_send(self, data: bytes) -> int:
+    def try_send(self, data: bytes) -> bool:
         self.sent += len(data)
-        return len(data)
+        return True
+
+    unsent = False
 
     def close(self, reason_code: int = 0) -> None:
         pass

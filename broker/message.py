@@ -17,10 +17,14 @@ from .codec.publish import encode_publish_parts, publish_first_byte
 from .store.base import SessionStore
 from .store.records import MessageStored
 
+# PUBLISH header bytes by [qos][retain][dup], for QoS 1 and 2.
+_FIRST_BYTES = [[[bytes((publish_first_byte(qos, retain, dup),)) for dup in (False, True)]
+                 for retain in (False, True)] for qos in range(3)]
+
 
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
-                 "stored", "_layout", "_qos0", "_qos0_retained")
+                 "stored", "_acked_head", "_layout", "_qos0", "_qos0_retained")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
@@ -36,12 +40,18 @@ class Message:
         self._layout: tuple[bytes, bytes, int, bool] | None = None
         self._qos0: bytes | None = None  # the MQTT 3.x QoS 0 PUBLISH, retain 0
         self._qos0_retained: bytes | None = None  # the same with retain 1
+        # MQTT 3.x QoS 1/2: the remaining length and topic, between header byte and packet id
+        self._acked_head: bytes | None = None
 
     def forward_as_received(self, raw: bytes) -> None:
-        """Use `raw`, the QoS 0 PUBLISH this message arrived in (MQTT 3.x), as its QoS 0 wire
-        form: forwarding it costs no encoding at all. Deliveries to existing subscribers carry
-        retain 0, so a retained original serves the retained form only."""
-        if raw[0] & 0x01:
+        """Reuse `raw`, the MQTT 3.x PUBLISH this message arrived in. A QoS 0 one is the QoS 0
+        wire form itself (forwarding costs no encoding at all; deliveries to existing
+        subscribers carry retain 0, so a retained original serves the retained form only).
+        A QoS 1/2 one gives every QoS 1/2 delivery all but its header byte and packet id."""
+        flags = raw[0]
+        if flags & 0x06:
+            self._acked_head = raw[1:len(raw) - len(self.payload) - 2]
+        elif flags & 0x01:
             self._qos0_retained = raw
         else:
             self._qos0 = raw
@@ -81,6 +91,10 @@ class Message:
         """The PUBLISH bytes for one delivery of this message."""
         if not qos:
             return self.qos0(retain, protocol_level)
+        head = self._acked_head
+        if head is not None and protocol_level < 5:
+            return b"".join((_FIRST_BYTES[qos][retain][dup], head,
+                             packet_id.to_bytes(2, "big"), self.payload))
         v5 = protocol_level >= 5
         topic_part, props_part, length = self._parts(v5)
         return b"".join((bytes((publish_first_byte(qos, retain, dup),)), encode_varint(length + 2),

@@ -1,13 +1,16 @@
 """`TopicTree`: the subscription trie, with `$share` groups and a per-topic match cache.
 
 Invariants:
-- `match(topic)` returns a fresh snapshot: a list of (client id, QoS) with one entry per client,
+- `match(topic)` returns a snapshot: a tuple of (client id, QoS) with one entry per client,
   at the highest QoS of all its matching subscriptions (overlapping subscriptions deliver one
-  copy), plus one member per matching shared group, chosen round-robin.
+  copy), plus one member per matching shared group, chosen round-robin. Immutable, so the
+  cached answer itself can be handed out.
 - Results for ordinary subscriptions are cached per topic name; any subscribe or unsubscribe
   clears the cache, so a cached answer is never stale. Fan-in to a few topics is then a dict
   lookup instead of a walk.
-- The lock is held only for pure dict work: nothing in here yields.
+- The lock is held only for pure dict work: nothing in here yields. A cache hit is read
+  without it: one dict lookup cannot be interleaved with anything (one OS thread, no yield),
+  and every change happens under the lock and clears the cache.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class TopicTree:
     def __init__(self) -> None:
         self._root = _Node()
         self._lock = Semaphore()
-        self._cache: dict[str, tuple[list[tuple[str, int]], list[_SharedGroup]]] = {}
+        self._cache: dict[str, tuple[tuple[tuple[str, int], ...], list[_SharedGroup]]] = {}
         self._count = 0
         self._shared_count = 0
 
@@ -113,8 +116,11 @@ class TopicTree:
                 del trail[depth - 1].children[levels[depth - 1]]
             return True
 
-    def match(self, topic: str) -> list[tuple[str, int]]:
+    def match(self, topic: str) -> tuple[tuple[str, int], ...]:
         """Who receives a message published to `topic`, and at which (maximum) QoS."""
+        cached = self._cache.get(topic)
+        if cached is not None and not cached[1]:
+            return cached[0]  # the hot path: fan-in to a known topic
         with self._lock:
             cached = self._cache.get(topic)
             if cached is None:
@@ -124,16 +130,16 @@ class TopicTree:
                 self._cache[topic] = cached
             plain, groups = cached
             if not groups:
-                return plain.copy()  # a snapshot: a caller's change must not reach the cache
+                return plain
             result = dict(plain)
             for group in groups:
                 if group.members:
                     client_id, qos = group.pick()
                     if result.get(client_id, -1) < qos:
                         result[client_id] = qos
-            return list(result.items())
+            return tuple(result.items())
 
-    def _walk(self, topic: str) -> tuple[list[tuple[str, int]], list[_SharedGroup]]:
+    def _walk(self, topic: str) -> tuple[tuple[tuple[str, int], ...], list[_SharedGroup]]:
         levels = topic.split("/")
         n = len(levels)
         found: dict[str, int] = {}
@@ -170,4 +176,4 @@ class TopicTree:
             exact = children.get(levels[i])
             if exact is not None:
                 stack.append((exact, i + 1))
-        return list(found.items()), groups
+        return tuple(found.items()), groups

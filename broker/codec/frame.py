@@ -132,8 +132,8 @@ class FrameDecoder:
         if packet_type == publish.PUBLISH:  # the hot path: no table, no Reader
             level = self.protocol_level
             packet = publish.decode_publish_body(buf, i, end, first & 0x0F, level, self._topics)
-            if not first & 0x06 and level < 5:
-                packet.raw = buf[pos:end]  # QoS 0: forwardable as it came
+            if level < 5:
+                packet.raw = buf[pos:end]  # forwardable as it came (MQTT 3.x)
             return packet
         entry = _DECODERS.get(packet_type)
         if entry is None:

@@ -27,7 +27,7 @@ class Publish:
     """A PUBLISH packet. Unlike the other packets it is not frozen: one is built per message
     on the hot path, and a frozen dataclass costs several times as much to construct. Treat
     it as immutable all the same. `raw` is the whole packet as received (the decoder sets
-    it), so a QoS 0 message can be forwarded without being encoded again."""
+    it for MQTT 3.x), so a message can be forwarded without being encoded again."""
 
     PACKET_TYPE: ClassVar[int] = PUBLISH
     topic: str
