@@ -141,7 +141,9 @@ class Outbox:
                     rest.insert(0, _Unsent(data))
         except (OSError, MQTTError) as exc:
             self.closed = True
-            self.owner.write_failed(exc)
+            # We may be in the hub (the Flusher's callback), where nothing may block; closing
+            # a connection can (a WebSocket close handshake), so it runs in a greenlet.
+            gevent.spawn(self.owner.write_failed, exc)
             return
         if rest:
             self.items[:0] = rest

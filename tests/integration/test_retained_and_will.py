@@ -140,3 +140,27 @@ def test_will_is_published_on_keepalive_timeout(broker):
     assert message.payload == b"timed out"
     assert raw.closed_by_broker(1)
     watcher.disconnect()
+
+
+def test_will_is_published_when_a_subscriber_resets_its_socket_under_load(broker):
+    import socket
+    import struct
+
+    topic = f"{unique('reset')}/status"
+    watcher = _watch(broker, topic)
+    raw = RawClient(broker.port)
+    raw.connect(unique("resetter"), will=Will(topic, b"reset", 1, False))
+    raw.subscribe(f"{topic}/flood", qos=0)
+    pub = RawClient(broker.port)
+    pub.connect()
+    from broker.codec import Publish, encode
+    flood = b"".join(encode(Publish(f"{topic}/flood", b"x" * 1024)) for _ in range(200))
+    pub.send(flood)
+    # An abortive close (RST): the broker's next read or write on it fails.
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()
+    pub.send(flood)
+    [message] = watcher.expect(1)
+    assert message.payload == b"reset"
+    broker.wait_for_log(r"client disconnected: resetter-\w+ .*reason=(socket error|socket closed)")
+    watcher.disconnect()
