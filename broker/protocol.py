@@ -47,6 +47,9 @@ log = logging.getLogger("greenfly.connection")
 
 AWAIT_CONNECT, CONNECTED, CLOSED = "await-connect", "connected", "closed"
 SUBACK_FAILURE = 0x80
+# A successful PUBACK, PUBREC or PUBCOMP is these two bytes and the packet id at every
+# protocol level; written as bytes, one per QoS 1/2 publish, they skip the packet encoder.
+_PUBACK, _PUBREC, _PUBCOMP = b"\x40\x02", b"\x50\x02", b"\x70\x02"
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,22 +300,22 @@ class ClientProtocol:
         if qos == 1:
             ctx.router.publish(message)
             self._wait_durable(since)
-            self.peer.put(PubAck(packet.packet_id))
+            self.peer.put(_PUBACK + packet.packet_id.to_bytes(2, "big"))
             return
         if self.session.receive_qos2(packet.packet_id):
             ctx.router.publish(message)
         self._wait_durable(since)
-        self.peer.put(PubRec(packet.packet_id))
+        self.peer.put(_PUBREC + packet.packet_id.to_bytes(2, "big"))
 
     def _acknowledge_denied(self, packet: Publish) -> None:
         if packet.qos == 1:
-            self.peer.put(PubAck(packet.packet_id))
+            self.peer.put(_PUBACK + packet.packet_id.to_bytes(2, "big"))
         elif packet.qos == 2:
             # The id still goes through the exactly-once flow so that PUBREL finds it.
             since = self.ctx.store.seq
             self.session.receive_qos2(packet.packet_id)
             self._wait_durable(since)
-            self.peer.put(PubRec(packet.packet_id))
+            self.peer.put(_PUBREC + packet.packet_id.to_bytes(2, "big"))
 
     def refresh_rules(self) -> None:
         """After a reload: this client's ACL rules from the listener's new security."""
@@ -324,7 +327,7 @@ class ClientProtocol:
         since = self.ctx.store.seq
         self.session.release_qos2(packet.packet_id)
         self._wait_durable(since)
-        self.peer.put(PubComp(packet.packet_id))
+        self.peer.put(_PUBCOMP + packet.packet_id.to_bytes(2, "big"))
 
     def _on_puback(self, packet: PubAck) -> None:
         if not self.session.on_puback(packet.packet_id):
