@@ -91,13 +91,14 @@ class Owner(Protocol):
 
 
 class Outbox:
-    __slots__ = ("closed", "items", "owner", "_dirty", "_flusher", "_idle_since", "_wake",
-                 "_writer")
+    __slots__ = ("closed", "items", "owner", "_barrier", "_dirty", "_flusher", "_idle_since",
+                 "_wake", "_writer")
 
     def __init__(self, owner: Owner, flusher: Flusher | None) -> None:
         self.items: list[Any] = []
         self.owner = owner
         self.closed = False
+        self._barrier: WaitDurable | None = None  # the WaitDurable still in `items`, if any
         self._flusher = flusher  # None: always a writer greenlet (tests, transports that block)
         self._dirty = False  # scheduled with the flusher
         self._writer: gevent.Greenlet | None = None
@@ -107,6 +108,15 @@ class Outbox:
     def put(self, item: Any) -> None:
         if self.closed:
             return
+        if type(item) is WaitDurable:
+            barrier = self._barrier
+            if barrier is not None:
+                # Durability is reached in record order, so one barrier raised to the later
+                # record guards everything behind it: one marker per batch, not per publish.
+                if item.seq > barrier.seq:
+                    barrier.seq = item.seq
+                return
+            self._barrier = item
         self.items.append(item)
         if self._writer is not None:
             wake = self._wake
@@ -130,6 +140,7 @@ class Outbox:
         if self._writer is not None or self.closed or not self.items:
             return
         items, self.items = self.items, []
+        self._barrier = None
         try:
             chunks, rest = self._encode(items)
             transport = self.owner.transport
@@ -176,6 +187,7 @@ class Outbox:
                     self._idle_since = 0.0
                     continue
                 items, self.items = self.items, []
+                self._barrier = None
                 self._write_blocking(items)
         except gevent.GreenletExit:
             pass  # reaped while idle
