@@ -28,7 +28,7 @@ test-deps: $(VENV)/.test-installed
 	tests/setup/install-test-deps.sh
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check broker tests
+	$(BIN)/ruff check broker tests bench
 	$(BIN)/lint-imports
 
 test: test-deps lint
