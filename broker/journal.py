@@ -65,6 +65,7 @@ class JournalStore:
         self._pending: list[bytes] = []
         self._wake = Event()
         self._round = Event()
+        self._on_durable: list[tuple[int, Callable[[], None]]] = []
         self._writer: gevent.Greenlet | None = None
         self._closing = False
         self._last_fsync = time.monotonic()
@@ -128,6 +129,15 @@ class JournalStore:
             if self.failure is not None:
                 raise StoreUnavailable(f"the journal cannot be written: {self.failure}")
             self._round.wait()
+
+    def on_durable(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call `callback` from the writer greenlet once record `seq` is durable or a write
+        failed (the callback looks at `is_durable` and `failure`): an outbox waiting for an
+        acknowledgement's record needs no greenlet of its own to wait in."""
+        if seq <= self.durable_seq:
+            callback()
+        else:
+            self._on_durable.append((seq, callback))
 
     def close(self) -> None:
         """Write and fsync everything pending, then release the file."""
@@ -225,6 +235,20 @@ class JournalStore:
     def _release_waiters(self) -> None:
         done, self._round = self._round, Event()
         done.set()
+        callbacks = self._on_durable
+        if not callbacks:
+            return
+        if self.failure is not None:  # every waiter learns of it, and fails its connection
+            due, self._on_durable = callbacks, []
+        else:
+            durable = self.durable_seq
+            due = [item for item in callbacks if item[0] <= durable]
+            self._on_durable = [item for item in callbacks if item[0] > durable]
+        for _seq, callback in due:
+            try:
+                callback()
+            except Exception:  # one connection's trouble must not stop the journal
+                log.exception("durability callback failed")
 
     # -- compaction --------------------------------------------------------------------------
 

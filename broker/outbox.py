@@ -11,7 +11,10 @@ Two writers, never at once:
   costs no greenlet switch at all, as a C broker writes at the end of its loop iteration.
 - The writer greenlet, spawned for whatever the direct flush could not do: the end of a
   write the socket did not take (a slow reader; the transport keeps it and sends it first),
-  a `WaitDurable` not satisfied yet, or a transport that cannot write without blocking (TLS).
+  or a transport that cannot write without blocking (TLS).
+A `WaitDurable` the store has not satisfied yet costs no greenlet either: the outbox asks
+the store to call it back after the commit (`on_durable`) and flushes again then, so one
+group commit releases fifty publishers' PUBACKs without fifty greenlet switches.
   While it exists, puts wake it and nothing else writes; the watchdog ends it after
   `WRITER_IDLE_EXIT` idle seconds.
 The outbox never blocks a publisher: `full()` tells sessions to drop QoS 0 (counted and
@@ -28,7 +31,7 @@ import gevent
 from gevent.event import Event
 
 from .codec import encode
-from .errors import MQTTError
+from .errors import MQTTError, StoreUnavailable
 from .session import WaitDurable
 from .transport import Transport
 
@@ -91,14 +94,15 @@ class Owner(Protocol):
 
 
 class Outbox:
-    __slots__ = ("closed", "items", "owner", "_barrier", "_dirty", "_flusher", "_idle_since",
-                 "_wake", "_writer")
+    __slots__ = ("closed", "items", "owner", "_awaiting", "_barrier", "_dirty", "_flusher",
+                 "_idle_since", "_wake", "_writer")
 
     def __init__(self, owner: Owner, flusher: Flusher | None) -> None:
         self.items: list[Any] = []
         self.owner = owner
         self.closed = False
         self._barrier: WaitDurable | None = None  # the WaitDurable still in `items`, if any
+        self._awaiting = False  # a store callback (`on_durable`) is registered
         self._flusher = flusher  # None: always a writer greenlet (tests, transports that block)
         self._dirty = False  # scheduled with the flusher
         self._writer: gevent.Greenlet | None = None
@@ -158,8 +162,31 @@ class Outbox:
             return
         if rest:
             self.items[:0] = rest
-        if rest or transport.unsent:
+        if transport.unsent or (rest and type(rest[0]) is not WaitDurable):
             self._spawn_writer()
+        elif rest:
+            self._await_durable(rest[0])
+
+    def _await_durable(self, barrier: WaitDurable) -> None:
+        """The head of `items` waits for the store: fail now if the store cannot write, else
+        flush again when it has (the barrier stays, so later markers only raise it)."""
+        self._barrier = barrier
+        store = self.owner.ctx.store
+        if store.failure is not None:
+            self.closed = True
+            gevent.spawn(self.owner.write_failed,
+                         StoreUnavailable(f"the journal cannot be written: {store.failure}"))
+        elif not self._awaiting:
+            self._awaiting = True
+            store.on_durable(barrier.seq, self._durable_reached)
+
+    def _durable_reached(self) -> None:
+        """From the store's writer, after a commit or a failed write: flush at the end of
+        this loop iteration (the flush looks again at what is durable, and at `failure`)."""
+        self._awaiting = False
+        if not self._dirty and not self.closed and self._flusher is not None:
+            self._dirty = True
+            self._flusher.add(self)
 
     # -- the writer greenlet -------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ its last acknowledgements were still being written is simply gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -234,6 +234,11 @@ class SessionStore(Protocol):
 
     def wait_durable(self, seq: int) -> None:
         """Block this greenlet until record `seq` is as durable as the policy promises."""
+        ...
+
+    def on_durable(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call `callback` (no arguments, must not block) once record `seq` is durable, or
+        once a write failed (`failure` is then set): waiting without a greenlet."""
         ...
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ back exactly the state a restart from a journal would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .base import StoredState, restore, snapshot
 from .records import MessageStored, Record
 
@@ -55,6 +57,9 @@ class MemoryStore:
 
     def wait_durable(self, seq: int) -> None:
         return None
+
+    def on_durable(self, seq: int, callback: Callable[[], None]) -> None:
+        callback()
 
     def close(self) -> None:
         return None

@@ -215,6 +215,48 @@ def test_concurrent_waiters_share_fsyncs_group_commit(tmp_path):
     store.close()
 
 
+def test_on_durable_calls_back_after_the_record_is_on_disk_and_on_a_failed_write(tmp_path):
+    store, _ = _load(tmp_path)
+    path = str(tmp_path / JOURNAL_NAME)
+    seen: list[tuple[str, int, bool, str | None]] = []
+
+    def callback(name, seq):
+        def called():
+            on_disk = len(scan_journal(path).records)
+            seen.append((name, on_disk, store.is_durable(seq), store.failure))
+        return called
+
+    first = store.append(ONE_OF_EACH[0])
+    store.on_durable(first, callback("first", first))
+    assert seen == []  # only appended: nothing may be acknowledged yet
+    store.wait_durable(first)
+    assert seen == [("first", 1, True, None)]
+    store.on_durable(first, callback("again", first))  # durable already: called at once
+    assert seen[-1] == ("again", 1, True, None)
+
+    # A write that fails (the journal's descriptor swapped for a read-only one) calls the
+    # waiting callbacks with `failure` set and the record not durable.
+    writable = store._fd
+    store._fd = os.open(path, os.O_RDONLY)
+    try:
+        second = store.append(ONE_OF_EACH[1])
+        store.on_durable(second, callback("failed", second))
+        with gevent.Timeout(5):
+            while len(seen) < 3:
+                gevent.sleep(0.01)
+        name, on_disk, durable, failure = seen[-1]
+        assert (name, on_disk, durable) == ("failed", 1, False)
+        assert "errno" in failure
+    finally:
+        os.close(store._fd)
+        store._fd = writable
+    with gevent.Timeout(5):  # the retry (every RETRY_INTERVAL) writes it now
+        while not store.is_durable(second):
+            gevent.sleep(0.05)
+    assert store.failure is None and len(scan_journal(path).records) == 2
+    store.close()
+
+
 def test_compaction_replaces_the_journal_with_a_snapshot_of_the_live_state(tmp_path):
     store = JournalStore(str(tmp_path), compact_min_bytes=2000, compact_factor=2)
     state = store.load()
