@@ -15,7 +15,7 @@ from .codec.primitives import encode_varint
 from .codec.properties import NO_PROPERTIES
 from .codec.publish import encode_publish_parts, publish_first_byte
 from .store.base import SessionStore
-from .store.records import MessageStored
+from .store.records import MessageQueued, MessageStored, OutgoingStored
 
 # PUBLISH header bytes by [qos][retain][dup], for QoS 1 and 2.
 _FIRST_BYTES = [[[bytes((publish_first_byte(qos, retain, dup),)) for dup in (False, True)]
@@ -36,7 +36,7 @@ class Message:
         self.properties = properties
         self.origin = origin  # client id of the publisher ("" for the broker itself)
         self.msg_id = msg_id  # identity in the store; 0 until the store needs it
-        self.stored = False  # True once a MessageStored record for it was appended
+        self.stored = False  # True once a MessageStored (or MessageQueued) was appended
         self._layout: tuple[bytes, bytes, int, bool] | None = None
         self._qos0: bytes | None = None  # the MQTT 3.x QoS 0 PUBLISH, retain 0
         self._qos0_retained: bytes | None = None  # the same with retain 1
@@ -99,6 +99,19 @@ class Message:
         topic_part, props_part, length = self._parts(v5)
         return b"".join((bytes((publish_first_byte(qos, retain, dup),)), encode_varint(length + 2),
                          topic_part, packet_id.to_bytes(2, "big"), props_part, self.payload))
+
+    def store_owed(self, store: SessionStore, client_id: str, qos: int, retain: bool,
+                   packet_id: int) -> None:
+        """Record that `client_id` is owed this message (`packet_id` 0: queued): the first
+        time together with the message itself, in one record, then by reference."""
+        if self.stored:
+            store.append(OutgoingStored(client_id, self.msg_id, qos, retain, packet_id))
+            return
+        self.msg_id = store.new_message_id()
+        store.append(MessageQueued(self.msg_id, self.topic, self.payload, self.qos,
+                                   self.retain, self.origin, self.properties, client_id, qos,
+                                   retain, packet_id))
+        self.stored = True
 
     def ensure_stored(self, store: SessionStore) -> None:
         """Write this message to the store once, however many sessions or topics refer to it."""

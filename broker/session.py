@@ -43,7 +43,6 @@ from .store.records import (
     OutgoingDone,
     OutgoingReleased,
     OutgoingSent,
-    OutgoingStored,
     SessionClosed,
     SessionOpened,
     Subscribed,
@@ -242,9 +241,8 @@ class Session:
                 if packet_id:
                     self._owned_inflight()[packet_id] = _Flight(message, qos, retain)
                     if self.persistent:
-                        message.ensure_stored(self.env.store)
-                        self.env.store.append(OutgoingStored(self.client_id, message.msg_id,
-                                                             qos, retain, packet_id))
+                        message.store_owed(self.env.store, self.client_id, qos, retain,
+                                           packet_id)
                     peer.put((message, qos, retain, False, packet_id))
                     return
             size = len(message.payload)
@@ -257,9 +255,7 @@ class Session:
             self._owned_queue().append((message, qos, retain))
             self.queued_bytes += size
             if self.persistent:
-                message.ensure_stored(self.env.store)
-                self.env.store.append(OutgoingStored(self.client_id, message.msg_id, qos,
-                                                     retain, 0))
+                message.store_owed(self.env.store, self.client_id, qos, retain, 0)
 
     def _allocate_packet_id(self) -> int:
         """A packet id not in flight, or 0 when all 65,535 are."""

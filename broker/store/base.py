@@ -19,6 +19,7 @@ from typing import Protocol
 from .records import (
     IncomingQos2,
     IncomingReleased,
+    MessageQueued,
     MessageStored,
     OutgoingDone,
     OutgoingReleased,
@@ -121,6 +122,10 @@ class StoredState:
             self.messages[record.msg_id] = record
             if record.msg_id > self.max_msg_id:
                 self.max_msg_id = record.msg_id
+            return
+        if kind is MessageQueued:
+            self.apply(record.message())
+            self.apply(record.outgoing())
             return
         if kind is RetainedSet:
             self.retained[record.topic] = record.msg_id

@@ -24,6 +24,7 @@ from ..errors import MQTTError
 from .records import (
     IncomingQos2,
     IncomingReleased,
+    MessageQueued,
     MessageStored,
     OutgoingDone,
     OutgoingReleased,
@@ -68,6 +69,8 @@ RECORD_TYPES: dict[int, tuple[type, tuple[str, ...]]] = {
     12: (IncomingReleased, ("str", "int")),
     13: (RetainedSet, ("str", "int")),
     14: (RetainedCleared, ("str",)),
+    15: (MessageQueued, ("int", "str", "bytes", "small", "bool", "str", "props", "str", "small",
+                         "bool", "int")),
 }
 _TYPE_OF = {cls: type_byte for type_byte, (cls, _kinds) in RECORD_TYPES.items()}
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls, _kinds in RECORD_TYPES.values()}
@@ -119,24 +122,43 @@ def encode_frame(record: Record) -> bytes:
 
 # The records written for every QoS 1/2 message of a persistent session, laid out by hand:
 # byte for byte what the generic encoder writes (a test compares the two for every type).
+_STR_FIELDS: dict[str, bytes] = {}  # client ids and topics recur: their encoded fields
+_STR_FIELDS_MAX = 4096
+
+
 def _str_field(value: str) -> bytes:
-    data = value.encode("utf-8")
-    return _U16.pack(len(data)) + data
+    field = _STR_FIELDS.get(value)
+    if field is None:
+        data = value.encode("utf-8")
+        field = _U16.pack(len(data)) + data
+        if len(_STR_FIELDS) >= _STR_FIELDS_MAX:
+            _STR_FIELDS.clear()
+        _STR_FIELDS[value] = field
+    return field
 
 
+_B_Q = struct.Struct(">BQ")
+_B_BOOL = struct.Struct(">B?")
+_B_BOOL_Q = struct.Struct(">B?Q")
 _Q_B_BOOL_Q = struct.Struct(">QB?Q")
 _Q_Q = struct.Struct(">QQ")
 
 
-def _message_stored(r: MessageStored) -> bytes:
+def _message_parts(r: MessageStored | MessageQueued, type_byte: int) -> tuple[bytes, ...]:
     props = encode_properties(r.properties, "PUBLISH") if r.properties else b"\x00"
-    return b"".join((b"\x06", _U64.pack(r.msg_id), _str_field(r.topic), _U32.pack(len(r.payload)),
-                     r.payload, bytes((r.qos, 1 if r.retain else 0)), _str_field(r.origin),
-                     props))
+    payload = r.payload
+    return (_B_Q.pack(type_byte, r.msg_id), _str_field(r.topic), _U32.pack(len(payload)),
+            payload, _B_BOOL.pack(r.qos, r.retain), _str_field(r.origin), props)
+
+
+def _message_queued(r: MessageQueued) -> bytes:
+    return b"".join((*_message_parts(r, 15), _str_field(r.client_id),
+                     _B_BOOL_Q.pack(r.out_qos, r.out_retain, r.packet_id)))
 
 
 _FAST_ENCODERS: dict[type, Callable[[Any], bytes]] = {
-    MessageStored: _message_stored,
+    MessageQueued: _message_queued,
+    MessageStored: lambda r: b"".join(_message_parts(r, 6)),
     OutgoingStored: lambda r: b"\x07" + _str_field(r.client_id) + _Q_B_BOOL_Q.pack(
         r.msg_id, r.qos, r.retain, r.packet_id),
     OutgoingSent: lambda r: b"\x08" + _str_field(r.client_id) + _Q_Q.pack(r.msg_id, r.packet_id),
@@ -161,6 +183,19 @@ def _str_at(body: bytes, pos: int) -> tuple[str, int]:
 
 
 def _dec_message_stored(body: bytes) -> tuple[Record, int]:
+    fields, pos = _message_fields(body)
+    return MessageStored(*fields), pos
+
+
+def _dec_message_queued(body: bytes) -> tuple[Record, int]:
+    fields, pos = _message_fields(body)
+    client_id, pos = _str_at(body, pos)
+    out_qos, out_retain, packet_id = _B_BOOL_Q.unpack_from(body, pos)
+    return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id), pos + 10
+
+
+def _message_fields(body: bytes) -> tuple[tuple[Any, ...], int]:
+    """The fields `MessageStored` and `MessageQueued` begin with, and where they end."""
     msg_id = _U64.unpack_from(body, 1)[0]
     topic, pos = _str_at(body, 9)
     end = pos + 4 + _U32.unpack_from(body, pos)[0]
@@ -175,7 +210,7 @@ def _dec_message_stored(body: bytes) -> tuple[Record, int]:
         reader = Reader(body, pos)
         props = decode_properties(reader, "PUBLISH")
         pos = reader.pos
-    return MessageStored(msg_id, topic, payload, qos, retain, origin, props), pos
+    return (msg_id, topic, payload, qos, retain, origin, props), pos
 
 
 def _dec_outgoing_stored(body: bytes) -> tuple[Record, int]:
@@ -200,6 +235,7 @@ def _dec_client_and_id(cls: type) -> Callable[[bytes], tuple[Record, int]]:
 # type byte -> decoder of the hot records (the others go through the table).
 _FAST_DECODERS: dict[int, Callable[[bytes], tuple[Record, int]]] = {
     6: _dec_message_stored,
+    15: _dec_message_queued,
     7: _dec_outgoing_stored,
     8: _dec_outgoing_sent,
     9: _dec_client_and_id(OutgoingReleased),

@@ -2,9 +2,11 @@
 
 The store is a log of these facts; `base.restore()` folds them back into state. A message
 fanned out to many sessions is one `MessageStored` referenced by id from each
-`OutgoingStored`, never copied per session. Clean sessions with no expiry write nothing.
+`OutgoingStored`, never copied per session; the first session a message is owed to writes
+both facts as one `MessageQueued`. Clean sessions with no expiry write nothing.
 
-Records are built on the hot path (three per QoS 1 message for a persistent session), so they
+Records are built on the hot path (two per QoS 1 message for a persistent session: a
+`MessageQueued` and, once acknowledged, an `OutgoingDone`), so they
 are plain slotted dataclasses rather than frozen ones, which cost several times as much to
 construct; nothing ever changes one after it is made.
 
@@ -80,6 +82,32 @@ class OutgoingStored:
 
 
 @dataclass(slots=True)
+class MessageQueued:
+    """`MessageStored` and its first `OutgoingStored` in one record (one frame instead of two
+    for the common case: a message owed to one persistent session)."""
+
+    msg_id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    origin: str
+    properties: Mapping[str, Any]
+    client_id: str
+    out_qos: int
+    out_retain: bool
+    packet_id: int
+
+    def message(self) -> MessageStored:
+        return MessageStored(self.msg_id, self.topic, self.payload, self.qos, self.retain,
+                             self.origin, self.properties)
+
+    def outgoing(self) -> OutgoingStored:
+        return OutgoingStored(self.client_id, self.msg_id, self.out_qos, self.out_retain,
+                              self.packet_id)
+
+
+@dataclass(slots=True)
 class OutgoingSent:
     """The oldest queued entry for `msg_id` went into flight with `packet_id`."""
 
@@ -129,4 +157,4 @@ class RetainedCleared:
 
 Record = (SessionOpened | SessionClosed | SessionDeleted | Subscribed | Unsubscribed
           | MessageStored | OutgoingStored | OutgoingSent | OutgoingReleased | OutgoingDone
-          | IncomingQos2 | IncomingReleased | RetainedSet | RetainedCleared)
+          | IncomingQos2 | IncomingReleased | RetainedSet | RetainedCleared | MessageQueued)

@@ -25,6 +25,7 @@ from broker.store.record_codec import (
 from broker.store.records import (
     IncomingQos2,
     IncomingReleased,
+    MessageQueued,
     MessageStored,
     OutgoingDone,
     OutgoingReleased,
@@ -46,6 +47,9 @@ ONE_OF_EACH = [
     MessageStored(2, "a/b/d", b"", 2, True, "", {"content_type": "text/plain",
                                                   "user_property": [("k", "v")]}),
     OutgoingStored("dev/1", 1, 1, False, 0),
+    MessageQueued(3, "a/q", b"\x00queued", 2, False, "pub", NO_PROPERTIES, "dev/1", 1, False, 5),
+    MessageQueued(4, "a/é", b"", 1, True, "", {"user_property": [("k", "v")]}, "dev/1", 1, True,
+                  0),
     OutgoingSent("dev/1", 1, 7),
     OutgoingStored("dev/1", 2, 2, True, 8),
     OutgoingReleased("dev/1", 8),
@@ -70,6 +74,10 @@ def test_record_bytes_are_stable_on_disk():
     # The format is a promise to old journals: this exact byte string must keep decoding.
     assert encode_record(OutgoingSent("c", 5, 9)).hex() == \
         "08" "0001" "63" "0000000000000005" "0000000000000009"
+    assert encode_record(MessageQueued(5, "t", b"p", 1, False, "o", NO_PROPERTIES, "c", 1, True,
+                                       9)).hex() == \
+        "0f" "0000000000000005" "0001" "74" "00000001" "70" "01" "00" "0001" "6f" "00" \
+        "0001" "63" "01" "01" "0000000000000009"
 
 
 @pytest.mark.parametrize("body", [b"", b"\xee", encode_record(SessionDeleted("abc"))[:-1],

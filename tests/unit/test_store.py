@@ -14,12 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker.codec.properties import NO_PROPERTIES
 from broker.store import memory
 from broker.store.base import StoredState, restore, snapshot
 from broker.store.memory import MemoryStore
 from broker.store.records import (
     IncomingQos2,
     IncomingReleased,
+    MessageQueued,
     MessageStored,
     OutgoingDone,
     OutgoingReleased,
@@ -134,6 +136,21 @@ def test_restore_queued_sent_released_done_ends_the_entry():
     state = restore(records)
     assert view(state)["sessions"]["c"]["outgoing"] == []
     assert state.messages == {}  # nothing owes message 1 any more
+
+
+def test_message_queued_restores_the_message_and_its_first_owner():
+    queued = MessageQueued(1, "t/1", b"one", 1, False, "pub", NO_PROPERTIES, "c", 1, False, 4)
+    records = [SessionOpened("c", 4, 0), SessionOpened("d", 4, 0), queued,
+               OutgoingStored("d", 1, 1, False, 0)]
+    state = restore(records)
+    assert state.messages == {1: MessageStored(1, "t/1", b"one", 1, False, "pub")}
+    assert state.max_msg_id == 1
+    assert view(state)["sessions"]["c"]["outgoing"] == [(1, 1, False, 4, False)]
+    assert view(state)["sessions"]["d"]["outgoing"] == [(1, 1, False, 0, False)]
+    records += [OutgoingDone("c", 4), OutgoingSent("d", 1, 9), OutgoingDone("d", 9)]
+    assert restore(records).messages == {}  # nobody owes it any more
+    # Its owner unknown (deleted before): the message is kept only while referenced.
+    assert restore([queued]).messages == {}
 
 
 def test_restore_sends_the_oldest_queued_copy_first_and_keeps_delivery_order():
@@ -273,11 +290,18 @@ class _Broker:
             topic, qos, retain, targets, payload = args
             self.next_msg += 1
             msg_id = self.next_msg
-            self.emit(MessageStored(msg_id, topic, payload, qos, retain))
-            for cid in targets:
-                if cid in self.sessions:
-                    self.emit(OutgoingStored(cid, msg_id, qos, False, 0))
-                    self.sessions[cid]["queued"].append((msg_id, qos))
+            owners = [cid for cid in targets if cid in self.sessions]
+            if owners and not retain:  # the message and its first owner in one record
+                first, *others = owners
+                self.emit(MessageQueued(msg_id, topic, payload, qos, retain, "", NO_PROPERTIES,
+                                        first, qos, False, 0))
+            else:
+                self.emit(MessageStored(msg_id, topic, payload, qos, retain))
+                others = owners
+            for cid in others:
+                self.emit(OutgoingStored(cid, msg_id, qos, False, 0))
+            for cid in owners:
+                self.sessions[cid]["queued"].append((msg_id, qos))
             if retain:
                 if payload:
                     self.retained[topic] = msg_id
@@ -337,7 +361,8 @@ def test_snapshot_of_any_valid_log_restores_the_same_state(records):
     compact = snapshot(state)
     assert view(restore(compact)) == view(state)
     assert snapshot(restore(compact)) == compact
-    assert len(compact) <= len(records)
+    # A snapshot writes a MessageQueued of the log as its two facts (stored, owed).
+    assert len(compact) <= len(records) + sum(type(r) is MessageQueued for r in records)
 
 
 @LOGS
