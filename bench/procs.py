@@ -1,0 +1,123 @@
+"""Processes, ports and CPU accounting for the benchmark runner (bench/run.py).
+
+It exists so that no broker or load generator outlives the runner: every child is registered
+here by PID, and kill_everything() stops whatever still runs on any way out. The rest probes
+loopback ports (readiness is a polled port, never a sleep) and reads /proc for the CPU time
+of a process, of the CPUs, and a process's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]  # the working directory of every child
+BENCH = REPO / "bench"
+BROKER_CPU, LOADGEN_CPU = 0, 1
+NOFILE = 20_000          # file descriptors for 10,000 connections, with room to spare
+
+LIVE: dict[int, subprocess.Popen] = {}   # every process we started and have not reaped
+
+
+def register(proc: subprocess.Popen) -> subprocess.Popen:
+    LIVE[proc.pid] = proc
+    return proc
+
+
+def reap(proc: subprocess.Popen) -> None:
+    LIVE.pop(proc.pid, None)
+
+
+def kill_everything() -> None:
+    """The last line of defence: SIGKILL, by PID, whatever we started that still runs."""
+    for pid, proc in list(LIVE.items()):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        LIVE.pop(pid, None)
+
+
+def communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str, bool]:
+    """(stdout, stderr, timed out) of a child we started; killed by PID on a timeout or on
+    any exception (Ctrl-C), and forgotten once it has exited."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return out, err, False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return out, err, True
+    except BaseException:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        raise
+    finally:
+        if proc.poll() is not None:
+            reap(proc)
+
+def raise_nofile(want: int = NOFILE) -> int:
+    """Raise RLIMIT_NOFILE for us and (inherited) for every broker and load generator."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kib(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpus_busy(cpus: tuple[int, ...]) -> tuple[float, float]:
+    """(busy seconds but softirq, softirq seconds) summed over the given CPUs; busy is all
+    but idle and iowait. Softirq is mostly the loopback network work of both sides."""
+    busy = softirq = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name in {f"cpu{c}" for c in cpus}:
+            v = [int(x) for x in values]  # user nice system idle iowait irq softirq steal
+            busy += sum(v[:8]) - v[3] - v[4] - v[6]
+            softirq += v[6]
+    tick = os.sysconf("SC_CLK_TCK")
+    return busy / tick, softirq / tick
+
