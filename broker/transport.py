@@ -111,6 +111,12 @@ class TcpTransport:
         if data:
             send_all(self.sock, data)
 
+    @property
+    def plain(self) -> bool:
+        """Plain TCP: every byte received is in the socket until `recv` takes it (TLS keeps
+        decrypted bytes of its own)."""
+        return self._fd >= 0
+
     def try_send(self, data: bytes) -> bool:
         if self._fd < 0 or self._tail:
             return False

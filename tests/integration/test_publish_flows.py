@@ -7,7 +7,19 @@ import time
 import pytest
 from support.clients import PahoClient, RawClient, unique
 
-from broker.codec import ConnAck, PubAck, PubComp, Publish, PubRec, PubRel, encode
+from broker.codec import (
+    ConnAck,
+    Connect,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    SubOptions,
+    Subscribe,
+    encode,
+)
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
@@ -194,6 +206,25 @@ def test_clients_idle_past_the_reader_release_still_publish_and_receive(broker):
         delivered = sub.recv_packet()
         assert delivered.payload == b"after idle %d" % round_trip
         sub.send_packet(PubAck(delivered.packet_id))
+
+
+def test_packets_right_after_connack_are_served_however_they_arrive(broker):
+    # A plain TCP reader parks as soon as it has answered CONNECT: what comes next, whole,
+    # in pieces with pauses, or in the same write as the CONNECT, wakes a new reader.
+    topic = f"{unique('first')}/t"
+    pieces = RawClient(broker.port)
+    assert pieces.connect(unique("first-pieces")) == ConnAck(0, False)
+    subscribe = encode(Subscribe(7, ((topic, SubOptions(1)),)))
+    for piece in (subscribe[:3], subscribe[3:]):
+        time.sleep(0.2)  # the first piece waits in the decoder of a parked connection
+        pieces.send(piece)
+    assert pieces.recv_packet() == SubAck(7, (1,))
+    together = RawClient(broker.port)
+    together.send(encode(Connect(unique("first-together"))) + encode(
+        Publish(topic, b"with the CONNECT", qos=1, packet_id=3)))
+    assert together.recv_packet() == ConnAck(0, False)
+    assert together.recv_packet() == PubAck(3)
+    assert pieces.recv_packet().payload == b"with the CONNECT"
 
 
 def test_a_subscriber_that_stops_reading_gets_everything_in_order_later(broker):
