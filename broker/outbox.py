@@ -12,11 +12,11 @@ Two writers, never at once:
 - The writer greenlet, spawned for whatever the direct flush could not do: the end of a
   write the socket did not take (a slow reader; the transport keeps it and sends it first),
   or a transport that cannot write without blocking (TLS).
+  While it exists, puts wake it and nothing else writes; the watchdog ends it after
+  `WRITER_IDLE_EXIT` idle seconds.
 A `WaitDurable` the store has not satisfied yet costs no greenlet either: the outbox asks
 the store to call it back after the commit (`on_durable`) and flushes again then, so one
 group commit releases fifty publishers' PUBACKs without fifty greenlet switches.
-  While it exists, puts wake it and nothing else writes; the watchdog ends it after
-  `WRITER_IDLE_EXIT` idle seconds.
 The outbox never blocks a publisher: `full()` tells sessions to drop QoS 0 (counted and
 logged by the session); QoS 1/2 are bounded by the session's in-flight window.
 """

@@ -123,7 +123,8 @@ def encode_frame(record: Record) -> bytes:
 # The records written for every QoS 1/2 message of a persistent session, laid out by hand:
 # byte for byte what the generic encoder writes (a test compares the two for every type).
 _STR_FIELDS: dict[str, bytes] = {}  # client ids and topics recur: their encoded fields
-_STR_FIELDS_MAX = 4096
+_STR_FIELDS_MAX = 4096  # entries, each of a string of at most _STR_FIELD_CACHED characters
+_STR_FIELD_CACHED = 256
 
 
 def _str_field(value: str) -> bytes:
@@ -131,9 +132,10 @@ def _str_field(value: str) -> bytes:
     if field is None:
         data = value.encode("utf-8")
         field = _U16.pack(len(data)) + data
-        if len(_STR_FIELDS) >= _STR_FIELDS_MAX:
-            _STR_FIELDS.clear()
-        _STR_FIELDS[value] = field
+        if len(value) <= _STR_FIELD_CACHED:
+            if len(_STR_FIELDS) >= _STR_FIELDS_MAX:
+                _STR_FIELDS.clear()
+            _STR_FIELDS[value] = field
     return field
 
 
