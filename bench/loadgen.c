@@ -511,6 +511,13 @@ typedef struct conn {
     double t_open, t_ready, t_first, t_last_tx;
 } conn_t;
 
+/* What the run had done at one instant; a measured window is the difference of two marks. */
+typedef struct {
+    int taken;
+    double t, cpu, bcpu, sirq, busy;  /* cpu: ours; bcpu, sirq, busy: the broker's and its core's */
+    uint64_t delivered, produced;
+} mark_t;
+
 static struct {
     int ep, tfd, phase, fatal_code;
     char fatal[512];
@@ -521,11 +528,12 @@ static struct {
     int nstreams, row;         /* stream (sub, id) is streams[sub * row + id] */
     int next_open, opening, ready, closed_ok, closed_early, rr;
     int open_from, open_to;    /* the range of conns the current phase opens */
-    double t_start, t_run, t_win0, t_win1, t_phase, t_last_delivery, t_connected, t_ping;
+    double t_start, t_run, t_phase, t_last_delivery, t_connected, t_ping;
     double t_accept, t_first_msg, t_all;
-    int win0, win1, producing, recording;
-    uint64_t delivered, delivered_w0, delivered_w1, produced_w0, produced_w1;
-    double cpu_at_start, cpu_start, cpu_w0, cpu_w1, bcpu_w0, bcpu_w1, sirq_w0, sirq_w1, busy_w0, busy_w1;
+    int producing, recording;
+    mark_t w0, w1;             /* the measured window (idle mode: start and all connected) */
+    uint64_t delivered;
+    double cpu_at_start, cpu_start;
     uint64_t foreign, bad_acks, pings_sent, pingresp, late_conns;
     long rss_before, rss_connected, rss_held, hwm;
     double connect_secs;
@@ -1220,28 +1228,25 @@ static void open_more(void) {
 
 static int all_ready(void) { return R.ready >= R.open_to - R.open_from; }
 
+static void take_mark(mark_t *m, double t) {
+    m->taken = 1;
+    m->t = t;
+    m->delivered = R.delivered;
+    m->produced = 0;
+    for (int i = 0; i < R.npubs; i++) m->produced += R.pubs[i]->pub->produced;
+    m->cpu = cpu_self();
+    m->bcpu = proc_cpu(O.broker_pid);
+    m->sirq = cpu_softirq(O.broker_core, &m->busy);
+}
+
 static void snapshot_window_start(double t) {
-    R.win0 = 1;
-    R.t_win0 = t;
-    R.delivered_w0 = R.delivered;
-    R.produced_w0 = 0;
-    for (int i = 0; i < R.npubs; i++) R.produced_w0 += R.pubs[i]->pub->produced;
-    R.cpu_w0 = cpu_self();
-    R.bcpu_w0 = proc_cpu(O.broker_pid);
-    R.sirq_w0 = cpu_softirq(O.broker_core, &R.busy_w0);
+    take_mark(&R.w0, t);
     hist_reset();
     R.recording = 1;
 }
 
 static void snapshot_window_end(double t) {
-    R.win1 = 1;
-    R.t_win1 = t;
-    R.delivered_w1 = R.delivered;
-    R.produced_w1 = 0;
-    for (int i = 0; i < R.npubs; i++) R.produced_w1 += R.pubs[i]->pub->produced;
-    R.cpu_w1 = cpu_self();
-    R.bcpu_w1 = proc_cpu(O.broker_pid);
-    R.sirq_w1 = cpu_softirq(O.broker_core, &R.busy_w1);
+    take_mark(&R.w1, t);
     R.recording = 0;
 }
 
@@ -1320,8 +1325,7 @@ static void step(double t) {
                 R.t_connected = t;
                 R.connect_secs = t - R.t_start;
                 R.rss_connected = proc_status_kib(O.broker_pid, "VmRSS");
-                R.bcpu_w1 = proc_cpu(O.broker_pid);
-                R.sirq_w1 = cpu_softirq(O.broker_core, &R.busy_w1);
+                take_mark(&R.w1, t);
                 R.phase = PH_HOLD;
                 R.t_phase = t;
             } else if (O.mode == M_FILL) {
@@ -1371,8 +1375,8 @@ static void step(double t) {
                 R.t_phase = t;
             }
         } else {
-            if (!R.win0 && t >= R.t_run + O.warmup) snapshot_window_start(t);
-            if (R.win0 && t >= R.t_win0 + O.duration) {
+            if (!R.w0.taken && t >= R.t_run + O.warmup) snapshot_window_start(t);
+            if (R.w0.taken && t >= R.w0.t + O.duration) {
                 snapshot_window_end(t);
                 R.producing = 0;
                 R.phase = PH_DRAIN;
@@ -1388,8 +1392,8 @@ static void step(double t) {
         double idle = t - (R.t_last_delivery > R.t_phase ? R.t_last_delivery : R.t_phase);
         int quiet = idle > (O.qos == 0 ? O.quiet : O.stall);
         if ((settled && complete) || (settled && quiet) || t - R.t_phase > O.drain_timeout) {
-            if (!R.win1) {
-                double end = O.mode == M_FILL ? t : R.t_last_delivery > R.t_win0
+            if (!R.w1.taken) {
+                double end = O.mode == M_FILL ? t : R.t_last_delivery > R.w0.t
                                                   ? R.t_last_delivery : t;
                 snapshot_window_end(end);
             }
@@ -1523,15 +1527,16 @@ static int report(void) {
             "\"payload\":%d", modes[O.mode], O.ws ? "ws" : "tcp", O.qos, R.npubs,
             O.mode == M_FLOW ? R.nsubs : O.mode == M_IDLE ? O.conns : O.sessions, O.payload);
     if (O.mode == M_FLOW || O.mode == M_FILL) {
-        double wall = R.win1 && R.win0 ? R.t_win1 - R.t_win0 : 0;
-        double cpu = R.win1 && R.win0 ? R.cpu_w1 - R.cpu_w0 : 0;
+        int window = R.w0.taken && R.w1.taken;
+        double wall = window ? R.w1.t - R.w0.t : 0;
+        double cpu = window ? R.w1.cpu - R.w0.cpu : 0;
         uint64_t produced = 0, acked = 0;
         for (int i = 0; i < R.npubs; i++) {
             produced += R.pubs[i]->pub->produced;
             acked += R.pubs[i]->pub->acked;
         }
-        uint64_t deliv = R.delivered_w1 - R.delivered_w0;
-        uint64_t sentw = R.produced_w1 - R.produced_w0;
+        uint64_t deliv = R.w1.delivered - R.w0.delivered;
+        uint64_t sentw = R.w1.produced - R.w0.produced;
         fprintf(js, ",\"window\":%d,\"duration_s\":%.3f,\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
                 ",\"delivered\":%" PRIu64 ",\"rate\":%.1f,\"pub_rate\":%.1f",
                 O.qos ? O.window : 0, wall, produced, acked, R.delivered,
@@ -1542,11 +1547,11 @@ static int report(void) {
                 hist_pct(0.90), hist_pct(0.99), hist_pct(0.999), (double)h_max_ns / 1000,
                 h_n ? h_sum_ns / (double)h_n / 1000 : 0);
         fprintf(js, ",\"loadgen_cpu_pct\":%.1f", wall > 0 ? 100 * cpu / wall : 0);
-        if (R.bcpu_w0 >= 0 && R.bcpu_w1 >= 0 && wall > 0)
-            fprintf(js, ",\"broker_cpu_pct\":%.1f", 100 * (R.bcpu_w1 - R.bcpu_w0) / wall);
-        if (R.sirq_w0 >= 0 && R.sirq_w1 >= 0 && wall > 0)
+        if (R.w0.bcpu >= 0 && R.w1.bcpu >= 0 && wall > 0)
+            fprintf(js, ",\"broker_cpu_pct\":%.1f", 100 * (R.w1.bcpu - R.w0.bcpu) / wall);
+        if (R.w0.sirq >= 0 && R.w1.sirq >= 0 && wall > 0)
             fprintf(js, ",\"broker_core_softirq_pct\":%.1f,\"broker_core_busy_pct\":%.1f",
-                    100 * (R.sirq_w1 - R.sirq_w0) / wall, 100 * (R.busy_w1 - R.busy_w0) / wall);
+                    100 * (R.w1.sirq - R.w0.sirq) / wall, 100 * (R.w1.busy - R.w0.busy) / wall);
         if (O.mode == M_FLOW)
             failed |= verdicts(js, O.qos > 0 || O.strict);
         else if (R.bad_acks) {
@@ -1571,12 +1576,12 @@ static int report(void) {
                     (double)(R.rss_held - R.rss_before) / R.ready,
                     (double)(R.rss_connected - R.rss_before) / R.ready);
         }
-        if (R.bcpu_w0 >= 0 && R.bcpu_w1 >= 0 && R.ready)
+        if (R.w0.bcpu >= 0 && R.w1.bcpu >= 0 && R.ready)
             fprintf(js, ",\"broker_cpu_us_per_connect\":%.1f",
-                    1e6 * (R.bcpu_w1 - R.bcpu_w0) / R.ready);
-        if (R.sirq_w0 >= 0 && R.sirq_w1 >= 0 && R.ready)
+                    1e6 * (R.w1.bcpu - R.w0.bcpu) / R.ready);
+        if (R.w0.sirq >= 0 && R.w1.sirq >= 0 && R.ready)
             fprintf(js, ",\"broker_core_softirq_us_per_connect\":%.1f",
-                    1e6 * (R.sirq_w1 - R.sirq_w0) / R.ready);
+                    1e6 * (R.w1.sirq - R.w0.sirq) / R.ready);
         if (R.closed_early) {
             failed = 1;
             fprintf(stderr, "loadgen: FAIL: the broker closed %d idle connections during the "
@@ -2084,8 +2089,7 @@ int main(int argc, char **argv) {
     R.t_start = now_s();
     R.cpu_at_start = cpu_self();
     R.rss_before = proc_status_kib(O.broker_pid, "VmRSS");
-    R.bcpu_w0 = proc_cpu(O.broker_pid);
-    R.sirq_w0 = cpu_softirq(O.broker_core, &R.busy_w0);
+    if (O.mode == M_IDLE) take_mark(&R.w0, R.t_start);  /* flow modes mark after warm-up */
     if (O.mode == M_DRAIN) {
         R.t_accept = R.t_start;
         if (O.wait_port > 0) wait_for_port();
