@@ -38,7 +38,7 @@ from .protocol import (
     CloseReason,
     SecuritySource,
 )
-from .transport import Idle, TcpTransport, Transport
+from .transport import Idle, Transport
 
 log = logging.getLogger("greenfly.connection")
 
@@ -63,8 +63,8 @@ class Connection:
         self._resumed = False  # True once a reader has been started after parking
         self._watcher: Any = None  # the read watcher of a parked connection
         # Only a transport that holds no bytes of its own can park while bytes may be on the
-        # way (TLS and WebSocket buffer what they read beyond a record or frame).
-        self._parks_at_once = type(transport) is TcpTransport and transport.plain
+        # way: its socket's read watcher sees everything there is.
+        self._parks_at_once = transport.unbuffered
         self.protocol = ClientProtocol(ctx, self, transport.address, source, identity)
         self.decoder = FrameDecoder(server_side=True,
                                     max_packet_size=ctx.config.limits.max_packet_size)

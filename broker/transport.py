@@ -34,6 +34,13 @@ class Transport(Protocol):
         `Idle`, started only around the wait for the socket and cancelled after it."""
         ...
 
+    @property
+    def unbuffered(self) -> bool:
+        """True when every received byte stays in the socket until `recv` takes it, so a
+        read watcher on the socket sees all there is (TLS and WebSocket keep bytes of their
+        own: a decrypted record, the rest of a frame)."""
+        ...
+
     def sendall(self, data: bytes) -> None:
         ...
 
@@ -58,6 +65,26 @@ def write_nonblocking(fd: int, data: bytes) -> int:
         return os.write(fd, data)
     except (BlockingIOError, InterruptedError):
         return 0
+
+
+def adopt_socket(sock: socket.socket) -> int:
+    """Tune an accepted socket for MQTT (TCP_NODELAY: small packets go out at once) and
+    return the descriptor a non-blocking write may use directly: -1 for TLS, whose record
+    layer must see every byte."""
+    with contextlib.suppress(OSError):  # not a TCP socket (a socketpair): nothing to tune
+        sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+    return -1 if isinstance(sock, SSLSocket) else sock.fileno()
+
+
+def recv_within(sock: socket.socket, idle: Timeout | None) -> bytes:
+    """One `recv`, with `idle` (if any) running only while it waits for the socket."""
+    if idle is None:
+        return sock.recv(RECV_SIZE)
+    idle.start()
+    try:
+        return sock.recv(RECV_SIZE)
+    finally:
+        idle.cancel()
 
 
 def send_all(sock: socket.socket, data: bytes) -> None:
@@ -87,21 +114,11 @@ class TcpTransport:
     def __init__(self, sock: socket.socket, address: object) -> None:
         self.sock = sock
         self.address = format_address(address)
-        # A plain socket can be written without blocking straight through its descriptor; a
-        # TLS one cannot (the record layer must see every byte), so it always uses sendall.
-        self._fd = -1 if isinstance(sock, SSLSocket) else sock.fileno()
+        self._fd = adopt_socket(sock)  # -1 for TLS: then always sendall
         self._tail = b""  # what a try_send could not write yet
-        with contextlib.suppress(OSError):  # not a TCP socket (a socketpair): nothing to tune
-            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
 
     def recv(self, idle: Timeout | None = None) -> bytes:
-        if idle is None:
-            return self.sock.recv(RECV_SIZE)
-        idle.start()
-        try:
-            return self.sock.recv(RECV_SIZE)
-        finally:
-            idle.cancel()
+        return recv_within(self.sock, idle)
 
     def sendall(self, data: bytes) -> None:
         tail = self._tail
@@ -112,10 +129,8 @@ class TcpTransport:
             send_all(self.sock, data)
 
     @property
-    def plain(self) -> bool:
-        """Plain TCP: every byte received is in the socket until `recv` takes it (TLS keeps
-        decrypted bytes of its own)."""
-        return self._fd >= 0
+    def unbuffered(self) -> bool:
+        return self._fd >= 0  # plain TCP; TLS keeps decrypted bytes of its own
 
     def try_send(self, data: bytes) -> bool:
         if self._fd < 0 or self._tail:

@@ -35,13 +35,12 @@ import struct
 import gevent
 from gevent import socket
 from gevent.lock import Semaphore
-from gevent.ssl import SSLSocket
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from .errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
-from .transport import RECV_SIZE, send_all, write_nonblocking
+from .transport import RECV_SIZE, adopt_socket, recv_within, send_all, write_nonblocking
 
 log = logging.getLogger("greenfly.websocket")
 
@@ -117,13 +116,10 @@ class WebSocketTransport:
         self._pending = trailing or None  # bytes that came with the handshake
         self._partial = False
         self._tail = b""  # the end of a frame a try_send could not write whole
-        # Only a plain socket can be written without blocking through its descriptor.
-        self._fd = -1 if isinstance(sock, SSLSocket) else sock.fileno()
+        self._fd = adopt_socket(sock)  # -1 for TLS: then always sendall
         self._closing = False  # our close frame is out (or could not be sent)
         self._done = False  # the close handshake is over, or the stream ended
         self._abort: gevent.Greenlet | None = None
-        with contextlib.suppress(OSError):  # not a TCP socket: nothing to tune
-            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -132,14 +128,8 @@ class WebSocketTransport:
         while not self._done:
             if self._pending is not None:
                 data, self._pending = self._pending, None
-            elif idle is None:
-                data = self.sock.recv(RECV_SIZE)
             else:
-                idle.start()  # around the socket wait only
-                try:
-                    data = self.sock.recv(RECV_SIZE)
-                finally:
-                    idle.cancel()
+                data = recv_within(self.sock, idle)
             if not data:
                 self._done = True
                 break
@@ -267,6 +257,10 @@ class WebSocketTransport:
     @property
     def unsent(self) -> bool:
         return bool(self._tail)
+
+    @property
+    def unbuffered(self) -> bool:
+        return False  # a frame can arrive with the next one's start, kept in `_buf`
 
     def _finish_tail(self) -> None:
         """With the lock held: the rest of a frame a try_send could not write whole."""
