@@ -18,10 +18,10 @@ import tempfile
 import time
 
 from broker.codec import Connect, Publish, SubOptions, Subscribe, encode
-from broker.config import load_text
-from broker.connection import Connection
-from broker.context import BrokerContext
-from broker.journal import JournalStore
+from broker.config.loading import load_text
+from broker.core.context import BrokerContext
+from broker.link.connection import Connection
+from broker.server.journal_writer import JournalStore
 from broker.store.memory import MemoryStore
 
 

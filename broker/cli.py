@@ -17,19 +17,20 @@ import logging
 import signal
 import sys
 
-import gevent
-
-from . import __version__, deploy_tools, journal_tools, passwd_tool, probe
-from .config import Config, describe, load_default, load_file
+from . import __version__
+from .config.description import describe
+from .config.loading import load_default, load_file
+from .config.schema import Config
 from .errors import ConfigError
 from .store.journal_file import JournalCorrupt
+from .tools import deploy, journal, passwd, probe
 
 log = logging.getLogger("greenfly")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Modules that add subcommands: each has register(commands, config_option).
-TOOLS = (journal_tools, passwd_tool, deploy_tools, probe)
+TOOLS = (journal, passwd, deploy, probe)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +79,7 @@ def check_command(path: str | None, args: argparse.Namespace) -> int:
     config = load_config_or_report(path)
     if config is None:
         return 2
-    from .security import check_files  # late: keeps gevent out of a plain config check
+    from .server.security import check_files  # late: keeps gevent out of a plain config check
 
     try:
         check_files(config)
@@ -96,7 +97,7 @@ def check_command(path: str | None, args: argparse.Namespace) -> int:
 
 
 # Extra work `greenfly check` does when a tool's flag asks for it (e.g. --salvage).
-CHECK_HOOKS = (journal_tools.check_hook,)
+CHECK_HOOKS = (journal.check_hook,)
 
 
 GC_THRESHOLD = (20_000, 10, 10)
@@ -118,7 +119,11 @@ def run(path: str | None) -> int:
     if config is None:
         return 2
     setup_logging(config.log.level)
-    from .server import Broker  # imported late so the tools stay light
+    # Imported here, not at the top: `greenfly passwd`, `deploy`, `inspect` and `check` never
+    # load gevent or the runtime (a test holds `import broker.cli` to that).
+    import gevent
+
+    from .server.root import Broker
 
     try:
         broker = Broker(config)  # reads password, ACL and TLS files

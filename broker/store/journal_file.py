@@ -5,7 +5,7 @@
 mid-write: truncate it) from damage before the end (stop, name the offset, offer
 `salvage`, which keeps every record before the damage and copies the original aside). This
 module does plain file I/O only; the writing side with its greenlet and threadpool is
-`broker/journal.py`.
+`broker/server/journal_writer.py`.
 """
 
 from __future__ import annotations

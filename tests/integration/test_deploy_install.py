@@ -21,7 +21,7 @@ import pytest
 from support.broker import REPO, free_port, wait_for_port
 from support.deploy import greenfly, need_program
 
-from broker.passwords import load_password_file
+from broker.auth.passwords import load_password_file
 
 
 def listing(root: Path) -> list[tuple]:

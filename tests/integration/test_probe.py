@@ -13,7 +13,7 @@ import pytest
 from support.broker import REPO, BrokerProcess, free_port
 from support.deploy import Nginx, deploy, greenfly
 
-from broker.probe import PathClosed, cut_report, parse_url
+from broker.tools.probe import PathClosed, cut_report, parse_url
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import sys
 import pytest
 from support.broker import REPO
 
-from broker.config import ListenerSection, load_default
+from broker.config.loading import load_default
+from broker.config.schema import ListenerSection
 
 
 def check(tmp_path, text: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.disconnect_watch import MAX_CLIENTS, REPEAT_AFTER, DisconnectWatch
+from broker.core.disconnect_watch import MAX_CLIENTS, REPEAT_AFTER, DisconnectWatch
 
 
 class Clock:

@@ -12,7 +12,7 @@ import gevent
 import pytest
 
 from broker.codec.properties import NO_PROPERTIES
-from broker.journal import JournalStore
+from broker.server.journal_writer import JournalStore
 from broker.store.base import restore, snapshot
 from broker.store.journal_file import HEADER, JOURNAL_NAME, JournalCorrupt, scan_journal
 from broker.store.record_codec import (

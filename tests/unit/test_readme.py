@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from broker.cli import build_parser
-from broker.config import markdown_table
+from broker.config.description import markdown_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker.core.message import Message
+from broker.core.retained import RetainedMessages
+from broker.core.topic_tree import TopicTree
 from broker.errors import MalformedPacket, ReasonCode
-from broker.message import Message
-from broker.retained import RetainedMessages
-from broker.topic_tree import TopicTree
 from broker.topics import matches, parse_shared, validate_filter, validate_topic_name
 
 TREE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,10 +18,10 @@ from gevent import socket
 from gevent.server import StreamServer
 from gevent.ssl import SSLSocket
 
-from .config import Config, ListenerSection
+from ..config.schema import Config, ListenerSection
+from ..net.transport import TcpTransport, Transport, format_address
+from ..net.ws_handshake import WebSocketEndpoint
 from .security import ListenerSecurity, build_ssl_context, certificate_identity
-from .transport import TcpTransport, Transport, format_address
-from .ws_handshake import WebSocketEndpoint
 
 log = logging.getLogger("greenfly.listener")
 

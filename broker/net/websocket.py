@@ -39,7 +39,7 @@ from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
-from .errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
+from ..errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
 from .transport import RECV_SIZE, adopt_socket, recv_within, send_all, write_nonblocking
 
 log = logging.getLogger("greenfly.websocket")

@@ -1,22 +1,14 @@
-"""The files `greenfly deploy` prints: one function per tool, from a `deploy_tools.Plan`.
+"""The files `greenfly deploy` prints: one function per tool, from a `deploy_plan.Plan`.
 
 Each file says in its header what it is for, where it goes and that it is generated; every
 number taken from the broker configuration carries its reason in a one-line comment. The
-numbers themselves are worked out in `deploy_tools`; this module only lays them out.
+numbers themselves are worked out in `deploy_plan` and `deploy`; this module only lays them out.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .config import ListenerSection
-
-if TYPE_CHECKING:  # deploy_tools imports this module; the type is only for annotations
-    from .deploy_tools import Plan
-
-
-class DeployError(Exception):
-    """The configuration or the options cannot give this tool a working file."""
+from ..config.schema import ListenerSection
+from .deploy_plan import DeployError, Plan
 
 
 def need(listener: ListenerSection | None, protocol: str, tool: str) -> ListenerSection:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from gevent.lock import Semaphore
 
+from ..topics import parse_shared
 from .message import Message
-from .topics import parse_shared
 
 
 class _Node:

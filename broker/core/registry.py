@@ -14,12 +14,9 @@ from collections.abc import Iterator
 
 from gevent.lock import Semaphore
 
-from .codec import SubOptions
-from .message import Message
-from .retained import RetainedMessages
-from .session import Session, SessionEnv
-from .store.base import StoredState
-from .store.records import (
+from ..codec import SubOptions
+from ..store.base import StoredState
+from ..store.records import (
     IncomingQos2,
     MessageStored,
     OutgoingReleased,
@@ -31,6 +28,9 @@ from .store.records import (
     SessionOpened,
     Subscribed,
 )
+from .message import Message
+from .retained import RetainedMessages
+from .session import Session, SessionEnv
 from .topic_tree import TopicTree
 
 log = logging.getLogger("greenfly.registry")

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 
-from .codec import ConnAck, Connect, Disconnect, FrameDecoder, PingReq, PingResp, encode
-from .errors import MQTTError, ReasonCode
+from ..codec import ConnAck, Connect, Disconnect, FrameDecoder, PingReq, PingResp, encode
+from ..errors import MQTTError, ReasonCode
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal

@@ -14,19 +14,19 @@ import time
 import gevent
 from gevent.event import Event
 
-from .config import Config
-from .connection import Connection
-from .context import BrokerContext
-from .journal import JournalStore
+from ..config.schema import Config
+from ..core.context import BrokerContext
+from ..core.protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
+from ..link.connection import Connection
+from ..link.outbox import Flusher
+from ..net.transport import Transport
+from ..store.base import SessionStore
+from ..store.memory import MemoryStore
+from .journal_writer import JournalStore
 from .listeners import Listener
 from .notify import Notifier
-from .outbox import Flusher
-from .protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
 from .security import FailureTracker, ListenerSecurity, build_ssl_context
-from .store.base import SessionStore
-from .store.memory import MemoryStore
 from .sys_topics import SysTopics
-from .transport import Transport
 
 log = logging.getLogger("greenfly")
 

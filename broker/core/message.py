@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .codec.primitives import encode_varint
-from .codec.properties import NO_PROPERTIES
-from .codec.publish import encode_publish_parts, publish_first_byte
-from .store.base import SessionStore
-from .store.records import MessageQueued, MessageStored, OutgoingStored
+from ..codec.primitives import encode_varint
+from ..codec.properties import NO_PROPERTIES
+from ..codec.publish import encode_publish_parts, publish_first_byte
+from ..store.base import SessionStore
+from ..store.records import MessageQueued, MessageStored, OutgoingStored
 
 # PUBLISH header bytes by [qos][retain][dup], for QoS 1 and 2.
 _FIRST_BYTES = [[[bytes((publish_first_byte(qos, retain, dup),)) for dup in (False, True)]

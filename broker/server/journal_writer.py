@@ -33,11 +33,11 @@ from collections.abc import Callable
 import gevent
 from gevent.event import Event
 
-from .errors import StoreUnavailable
-from .store.base import StoredState, restore
-from .store.journal_file import HEADER, JOURNAL_NAME, JournalCorrupt, fsync_dir, scan_journal
-from .store.record_codec import encode_frame
-from .store.records import Record
+from ..errors import StoreUnavailable
+from ..store.base import StoredState, restore
+from ..store.journal_file import HEADER, JOURNAL_NAME, JournalCorrupt, fsync_dir, scan_journal
+from ..store.record_codec import encode_frame
+from ..store.records import Record
 
 log = logging.getLogger("greenfly.journal")
 

@@ -30,14 +30,12 @@ from typing import Any, Protocol
 
 from gevent.lock import Semaphore
 
-from .acl import Rules
-from .codec import PubRel, SubOptions
-from .config import LimitsSection
-from .errors import ProtocolError
-from .message import Message
-from .stats import Stats
-from .store.base import SessionStore
-from .store.records import (
+from ..auth.acl import Rules
+from ..codec import PubRel, SubOptions
+from ..config.schema import LimitsSection
+from ..errors import ProtocolError
+from ..store.base import SessionStore
+from ..store.records import (
     IncomingQos2,
     IncomingReleased,
     OutgoingDone,
@@ -48,6 +46,8 @@ from .store.records import (
     Subscribed,
     Unsubscribed,
 )
+from .message import Message
+from .stats import Stats
 
 log = logging.getLogger("greenfly.session")
 

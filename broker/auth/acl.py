@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import read_text
-from .errors import ConfigError, MQTTError
-from .topics import matches, validate_filter
+from ..config.loading import read_text
+from ..errors import ConfigError, MQTTError
+from ..topics import matches, validate_filter
 
 READ, WRITE = 1, 2
 ACCESS = {"read": READ, "write": WRITE, "readwrite": READ | WRITE, "deny": 0}

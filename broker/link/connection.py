@@ -5,7 +5,7 @@
   deadline: `connect_timeout` until CONNECT, 1.5 x keepalive after it [MQTT-3.1.2-24]. The
   server's watchdog closes connections whose deadline passed.
 - Writing is the `Outbox`'s: a direct non-blocking flush at the end of the hub's loop
-  iteration, and a writer greenlet only for what cannot go out at once (see outbox.py).
+  iteration, and a writer greenlet only for what cannot go out at once (see link/outbox.py).
 - A connection with nothing to read for `PARK_AFTER` seconds gives up its reader greenlet
   (`transport.recv` raises `Idle`): a libev read watcher starts a new reader when bytes
   arrive. A suspended greenlet costs about 8 KiB (its C stack slice and Python data stack),
@@ -26,11 +26,9 @@ from typing import Any
 
 import gevent
 
-from .codec import ConnAck, Disconnect, FrameDecoder
-from .context import BrokerContext
-from .errors import MQTTError, ReasonCode, UnsupportedProtocolVersion
-from .outbox import Flusher, Outbox
-from .protocol import (
+from ..codec import ConnAck, Disconnect, FrameDecoder
+from ..core.context import BrokerContext
+from ..core.protocol import (
     AWAIT_CONNECT,
     CONNECTED,
     PEER_CLOSED,
@@ -38,7 +36,9 @@ from .protocol import (
     CloseReason,
     SecuritySource,
 )
-from .transport import Idle, Transport
+from ..errors import MQTTError, ReasonCode, UnsupportedProtocolVersion
+from ..net.transport import Idle, Transport
+from .outbox import Flusher, Outbox
 
 log = logging.getLogger("greenfly.connection")
 

@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .acl import Rules
-from .codec import (
+from ..auth.acl import Rules
+from ..codec import (
     MQTT_3_1,
     MQTT_5,
     ConnAck,
@@ -37,11 +37,11 @@ from .codec import (
     Unsubscribe,
     Will,
 )
+from ..errors import MQTTError, ProtocolError, ReasonCode, StoreUnavailable
+from ..topics import validate_filter
 from .context import BrokerContext
-from .errors import MQTTError, ProtocolError, ReasonCode, StoreUnavailable
 from .message import Message
 from .session import Peer, Session, WaitDurable
-from .topics import validate_filter
 
 log = logging.getLogger("greenfly.connection")
 

@@ -27,11 +27,11 @@ import gevent
 from gevent import ssl as cooperative_ssl
 from gevent.event import AsyncResult
 
-from .acl import Acl, Rules, load_acl_file
-from .config import Config, ListenerSection, anonymous_allowed
-from .errors import ConfigError, ReasonCode
-from .passwords import PasswordHash, load_password_file
-from .protocol import AuthResult
+from ..auth.acl import Acl, Rules, load_acl_file
+from ..auth.passwords import PasswordHash, load_password_file
+from ..config.schema import Config, ListenerSection, anonymous_allowed
+from ..core.protocol import AuthResult
+from ..errors import ConfigError, ReasonCode
 
 log = logging.getLogger("greenfly.security")
 

@@ -18,8 +18,8 @@ import hmac
 import os
 from dataclasses import dataclass
 
-from .config import read_text
-from .errors import ConfigError
+from ..config.loading import read_text
+from ..errors import ConfigError
 
 DEFAULT_ITERATIONS = 210_000
 SALT_BYTES = 12

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from gevent.lock import Semaphore
 
-from .topics import parse_shared
+from ..topics import parse_shared
 
 _CACHE_LIMIT = 65_536
 

@@ -15,9 +15,9 @@ import time
 
 import gevent
 
-from . import __version__
-from .context import BrokerContext
-from .message import Message
+from .. import __version__
+from ..core.context import BrokerContext
+from ..core.message import Message
 
 PREFIX = "$SYS/broker/"
 

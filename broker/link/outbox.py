@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import gevent
 from gevent.event import Event
 
-from .codec import encode
-from .errors import MQTTError, StoreUnavailable
-from .session import WaitDurable
-from .transport import Transport
+from ..codec import encode
+from ..core.session import WaitDurable
+from ..errors import MQTTError, StoreUnavailable
+from ..net.transport import Transport
 
 if TYPE_CHECKING:
-    from .context import BrokerContext
-    from .protocol import ClientProtocol
+    from ..core.context import BrokerContext
+    from ..core.protocol import ClientProtocol
 
 OUTBOX_LIMIT = 10_000  # items waiting for a slow reader before QoS 0 is dropped
 WRITER_IDLE_EXIT = 1.0  # seconds an idle writer greenlet lingers before the watchdog ends it

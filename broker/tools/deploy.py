@@ -25,13 +25,13 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import dataclass
 from typing import Any
 
+from ..config.loading import load_default, load_file
+from ..config.schema import Config, ListenerSection
+from ..errors import ConfigError
 from . import deploy_templates
-from .config import Config, ListenerSection, load_default, load_file
-from .deploy_templates import DeployError
-from .errors import ConfigError
+from .deploy_plan import DeployError, Plan
 
 MQTT_MAX_KEEPALIVE = 65_535  # the largest keepalive the protocol can carry (u16)
 DEFAULT_DOMAIN = "mqtt.example.com"
@@ -49,53 +49,6 @@ RENDERERS: dict[str, tuple[Any, frozenset[str]]] = {
 }
 OPTION_NAMES = {"listen": "--listen", "no_tls": "--no-tls", "cert": "--cert", "key": "--key",
                 "http_listen": "--http-listen", "prefix": "--prefix"}
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything a template needs, worked out once from the broker config and the options."""
-
-    domain: str
-    listen: str | None
-    http_listen: str | None
-    tls: bool
-    cert: str
-    key: str
-    prefix: str
-    websockets: ListenerSection | None
-    mqtt: ListenerSection | None
-    max_keepalive: int
-    connect_timeout: float
-    data_dir: str
-
-    @property
-    def idle_timeout(self) -> int:
-        """Seconds any proxy on the path may let a connection idle: 2 x max_keepalive."""
-        return 2 * self.max_keepalive
-
-    @property
-    def timeout_why(self) -> str:
-        k = self.max_keepalive
-        return (f"{self.idle_timeout} s = 2 x max_keepalive {k} s: above the {1.5 * k:g} s "
-                f"(1.5 x {k} s) a live client may stay silent")
-
-    def upstream(self, listener: ListenerSection) -> str:
-        """host:port a proxy on this machine uses to reach `listener`."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listener.bind,
-                                                                          listener.bind)
-        return f"[{host}]:{listener.port}" if ":" in host else f"{host}:{listener.port}"
-
-    def path(self, *parts: str) -> str:
-        """An absolute install path, under --prefix."""
-        return os.path.join(self.prefix, *(p.lstrip("/") for p in parts))
-
-    @property
-    def binary(self) -> str:
-        return self.path("opt/greenfly/bin/greenfly")
-
-    @property
-    def config_file(self) -> str:
-        return self.path("etc/greenfly/greenfly.toml")
 
 
 def register(commands: Any, config_option: argparse.ArgumentParser) -> None:

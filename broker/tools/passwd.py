@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .passwords import DEFAULT_ITERATIONS, hash_password, parse_hash
+from ..auth.passwords import DEFAULT_ITERATIONS, hash_password, parse_hash
 
 
 class PasswdError(Exception):

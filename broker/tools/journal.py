@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Any
 
-from .config import Config, load_default, load_file
-from .errors import ConfigError
-from .store.base import restore
-from .store.journal_file import JOURNAL_NAME, salvage, scan_journal
+from ..config.loading import load_default, load_file
+from ..config.schema import Config
+from ..errors import ConfigError
+from ..store.base import restore
+from ..store.journal_file import JOURNAL_NAME, salvage, scan_journal
 
 
 def register(commands: Any, config_option: argparse.ArgumentParser) -> None:

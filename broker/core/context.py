@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import Config
+from ..config.schema import Config
+from ..store.base import SessionStore
 from .disconnect_watch import DisconnectWatch
 from .registry import SessionRegistry
 from .retained import RetainedMessages
 from .router import Router
 from .session import SessionEnv
 from .stats import Stats
-from .store.base import SessionStore
 from .topic_tree import TopicTree
 
 

@@ -11,13 +11,13 @@ false, which `$SYS` uses: its values are recomputed after every start.
 
 from __future__ import annotations
 
+from ..store.base import SessionStore
+from ..store.records import RetainedCleared, RetainedSet
 from .message import Message
 from .registry import SessionRegistry
 from .retained import RetainedMessages
 from .session import Session
 from .stats import Stats
-from .store.base import SessionStore
-from .store.records import RetainedCleared, RetainedSet
 from .topic_tree import TopicTree
 
 

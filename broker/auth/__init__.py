@@ -1,0 +1,1 @@
+"""Layer A: Mosquitto-format password and ACL files, parsed and checked without I/O policy."""

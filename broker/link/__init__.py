@@ -1,0 +1,1 @@
+"""Layer C: one client's connection (reader loop, lifecycle) and its outbox."""

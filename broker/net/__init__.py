@@ -1,0 +1,1 @@
+"""Layer C: byte-stream transports (TCP, TLS, WebSocket) and the WebSocket handshake."""

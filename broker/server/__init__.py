@@ -1,0 +1,1 @@
+"""Layer C: the composition root and the runtime services around connections."""

@@ -1,0 +1,1 @@
+"""Operator commands (deploy, probe, passwd, inspect): never the runtime, never gevent."""
