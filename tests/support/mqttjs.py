@@ -56,7 +56,10 @@ class MqttJs:
                     self.errors.append(event["message"])
                 self.events.put(event)
 
-    def call(self, op: str, timeout: float = TIMEOUT, **fields: Any) -> dict[str, Any]:
+    def call(self, op: str, timeout: float = TIMEOUT, check: bool = True,
+             **fields: Any) -> dict[str, Any]:
+        """Send one command and return its answer; `check=False` returns a failed answer
+        (with "error" and, for an MQTT 5 refusal, "code") instead of failing the test."""
         self._next_id += 1
         command = {"op": op, "id": self._next_id, **fields}
         assert self.proc.stdin is not None
@@ -70,7 +73,8 @@ class MqttJs:
                 raise AssertionError(f"MQTT.js: no answer to {command}; errors: "
                                      f"{self.errors}; stderr: {self._stderr()}") from None
             if event.get("id") == self._next_id:
-                assert "error" not in event, f"MQTT.js: {op} failed: {event['error']}"
+                if check:
+                    assert "error" not in event, f"MQTT.js: {op} failed: {event['error']}"
                 return event
 
     def _stderr(self) -> str:
@@ -82,11 +86,35 @@ class MqttJs:
     def connect(self, port: int, path: str = "/mqtt", **options: Any) -> dict[str, Any]:
         return self.call("connect", url=f"ws://127.0.0.1:{port}{path}", options=options)
 
-    def subscribe(self, topic: str, qos: int = 0) -> list[int]:
-        return self.call("subscribe", topic=topic, qos=qos)["granted"]
+    def subscribe(self, topic: str, qos: int = 0, **options: Any) -> list[int]:
+        """SUBACK's granted QoS (MQTT 5: reason codes); v5 options: nl, rap, rh, properties."""
+        return self.call("subscribe", topic=topic, qos=qos, options=options)["granted"]
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        self.call("publish", topic=topic, payload=payload.hex(), qos=qos, retain=retain)
+    def unsubscribe(self, topic: str) -> list[int]:
+        """UNSUBACK's reason codes (MQTT 5; empty for 3.1.1)."""
+        return self.call("unsubscribe", topic=topic)["reasonCodes"]
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                check: bool = True, **properties: Any) -> dict[str, Any]:
+        """Publish and wait for PUBACK/PUBCOMP; MQTT 5 `properties` by MQTT.js's names
+        (userProperties, responseTopic, correlationData={"hex": ...}, ...)."""
+        fields: dict[str, Any] = {"topic": topic, "payload": payload.hex(), "qos": qos,
+                                  "retain": retain}
+        if properties:
+            fields["properties"] = properties
+        return self.call("publish", check=check, **fields)
+
+    def next_event(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The next unprompted event of one kind ("disconnect", "close", "error")."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.001, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"MQTT.js: no {kind} event; errors: {self.errors}") \
+                    from None
+            if event["event"] == kind:
+                return event
 
     def end(self) -> None:
         self.call("end")
@@ -115,8 +143,6 @@ class MqttJs:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
 
     def connect_url(self, url: str, **options: Any) -> dict[str, Any]:
         """Connect to any URL (wss:// with `ca` in the options, for instance)."""
