@@ -132,8 +132,9 @@ class FrameDecoder:
         if packet_type == publish.PUBLISH:  # the hot path: no table, no Reader
             level = self.protocol_level
             packet = publish.decode_publish_body(buf, i, end, first & 0x0F, level, self._topics)
-            if level < 5:
-                packet.raw = buf[pos:end]  # forwardable as it came (MQTT 3.x)
+            if level < 5:  # what its deliveries reuse (see Publish)
+                packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 2] if packet.qos
+                                      else buf[pos:end])
             return packet
         entry = _DECODERS.get(packet_type)
         if entry is None:

@@ -460,15 +460,3 @@ def test_generated_publishes_decode_as_one_stream(packets: list[Publish], cut: i
     decoder.feed(stream[cut:])
     got.extend(drain(decoder))
     assert got == packets
-
-
-@pytest.mark.parametrize("level", [3, 4, 5])
-def test_protocol_ack_bytes_equal_the_encoded_success_acks(level):
-    # The protocol writes successful PUBACK/PUBREC/PUBCOMP as bytes, skipping the encoder.
-    from broker.core.protocol import _PUBACK, _PUBCOMP, _PUBREC
-
-    for packet_id in (1, 258, 65535):
-        tail = packet_id.to_bytes(2, "big")
-        assert _PUBACK + tail == encode(PubAck(packet_id), level)
-        assert _PUBREC + tail == encode(PubRec(packet_id), level)
-        assert _PUBCOMP + tail == encode(PubComp(packet_id), level)
