@@ -48,7 +48,7 @@ def parse_shared(topic_filter: str) -> tuple[str, str] | None:
         return None
     rest = topic_filter[len(SHARE_PREFIX):]
     group, sep, inner = rest.partition("/")
-    if not group or not sep or not inner or "+" in group or "#" in group:
+    if not group or not sep or not inner or "+" in group or "#" in group:  # [MQTT-4.8.2-2]
         raise MalformedPacket(f"invalid shared subscription {topic_filter!r} [MQTT-4.8.2-1]")
     return group, inner
 

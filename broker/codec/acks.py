@@ -1,7 +1,7 @@
 """PUBACK, PUBREC, PUBREL, PUBCOMP: one shape, four packet types, decode and encode together.
 
 In 3.x the body is exactly a non-zero packet id [MQTT-2.3.1-1]. In 5 a reason code and
-properties may follow; a body of two bytes means success [MQTT-3.4.2-1]. PUBREL carries the
+properties may follow; a body of two bytes means success (5.0 section 3.4.2.1). PUBREL carries the
 fixed-header flags 0b0010 [MQTT-3.6.1-1], which the frame decoder checks with the others.
 """
 

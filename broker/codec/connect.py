@@ -83,7 +83,7 @@ def decode_connect(flags: int, reader: Reader, level: int) -> Connect:
     will_retain = bool(connect_flags & 0x20)
     has_password = bool(connect_flags & 0x40)
     has_username = bool(connect_flags & 0x80)
-    if not has_will and (will_qos or will_retain):
+    if not has_will and (will_qos or will_retain):  # [MQTT-3.1.2-13] [MQTT-3.1.2-15]
         raise MalformedPacket("CONNECT: will QoS/retain set without a will [MQTT-3.1.2-11]")
     if will_qos == 3:
         raise MalformedPacket("CONNECT: will QoS 3 [MQTT-3.1.2-14]")

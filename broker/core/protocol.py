@@ -181,7 +181,7 @@ class ClientProtocol:
         ctx = self.ctx
         ctx.stats.client_disconnected()
         session = self.session
-        if reason.publish_will and self.will is not None:
+        if reason.publish_will and self.will is not None:  # [MQTT-3.1.2-8]
             self._publish_will(self.will)
         self.will = None
         if session is not None and session.detach(self.peer) and not session.persistent:
