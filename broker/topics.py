@@ -16,11 +16,14 @@ from .errors import MalformedPacket
 SHARE_PREFIX = "$share/"
 
 
-def validate_topic_name(topic: str) -> None:
+def validate_topic_name(topic: str, context: str = "") -> None:
+    """Raise `MalformedPacket` unless `topic` may name a topic. The one copy of the rule: the
+    codec calls it for a PUBLISH topic and a will topic; `context` starts the message
+    ("PUBLISH: ") so the log says where the name came from."""
     if not topic:
-        raise MalformedPacket("empty topic name [MQTT-4.7.3-1]")
+        raise MalformedPacket(f"{context}empty topic name [MQTT-4.7.3-1]")
     if "+" in topic or "#" in topic:
-        raise MalformedPacket(f"wildcard in topic name {topic!r} [MQTT-4.7.1-1]")
+        raise MalformedPacket(f"{context}wildcard in topic name {topic!r} [MQTT-4.7.1-1]")
 
 
 def validate_filter(topic_filter: str) -> None:
@@ -45,7 +48,7 @@ def parse_shared(topic_filter: str) -> tuple[str, str] | None:
         return None
     rest = topic_filter[len(SHARE_PREFIX):]
     group, sep, inner = rest.partition("/")
-    if not group or not sep or not inner or "+" in group or "#" in group:
+    if not group or not sep or not inner or "+" in group or "#" in group:  # [MQTT-4.8.2-2]
         raise MalformedPacket(f"invalid shared subscription {topic_filter!r} [MQTT-4.8.2-1]")
     return group, inner
 

@@ -1,13 +1,13 @@
 """PUBACK, PUBREC, PUBREL, PUBCOMP: one shape, four packet types, decode and encode together.
 
 In 3.x the body is exactly a non-zero packet id [MQTT-2.3.1-1]. In 5 a reason code and
-properties may follow; a body of two bytes means success [MQTT-3.4.2-1]. PUBREL carries the
+properties may follow; a body of two bytes means success (5.0 section 3.4.2.1). PUBREL carries the
 fixed-header flags 0b0010 [MQTT-3.6.1-1], which the frame decoder checks with the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -84,14 +84,29 @@ decode_pubrec = _decoder(PUBREC)
 decode_pubrel = _decoder(PUBREL)
 decode_pubcomp = _decoder(PUBCOMP)
 
-# The common case, precomputed: 3.x acks (and 5 success acks) are four fixed bytes.
-_PREFIX = {t: bytes((b, 2)) for t, b in _FIRST_BYTE.items()}
+def _success_encoder(packet_type: int) -> Callable[[int], bytes]:
+    prefix = bytes((_FIRST_BYTE[packet_type], 2))
+
+    def encode_success(packet_id: int) -> bytes:
+        return prefix + packet_id.to_bytes(2, "big")
+
+    return encode_success
+
+
+# The common case as four bytes, without building a packet: a success ack is the same at
+# every level (5.0 leaves out a success reason code with no properties), and the protocol
+# sends one per QoS 1/2 publish. One encoder per type, so the hot path passes no type.
+ENCODE_SUCCESS = {packet_type: _success_encoder(packet_type) for packet_type in ACK_CLASSES}
+encode_puback_success = ENCODE_SUCCESS[PUBACK]
+encode_pubrec_success = ENCODE_SUCCESS[PUBREC]
+encode_pubrel_success = ENCODE_SUCCESS[PUBREL]
+encode_pubcomp_success = ENCODE_SUCCESS[PUBCOMP]
 
 
 def encode_ack(packet: AckPacket, level: int) -> bytes:
     packet_type = packet.PACKET_TYPE
     if level < 5 or (packet.reason_code == ReasonCode.SUCCESS and not packet.properties):
-        return _PREFIX[packet_type] + encode_u16(packet.packet_id)
+        return ENCODE_SUCCESS[packet_type](packet.packet_id)
     body = encode_u16(packet.packet_id) + bytes((packet.reason_code,))
     if packet.properties:
         body += encode_properties(packet.properties, _NAMES[packet_type])

@@ -3,8 +3,9 @@
 Rules enforced here: the protocol name/level pair [MQTT-3.1.2-1] [MQTT-3.1.2-2], the reserved
 connect flag [MQTT-3.1.2-3], will flags only with a will [MQTT-3.1.2-11] [MQTT-3.1.2-13]
 [MQTT-3.1.2-15], will QoS 3 [MQTT-3.1.2-14], a password only with a user name in 3.x
-[MQTT-3.1.2-22], no wildcard in a will topic, and no bytes after the payload. Whether a
-client id is acceptable is the protocol's decision, not the codec's.
+[MQTT-3.1.2-22], a will topic that is a valid topic name (`topics.validate_topic_name`), and
+no bytes after the payload. Whether a client id is acceptable is the protocol's decision, not
+the codec's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..errors import (
     ReasonCode,
     UnsupportedProtocolVersion,
 )
+from ..topics import validate_topic_name
 from .primitives import Reader, encode_binary, encode_u16, encode_utf8, fixed_header
 from .properties import NO_PROPERTIES, decode_properties, encode_properties
 
@@ -81,7 +83,7 @@ def decode_connect(flags: int, reader: Reader, level: int) -> Connect:
     will_retain = bool(connect_flags & 0x20)
     has_password = bool(connect_flags & 0x40)
     has_username = bool(connect_flags & 0x80)
-    if not has_will and (will_qos or will_retain):
+    if not has_will and (will_qos or will_retain):  # [MQTT-3.1.2-13] [MQTT-3.1.2-15]
         raise MalformedPacket("CONNECT: will QoS/retain set without a will [MQTT-3.1.2-11]")
     if will_qos == 3:
         raise MalformedPacket("CONNECT: will QoS 3 [MQTT-3.1.2-14]")
@@ -95,8 +97,8 @@ def decode_connect(flags: int, reader: Reader, level: int) -> Connect:
     if has_will:
         will_props = decode_properties(reader, "WILL") if v5 else NO_PROPERTIES
         will_topic = reader.utf8("will topic")
-        if not will_topic or "+" in will_topic or "#" in will_topic:
-            raise MalformedPacket(f"CONNECT: invalid will topic {will_topic!r} [MQTT-3.1.2-9]")
+        # A will topic is a topic name like any other [MQTT-4.7.1-1] [MQTT-4.7.3-1].
+        validate_topic_name(will_topic, "CONNECT: invalid will topic: ")
         will_payload = reader.binary("will message")
         will = Will(will_topic, will_payload, will_qos, will_retain, will_props)
     username = reader.utf8("user name") if has_username else None

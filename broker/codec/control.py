@@ -1,7 +1,8 @@
 """PINGREQ, PINGRESP, DISCONNECT, AUTH: the packets with little or no body.
 
 In 3.x PINGREQ, PINGRESP and DISCONNECT have an empty body; any byte there is malformed.
-In 5 DISCONNECT may carry a reason code and properties [MQTT-3.14.2-1]; AUTH exists only in 5.
+In 5 DISCONNECT may carry a reason code and properties (left out, the reason is success: 5.0
+section 3.14.2.1); AUTH exists only in 5.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 The decoder is sans-I/O: `feed()` whatever arrived, then call `next_packet()` until it returns
 None; every complete packet in the buffer comes out, so one read can yield many packets.
 
-Rules enforced here: reserved packet type 0 [MQTT-2.2-1]; the fixed-header flags of every
-type but PUBLISH [MQTT-2.2.2-2]; a remaining length of at most four bytes [MQTT-1.5.5-1];
-the maximum packet size, checked on the header alone so that a huge declared length holds
-no memory; and which side may send which packet (a server refuses CONNACK, SUBACK, UNSUBACK
-and PINGRESP; a client refuses CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ).
+Rules enforced here: reserved packet type 0 (3.1.1 section 2.2.1); the fixed-header flags of
+every type but PUBLISH [MQTT-2.2.2-2]; a remaining length of at most four bytes
+[MQTT-1.5.5-1]; the maximum packet size, checked on the header alone so that a huge declared
+length holds no memory; and which side may send which packet (a server refuses CONNACK,
+SUBACK, UNSUBACK and PINGRESP; a client refuses CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ).
 
 Until a CONNECT has been decoded, a server-side decoder accepts packets of at most
 `CONNECT_PACKET_LIMIT` bytes; a CONNECT switches the decoder to that CONNECT's protocol level,
@@ -39,11 +39,11 @@ _DECODERS: dict[int, tuple[str, _Decoder, int | None]] = {
     publish.PUBLISH: ("PUBLISH", publish.decode_publish, None),
     acks.PUBACK: ("PUBACK", acks.decode_puback, 0),
     acks.PUBREC: ("PUBREC", acks.decode_pubrec, 0),
-    acks.PUBREL: ("PUBREL", acks.decode_pubrel, 2),
+    acks.PUBREL: ("PUBREL", acks.decode_pubrel, 2),  # [MQTT-3.6.1-1]
     acks.PUBCOMP: ("PUBCOMP", acks.decode_pubcomp, 0),
-    subscribe.SUBSCRIBE: ("SUBSCRIBE", subscribe.decode_subscribe, 2),
+    subscribe.SUBSCRIBE: ("SUBSCRIBE", subscribe.decode_subscribe, 2),  # [MQTT-3.8.1-1]
     subscribe.SUBACK: ("SUBACK", subscribe.decode_suback, 0),
-    subscribe.UNSUBSCRIBE: ("UNSUBSCRIBE", subscribe.decode_unsubscribe, 2),
+    subscribe.UNSUBSCRIBE: ("UNSUBSCRIBE", subscribe.decode_unsubscribe, 2),  # [MQTT-3.10.1-1]
     subscribe.UNSUBACK: ("UNSUBACK", subscribe.decode_unsuback, 0),
     control.PINGREQ: ("PINGREQ", control.decode_pingreq, 0),
     control.PINGRESP: ("PINGRESP", control.decode_pingresp, 0),
@@ -102,7 +102,7 @@ class FrameDecoder:
         if self._chunks or avail < 2:
             return None
         first = buf[pos]
-        # Remaining length [MQTT-1.5.5]: one to four bytes.
+        # Remaining length (3.1.1 section 2.2.3): one to four bytes.
         remaining = 0
         shift = 0
         i = pos + 1
@@ -132,12 +132,13 @@ class FrameDecoder:
         if packet_type == publish.PUBLISH:  # the hot path: no table, no Reader
             level = self.protocol_level
             packet = publish.decode_publish_body(buf, i, end, first & 0x0F, level, self._topics)
-            if level < 5:
-                packet.raw = buf[pos:end]  # forwardable as it came (MQTT 3.x)
+            if level < 5:  # what its deliveries reuse (see Publish)
+                packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 2] if packet.qos
+                                      else buf[pos:end])
             return packet
         entry = _DECODERS.get(packet_type)
         if entry is None:
-            raise MalformedPacket("reserved packet type 0 [MQTT-2.2-1]")
+            raise MalformedPacket("reserved packet type 0 (3.1.1 section 2.2.1)")
         name, decoder, required_flags = entry
         flags = first & 0x0F
         if required_flags is not None and flags != required_flags:

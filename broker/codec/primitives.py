@@ -1,7 +1,8 @@
 """Wire primitives: a cursor over one packet body, and the encoders that mirror it.
 
 Rules enforced here, once, for every packet:
-- a read past the end of the body is a truncated packet, so `MalformedPacket` [MQTT-2.2.3-1];
+- a read past the end of the body is a truncated packet, so `MalformedPacket` (the
+  remaining length said otherwise; 3.1.1 section 2.2.3);
 - UTF-8 strings must be well-formed and must not contain U+0000 [MQTT-1.5.3-1] [MQTT-1.5.3-2]
   (Python's strict decoder already rejects overlong forms and encoded surrogates);
 - a variable byte integer has at most four bytes [MQTT-1.5.5-1].

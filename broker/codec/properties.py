@@ -104,7 +104,7 @@ def _read_value(reader: Reader, wire_type: str, name: str) -> Any:
 
 
 def decode_properties(reader: Reader, packet: str) -> Mapping[str, Any]:
-    """Read a property length and the properties after it [MQTT-2.2.2]."""
+    """Read a property length and the properties after it (5.0 section 2.2.2)."""
     length = reader.varint("property length")
     if length == 0:
         return NO_PROPERTIES

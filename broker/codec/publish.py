@@ -1,12 +1,16 @@
 """PUBLISH, decode and encode side by side. This is the hot path, so it reads bytes directly.
 
 Rules: QoS 3 is malformed [MQTT-3.3.1-4]; DUP must be 0 at QoS 0 [MQTT-3.3.1-2]; the topic
-name has no wildcard [MQTT-3.3.2-2] and is not empty [MQTT-4.7.3-1] (MQTT 5 allows an empty
-topic only together with a topic alias, which the protocol checks); a QoS 1/2 packet id is
-non-zero [MQTT-2.3.1-1].
+name is a valid topic name by `topics.validate_topic_name` [MQTT-3.3.2-2] (MQTT 5 allows an
+empty topic only together with a topic alias, which the protocol checks); a QoS 1/2 packet id
+is non-zero [MQTT-2.3.1-1].
 
-`encode_publish_parts` returns the pieces of an outgoing PUBLISH so that one message fanned
-out to many subscribers is laid out once and only the packet id and header byte differ.
+The outgoing side is built for fan-out: `lay_out_publish` does the work one message needs once
+(topic and property fields, remaining length), and `publish_qos0` / `publish_with_id` put a
+delivery together from that layout, so a message sent to many subscribers is laid out once and
+only the header byte and packet id differ. For an MQTT 3.x PUBLISH the decoder goes further:
+it keeps what its deliveries can reuse as received (`Publish.forwardable`), and
+`splice_publish` builds a QoS 1/2 delivery from that.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import MalformedPacket
+from ..topics import validate_topic_name
 from .primitives import Reader, decode_utf8, encode_utf8, encode_varint
 from .properties import NO_PROPERTIES, decode_properties, encode_properties
 
@@ -26,8 +31,10 @@ PUBLISH = 3
 class Publish:
     """A PUBLISH packet. Unlike the other packets it is not frozen: one is built per message
     on the hot path, and a frozen dataclass costs several times as much to construct. Treat
-    it as immutable all the same. `raw` is the whole packet as received (the decoder sets
-    it for MQTT 3.x), so a message can be forwarded without being encoded again."""
+    it as immutable all the same. `forwardable` is what the deliveries of its message can
+    reuse of the packet as received (the decoder sets it for MQTT 3.x): at QoS 0 the whole
+    packet, a QoS 0 delivery as it is; at QoS 1/2 its remaining length and topic field, which
+    `splice_publish` puts between a new header byte and packet id."""
 
     PACKET_TYPE: ClassVar[int] = PUBLISH
     topic: str
@@ -37,7 +44,7 @@ class Publish:
     dup: bool = False
     packet_id: int = 0
     properties: Mapping[str, Any] = NO_PROPERTIES
-    raw: bytes | None = field(default=None, compare=False, repr=False)
+    forwardable: bytes | None = field(default=None, compare=False, repr=False)
 
 
 TOPIC_CACHE_SIZE = 256  # topic names one connection remembers as already validated
@@ -70,10 +77,8 @@ def decode_publish_body(data: bytes, pos: int, end: int, flags: int, level: int,
     topic = topics.get(raw_topic) if topics is not None else None
     if topic is None:
         topic = decode_utf8(bytes(raw_topic), "topic name")
-        if "+" in topic or "#" in topic:
-            raise MalformedPacket(f"PUBLISH: wildcard in topic name {topic!r} [MQTT-3.3.2-2]")
-        if not topic and level < 5:
-            raise MalformedPacket("PUBLISH: empty topic name [MQTT-4.7.3-1]")
+        if topic or level < 5:  # MQTT 5: an empty one comes with a topic alias
+            validate_topic_name(topic, "PUBLISH: ")  # [MQTT-3.3.2-2] [MQTT-4.7.3-1]
         if topics is not None and len(topics) < TOPIC_CACHE_SIZE:
             topics[bytes(raw_topic)] = topic
     pos += tlen
@@ -93,26 +98,49 @@ def decode_publish_body(data: bytes, pos: int, end: int, flags: int, level: int,
     return Publish(topic, data[pos:end], qos, bool(flags & 0x01), dup, packet_id, properties)
 
 
-def encode_publish_parts(topic: str, payload: bytes, level: int,
-                         properties: Mapping[str, Any] = NO_PROPERTIES
-                         ) -> tuple[bytes, bytes, int]:
-    """The topic bytes, the property bytes (empty before MQTT 5), and the remaining length
-    without a packet id. A QoS 1/2 packet puts two bytes of packet id between the two parts.
-    """
+# The header byte of an outgoing PUBLISH, by [qos][retain][dup].
+_FIRST_BYTES = tuple(tuple(tuple(bytes((0x30 | dup << 3 | qos << 1 | retain,))
+                                 for dup in (0, 1)) for retain in (0, 1)) for qos in range(3))
+
+# What every delivery of one message at one protocol level shares: the topic field, the
+# property field (empty before MQTT 5), the remaining length without a packet id, and whether
+# it was laid out for MQTT 5.
+PublishLayout = tuple[bytes, bytes, int, bool]
+
+
+def lay_out_publish(topic: str, payload: bytes, level: int,
+                    properties: Mapping[str, Any] = NO_PROPERTIES) -> PublishLayout:
+    """The part of an outgoing PUBLISH that is the same for every delivery of a message."""
+    v5 = level >= 5
     topic_part = encode_utf8(topic)
-    props_part = encode_properties(properties, "PUBLISH") if level >= 5 else b""
-    return topic_part, props_part, len(topic_part) + len(props_part) + len(payload)
+    props_part = encode_properties(properties, "PUBLISH") if v5 else b""
+    return topic_part, props_part, len(topic_part) + len(props_part) + len(payload), v5
 
 
-def publish_first_byte(qos: int, retain: bool, dup: bool) -> int:
-    return 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+def publish_qos0(layout: PublishLayout, payload: bytes, retain: bool) -> bytes:
+    """A QoS 0 PUBLISH: no packet id, and never DUP [MQTT-3.3.1-2]."""
+    return b"".join((_FIRST_BYTES[0][retain][0], encode_varint(layout[2]), layout[0], layout[1],
+                     payload))
+
+
+def publish_with_id(layout: PublishLayout, payload: bytes, qos: int, retain: bool, dup: bool,
+                    packet_id: int) -> bytes:
+    """A QoS 1/2 PUBLISH: the packet id goes between the topic and the properties."""
+    return b"".join((_FIRST_BYTES[qos][retain][dup], encode_varint(layout[2] + 2), layout[0],
+                     packet_id.to_bytes(2, "big"), layout[1], payload))
+
+
+def splice_publish(head: bytes, payload: bytes, qos: int, retain: bool, dup: bool,
+                   packet_id: int) -> bytes:
+    """A QoS 1/2 MQTT 3.x PUBLISH from the `forwardable` head of a received QoS 1/2 one: a new
+    header byte and packet id around the bytes as received (a packet id is always two bytes,
+    so the remaining length holds)."""
+    return b"".join((_FIRST_BYTES[qos][retain][dup], head, packet_id.to_bytes(2, "big"), payload))
 
 
 def encode_publish(packet: Publish, level: int) -> bytes:
-    topic_part, props_part, length = encode_publish_parts(
-        packet.topic, packet.payload, level, packet.properties)
-    first = bytes((publish_first_byte(packet.qos, packet.retain, packet.dup),))
+    layout = lay_out_publish(packet.topic, packet.payload, level, packet.properties)
     if packet.qos:
-        return (first + encode_varint(length + 2) + topic_part
-                + packet.packet_id.to_bytes(2, "big") + props_part + packet.payload)
-    return first + encode_varint(length) + topic_part + props_part + packet.payload
+        return publish_with_id(layout, packet.payload, packet.qos, packet.retain, packet.dup,
+                               packet.packet_id)
+    return publish_qos0(layout, packet.payload, packet.retain)

@@ -2,7 +2,7 @@
 
 Rules: a non-zero packet id [MQTT-2.3.1-1]; at least one filter [MQTT-3.8.3-3]
 [MQTT-3.10.3-2]; in 3.x the upper six bits of the requested QoS byte are reserved
-[MQTT-3-8.3-4]; QoS 3 is malformed; in 5 retain handling 3 and bits 6-7 are errors
+[MQTT-3.8.3-4]; QoS 3 is malformed; in 5 retain handling 3 and bits 6-7 are errors
 [MQTT-3.8.3-5]. Whether a filter is well formed is checked by the protocol with `topics`.
 """
 

@@ -36,6 +36,9 @@ from ..codec import (
     UnsubAck,
     Unsubscribe,
     Will,
+    encode_puback_success,
+    encode_pubcomp_success,
+    encode_pubrec_success,
 )
 from ..errors import MQTTError, ProtocolError, ReasonCode, StoreUnavailable
 from ..topics import validate_filter
@@ -47,9 +50,6 @@ log = logging.getLogger("greenfly.connection")
 
 AWAIT_CONNECT, CONNECTED, CLOSED = "await-connect", "connected", "closed"
 SUBACK_FAILURE = 0x80
-# A successful PUBACK, PUBREC or PUBCOMP is these two bytes and the packet id at every
-# protocol level; written as bytes, one per QoS 1/2 publish, they skip the packet encoder.
-_PUBACK, _PUBREC, _PUBCOMP = b"\x40\x02", b"\x50\x02", b"\x70\x02"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,7 @@ class ClientProtocol:
         ctx = self.ctx
         ctx.stats.client_disconnected()
         session = self.session
-        if reason.publish_will and self.will is not None:
+        if reason.publish_will and self.will is not None:  # [MQTT-3.1.2-8]
             self._publish_will(self.will)
         self.will = None
         if session is not None and session.detach(self.peer) and not session.persistent:
@@ -279,8 +279,8 @@ class ClientProtocol:
         topic = packet.topic
         message = Message(topic, packet.payload, qos, packet.retain, packet.properties,
                           self.client_id)
-        if packet.raw is not None:
-            message.forward_as_received(packet.raw)
+        if packet.forwardable is not None:
+            message.forward_as_received(packet.forwardable)
         rules = self.rules
         if topic.startswith("$SYS") or (rules is not None and not rules.can_publish(topic)):
             # Not forwarded, but acknowledged as usual: 3.1.1 has no way to say "denied".
@@ -300,22 +300,22 @@ class ClientProtocol:
         if qos == 1:
             ctx.router.publish(message)
             self._wait_durable(since)
-            self.peer.put(_PUBACK + packet.packet_id.to_bytes(2, "big"))
+            self.peer.put(encode_puback_success(packet.packet_id))
             return
         if self.session.receive_qos2(packet.packet_id):
             ctx.router.publish(message)
         self._wait_durable(since)
-        self.peer.put(_PUBREC + packet.packet_id.to_bytes(2, "big"))
+        self.peer.put(encode_pubrec_success(packet.packet_id))
 
     def _acknowledge_denied(self, packet: Publish) -> None:
         if packet.qos == 1:
-            self.peer.put(_PUBACK + packet.packet_id.to_bytes(2, "big"))
+            self.peer.put(encode_puback_success(packet.packet_id))
         elif packet.qos == 2:
             # The id still goes through the exactly-once flow so that PUBREL finds it.
             since = self.ctx.store.seq
             self.session.receive_qos2(packet.packet_id)
             self._wait_durable(since)
-            self.peer.put(_PUBREC + packet.packet_id.to_bytes(2, "big"))
+            self.peer.put(encode_pubrec_success(packet.packet_id))
 
     def refresh_rules(self) -> None:
         """After a reload: this client's ACL rules from the listener's new security."""
@@ -327,7 +327,7 @@ class ClientProtocol:
         since = self.ctx.store.seq
         self.session.release_qos2(packet.packet_id)
         self._wait_durable(since)
-        self.peer.put(_PUBCOMP + packet.packet_id.to_bytes(2, "big"))
+        self.peer.put(encode_pubcomp_success(packet.packet_id))
 
     def _on_puback(self, packet: PubAck) -> None:
         if not self.session.on_puback(packet.packet_id):

@@ -33,7 +33,7 @@ class RetainedMessages:
 
     def set(self, message: Message) -> None:
         """Store `message` as the retained one for its topic, or clear it if it is empty."""
-        if not message.payload:
+        if not message.payload:  # [MQTT-3.3.1-10]
             self.clear(message.topic)
             return
         with self._lock:

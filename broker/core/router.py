@@ -3,7 +3,7 @@
 `publish(message)`: update the retained store, ask the topic tree who matches, and hand the
 message to each subscriber's session at min(publish QoS, granted QoS). Deliveries to
 subscribers that already existed carry retain=0 [MQTT-3.3.1-9]; retained messages sent in
-answer to a SUBSCRIBE carry retain=1 [MQTT-3.3.1-6] (`send_retained`).
+answer to a SUBSCRIBE carry retain=1 [MQTT-3.3.1-6] [MQTT-3.3.1-8] (`send_retained`).
 
 Retained messages are written to the store (so they survive restarts) unless `persist` is
 false, which `$SYS` uses: its values are recomputed after every start.
@@ -47,12 +47,12 @@ class Router:
                 rules = session.rules
                 if rules is not None and not rules.can_read(topic):
                     continue  # the ACL is checked per delivery, not only at SUBSCRIBE
-                session.deliver(message, qos if qos < pub_qos else pub_qos, False)
+                session.deliver(message, qos if qos < pub_qos else pub_qos, False)  # [MQTT-3.3.1-9]
                 delivered += 1
         return delivered
 
     def _retain(self, message: Message, persist: bool) -> None:
-        if not message.payload:
+        if not message.payload:  # [MQTT-3.3.1-10] [MQTT-3.3.1-11]
             if self.retained.clear(message.topic) and persist:
                 self.store.append(RetainedCleared(message.topic))
             return
@@ -67,7 +67,7 @@ class Router:
         rules = session.rules
         if rules is not None:
             found = [message for message in found if rules.can_read(message.topic)]
-        for message in found:
+        for message in found:  # [MQTT-3.3.1-6]
             qos = message.qos if message.qos < granted_qos else granted_qos
-            session.deliver(message, qos, True)
+            session.deliver(message, qos, True)  # [MQTT-3.3.1-8]
         return len(found)

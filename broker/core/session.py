@@ -182,6 +182,7 @@ class Session:
         """A connection took over this session: resend what is owed, then refill the window."""
         with self._lock:
             self.peer = peer
+            # What is owed goes again, in order: PUBLISH with DUP, or PUBREL [MQTT-4.4.0-1]
             for packet_id, flight in self.inflight.items():
                 if flight.released:
                     peer.put(PubRel(packet_id))
@@ -301,7 +302,7 @@ class Session:
             return True
 
     def on_pubrec(self, packet_id: int) -> bool:
-        """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-3]."""
+        """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-1]."""
         with self._lock:
             flight = self.inflight.get(packet_id)
             known = flight is not None and flight.qos == 2
@@ -309,7 +310,7 @@ class Session:
                 flight.released = True
                 self._write(OutgoingReleased(self.client_id, packet_id))
             if self.peer is not None:
-                self.peer.put(PubRel(packet_id))
+                self.peer.put(PubRel(packet_id))  # [MQTT-4.3.3-1]
             return known
 
     def on_pubcomp(self, packet_id: int) -> bool:
@@ -328,7 +329,7 @@ class Session:
         """True the first time `packet_id` arrives; a resend before PUBREL returns False, so
         the message is not forwarded twice [MQTT-4.3.3-2]."""
         with self._lock:
-            if packet_id in self.incoming_qos2:
+            if packet_id in self.incoming_qos2:  # [MQTT-4.3.3-2]
                 return False
             if self.incoming_qos2 is _NO_IDS:
                 self.incoming_qos2 = set()

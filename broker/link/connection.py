@@ -133,6 +133,7 @@ class Connection:
                     stats.messages_received += received
                     if protocol.state is CONNECTED:
                         keepalive = protocol.keepalive
+                        # Silent for 1.5 x keepalive: the watchdog closes it [MQTT-3.1.2-24]
                         self.deadline = now + 1.5 * keepalive if keepalive else NO_DEADLINE
                         if connecting and self._parks_at_once:
                             # Most clients say nothing for a while after CONNACK (many never
@@ -191,6 +192,7 @@ class Connection:
             log.info("connection refused: %s: %s", protocol.describe(), exc.message)
             self._close(reason, flush=True)
             return
+        # Malformed or against the rules: the connection closes [MQTT-4.8.0-1] [MQTT-4.13.1-1]
         reason = CloseReason.protocol_error(exc)
         log.warning("closing %s: %s", protocol.describe(), reason.text)
         if protocol.state is CONNECTED and protocol.protocol_level >= 5:

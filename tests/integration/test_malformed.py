@@ -44,7 +44,7 @@ AFTER_CONNECT = [
     ("server-only-suback", "9003000100", r"SUBACK may not be sent"),
     ("server-only-unsuback", "b0020001", r"UNSUBACK may not be sent"),
     ("server-only-pingresp", "d000", r"PINGRESP may not be sent"),
-    ("reserved-packet-type-0 [MQTT-2.2-1]", "0000", r"reserved packet type"),
+    ("reserved-packet-type-0 (3.1.1 section 2.2.1)", "0000", r"reserved packet type"),
     ("auth-before-mqtt-5", "f000", r"AUTH"),
     ("five-byte-remaining-length [MQTT-1.5.5-1]", "30ffffffff7f", r"longer than four bytes"),
     ("pingreq-with-a-body", "c00100", r"unexpected bytes"),

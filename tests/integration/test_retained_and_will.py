@@ -1,4 +1,5 @@
-"""Retained messages [MQTT-3.3.1-5..11] and wills [MQTT-3.1.2-8..17]."""
+"""Retained messages ([MQTT-3.3.1-5] to [MQTT-3.3.1-11]) and wills ([MQTT-3.1.2-8] to
+[MQTT-3.1.2-17])."""
 
 from __future__ import annotations
 

@@ -34,8 +34,9 @@ MAL = ReasonCode.MALFORMED_PACKET
 PROTO = ReasonCode.PROTOCOL_ERROR
 
 BAD: list[Bad] = [
-    Bad("reserved_packet_type_0 [MQTT-2.2-1]", "00 00", MalformedPacket, MAL),
-    Bad("reserved_packet_type_0_client_side [MQTT-2.2-1]", "00 00", MalformedPacket, MAL, False),
+    Bad("reserved_packet_type_0 (3.1.1 section 2.2.1)", "00 00", MalformedPacket, MAL),
+    Bad("reserved_packet_type_0_client_side (3.1.1 section 2.2.1)", "00 00", MalformedPacket, MAL,
+        False),
     # Fixed-header flags of every type but PUBLISH are fixed [MQTT-2.2.2-2]
     Bad("pubrel_flags_0000 [MQTT-3.6.1-1]", "60 02 00 01", MalformedPacket, MAL),
     Bad("subscribe_flags_0000 [MQTT-3.8.1-1]", "80 06 00 01 00 01 61 00", MalformedPacket, MAL),
@@ -86,13 +87,13 @@ BAD: list[Bad] = [
     Bad("unsuback_packet_id_0 [MQTT-2.3.1-1]", "B0 02 00 00", MalformedPacket, MAL, False),
     Bad("subscribe_without_filters [MQTT-3.8.3-3]", "82 02 00 01", MalformedPacket, MAL),
     Bad("unsubscribe_without_filters [MQTT-3.10.3-2]", "A2 02 00 01", MalformedPacket, MAL),
-    Bad("subscribe_requested_qos_reserved_bit_0x04 [MQTT-3-8.3-4]", "82 06 00 01 00 01 61 04",
+    Bad("subscribe_requested_qos_reserved_bit_0x04 [MQTT-3.8.3-4]", "82 06 00 01 00 01 61 04",
         MalformedPacket, MAL),
-    Bad("subscribe_requested_qos_reserved_bit_0x80 [MQTT-3-8.3-4]", "82 06 00 01 00 01 61 80",
+    Bad("subscribe_requested_qos_reserved_bit_0x80 [MQTT-3.8.3-4]", "82 06 00 01 00 01 61 80",
         MalformedPacket, MAL),
-    Bad("subscribe_requested_qos_3 [MQTT-3-8.3-4]", "82 06 00 01 00 01 61 03",
+    Bad("subscribe_requested_qos_3 [MQTT-3.8.3-4]", "82 06 00 01 00 01 61 03",
         MalformedPacket, MAL),
-    Bad("subscribe_second_filter_qos_3 [MQTT-3-8.3-4]", "82 0A 00 01 00 01 61 00 00 01 62 03",
+    Bad("subscribe_second_filter_qos_3 [MQTT-3.8.3-4]", "82 0A 00 01 00 01 61 00 00 01 62 03",
         MalformedPacket, MAL),
     Bad("subscribe_v5_options_reserved_bits_0xC0 [MQTT-3.8.3-5]", "82 07 00 01 00 00 01 61 C0",
         MalformedPacket, MAL, True, 5),
@@ -122,7 +123,7 @@ BAD: list[Bad] = [
     Bad("connect_mqisdp_name_with_level_4 [MQTT-3.1.2-2]",
         f"10 10 {MQISDP} 04 02 {C1_CONNECT_BODY_TAIL}",
         UnsupportedProtocolVersion, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION),
-    # Truncated: the remaining length covers less than the fields claim [MQTT-1.5.3] [2.2.3]
+    # Truncated: the remaining length covers less than the fields claim (3.1.1 section 2.2.3)
     Bad("connect_client_id_length_runs_past_the_end", f"10 0E {MQTT} 04 02 00 3C 00 05 63 31",
         MalformedPacket, MAL),
     Bad("connect_ends_after_keepalive", f"10 0A {MQTT} 04 02 00 3C", MalformedPacket, MAL),
@@ -143,8 +144,9 @@ BAD: list[Bad] = [
         MalformedPacket, MAL, True, 5),
     Bad("publish_v5_without_property_length", "30 03 00 01 74", MalformedPacket, MAL, True, 5),
     # ... and longer than the fields need is malformed too
-    Bad("pingreq_with_a_body_byte [MQTT-3.12]", "C0 01 00", MalformedPacket, MAL),
-    Bad("disconnect_level_4_with_a_body_byte [MQTT-3.14]", "E0 01 00", MalformedPacket, MAL),
+    Bad("pingreq_with_a_body_byte (3.1.1 section 3.12)", "C0 01 00", MalformedPacket, MAL),
+    Bad("disconnect_level_4_with_a_body_byte (3.1.1 section 3.14)", "E0 01 00", MalformedPacket,
+        MAL),
     Bad("puback_level_4_with_extra_byte", "40 03 00 01 00", MalformedPacket, MAL),
     Bad("pubrel_level_4_with_extra_bytes", "62 04 00 01 00 00", MalformedPacket, MAL),
     Bad("connect_extra_byte_after_payload", f"10 0F {MQTT} 04 02 {C1_CONNECT_BODY_TAIL} 00",
@@ -164,12 +166,12 @@ BAD: list[Bad] = [
         False),
     Bad("auth_at_level_4 (type 15 is reserved in 3.1.1)", "F0 00", MalformedPacket, MAL),
     Bad("auth_at_level_3", "F0 00", MalformedPacket, MAL, True, 3),
-    # MQTT 5 properties [MQTT-2.2.2] (5.0 section 2.2.2.2)
+    # MQTT 5 properties (5.0 section 2.2.2.2)
     Bad("v5_unknown_property_identifier", "40 05 00 01 10 01 7F", MalformedPacket, MAL, True, 5),
     Bad("v5_property_not_valid_for_the_packet_is_malformed (5.0 2.2.2.2)",
         "40 07 00 01 10 03 23 00 01", MalformedPacket, MAL, True, 5),
-    Bad("v5_property_twice [MQTT-3.3.2-*] protocol error", "30 0E 00 01 74 0A 02 00 00 00 01"
-        " 02 00 00 00 02", ProtocolError, PROTO, True, 5),
+    Bad("v5_property_twice_is_a_protocol_error (5.0 section 3.3.2.3)",
+        "30 0E 00 01 74 0A 02 00 00 00 01 02 00 00 00 02", ProtocolError, PROTO, True, 5),
     Bad("v5_property_value_truncated", "40 06 00 01 10 02 1F 00", MalformedPacket, MAL, True, 5),
     Bad("v5_reason_string_ill_formed_utf8 [MQTT-1.5.4-1]", "40 08 00 01 10 04 1F 00 01 FF",
         MalformedPacket, MAL, True, 5),
