@@ -93,7 +93,25 @@ class Connection:
     # -- reading -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """The reader loop; returns when the connection is closed or parked."""
+        """The reader; returns when the connection is closed or parked, and never raises.
+
+        This is the one handler of last resort: an error that is neither the client's
+        (`MQTTError`) nor the network's (`OSError`) is a bug or an input nobody foresaw. It
+        ends this connection only, and its traceback goes to the log, naming the client.
+        """
+        try:
+            self._read()
+        except Exception as exc:
+            log.exception("closing %s: unexpected error", self.protocol.describe())
+            if self.closed is None:
+                self._close(CloseReason(f"unexpected error: {type(exc).__name__}", True,
+                                        ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR), flush=False)
+        finally:
+            if self.closed is None and self._watcher is None:
+                self._close(CloseReason("connection handler ended"), flush=False)
+
+    def _read(self) -> None:
+        """Read, decode and handle until closed or parked; MQTT and socket errors close."""
         stats = self.ctx.stats
         decoder = self.decoder
         protocol = self.protocol
@@ -153,9 +171,6 @@ class Connection:
             if self.closed is None:
                 self._close(CloseReason.socket_error(str(exc) or type(exc).__name__),
                             flush=False)
-        finally:
-            if self.closed is None and self._watcher is None:
-                self._close(CloseReason("connection handler ended"), flush=False)
 
     # -- parking -------------------------------------------------------------------------------
 

@@ -321,7 +321,9 @@ class WebSocketTransport:
                     if not data:
                         return
                     self._frames(data)  # data is dropped now; only the close frame matters
-            except Exception:  # a reset, a framing error: either way there is no answer
+            except (OSError, MQTTError):
+                # A reset, or the socket closed under us (OSError, SSLError included); a
+                # framing error, a text or oversized frame (MQTTError): no answer will come.
                 return
 
     def _finish(self) -> None:

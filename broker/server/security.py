@@ -22,6 +22,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Callable
 
 import gevent
 from gevent import ssl as cooperative_ssl
@@ -139,7 +140,7 @@ class ListenerSecurity:
             return running.get()
         running = self._running[key] = AsyncResult()
         try:
-            ok = gevent.get_hub().threadpool.apply(entry.verify, (secret,))
+            ok = in_threadpool(entry.verify, secret)
             running.set(ok)
             return ok
         except BaseException as exc:
@@ -169,6 +170,21 @@ class ListenerSecurity:
                 self._rules.clear()
             found = self._rules[key] = self.acl.rules_for(client_id, username)
         return found
+
+
+def in_threadpool(func: Callable[[str], bool], arg: str) -> bool:
+    """`func(arg)` in the hub's threadpool. An exception is raised in the calling greenlet
+    only: raised in the thread, gevent's hub would also print it to stderr, outside the log."""
+    def call() -> tuple[bool, BaseException | None]:
+        try:
+            return func(arg), None
+        except Exception as exc:
+            return False, exc
+
+    result, error = gevent.get_hub().threadpool.apply(call)
+    if error is not None:
+        raise error
+    return result
 
 
 def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
