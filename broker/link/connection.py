@@ -32,6 +32,7 @@ from ..core.protocol import (
     AWAIT_CONNECT,
     CONNECTED,
     PEER_CLOSED,
+    AuthRequest,
     ClientProtocol,
     CloseReason,
     SecuritySource,
@@ -139,7 +140,11 @@ class Connection:
                     if packet is None:
                         break
                     received += 1
-                    protocol.handle(packet)
+                    request = protocol.handle(packet)
+                    if request is not None:  # a CONNECT, asking for its credentials' check
+                        self._authenticate(request)
+                        if self.closed is not None:
+                            break  # closed while the credentials were checked
                     if protocol.close_after_flush is not None:
                         stats.messages_received += received
                         self._close(protocol.close_after_flush, flush=True)
@@ -171,6 +176,20 @@ class Connection:
             if self.closed is None:
                 self._close(CloseReason.socket_error(str(exc) or type(exc).__name__),
                             flush=False)
+
+    def _authenticate(self, request: AuthRequest) -> None:
+        """Perform the `AuthRequest` the CONNECT just returned and hand the verdict back.
+
+        This blocks this reader only (a hash in the threadpool, the delay after a failed
+        login); packets that came after the CONNECT wait in the decoder, and later bytes in
+        the socket, until the verdict is in, so they are handled after CONNACK as ever. The
+        watchdog may close the connection meanwhile (connect_timeout, shutdown): then no
+        verdict is handed back, as the protocol is no longer waiting for one.
+        """
+        protocol = self.protocol
+        verdict = protocol.source.security.authenticate(request)
+        if self.closed is None:
+            protocol.authenticated(verdict)
 
     # -- parking -------------------------------------------------------------------------------
 

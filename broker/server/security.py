@@ -31,7 +31,7 @@ from gevent.event import AsyncResult
 from ..auth.acl import Acl, Rules, load_acl_file
 from ..auth.passwords import PasswordHash, load_password_file
 from ..config.schema import Config, ListenerSection, anonymous_allowed
-from ..core.protocol import AuthResult
+from ..core.protocol import AuthRequest, AuthResult
 from ..errors import ConfigError, ReasonCode
 
 log = logging.getLogger("greenfly.security")
@@ -93,9 +93,11 @@ class ListenerSecurity:
 
     # -- authentication ----------------------------------------------------------------------
 
-    def authenticate(self, username: str | None, password: bytes | None, host: str,
-                     identity: str | None = None) -> AuthResult:
-        """Decide a CONNECT; blocks the calling greenlet (hashing, failure delay), not the hub."""
+    def authenticate(self, request: AuthRequest) -> AuthResult:
+        """Decide a CONNECT; blocks the calling greenlet (hashing, failure delay), not the hub:
+        the connection calls it, as the protocol asks (core/protocol.py never waits)."""
+        username, password, host, identity = (request.username, request.password,
+                                              request.host, request.identity)
         if self.listener.use_identity_as_username:
             if identity is None:
                 return self._refuse(host, ReasonCode.NOT_AUTHORIZED, None,
