@@ -196,10 +196,9 @@ class Connection:
     def _sleep_until_readable(self) -> None:
         if self.closed is not None:
             return
-        try:
-            fileno = self.transport.sock.fileno()
-        except OSError:
-            return  # the socket is gone: the finally clause closes the connection
+        fileno = self.transport.fileno()
+        if fileno < 0:
+            return  # the socket is gone: run's finally clause closes the connection
         self._watcher = gevent.get_hub().loop.io(fileno, 1)
         self._watcher.start(self._wake_reader)
 

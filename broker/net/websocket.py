@@ -100,11 +100,11 @@ class WebSocketTransport:
 
     __slots__ = ("_abort", "_buf", "_closing", "_done", "_fd", "_in_message", "_lock",
                  "_max_message", "_message_size", "_partial", "_pending", "_reader", "_tail",
-                 "_ws", "address", "sock")
+                 "_sock", "_ws", "address")
 
     def __init__(self, sock: socket.socket, address: str, max_message_size: int,
                  trailing: bytes = b"") -> None:
-        self.sock = sock
+        self._sock = sock
         self.address = address
         self._ws = WSConnection(ConnectionType.SERVER)
         self._lock = Semaphore(1)
@@ -129,7 +129,7 @@ class WebSocketTransport:
             if self._pending is not None:
                 data, self._pending = self._pending, None
             else:
-                data = recv_within(self.sock, idle)
+                data = recv_within(self._sock, idle)
             if not data:
                 self._done = True
                 break
@@ -237,7 +237,7 @@ class WebSocketTransport:
             self._finish_tail()
             if data:
                 self._partial = True
-                send_all(self.sock, binary_frame(data))
+                send_all(self._sock, binary_frame(data))
                 self._partial = False
 
     def try_send(self, data: bytes) -> bool:
@@ -262,12 +262,15 @@ class WebSocketTransport:
     def unbuffered(self) -> bool:
         return False  # a frame can arrive with the next one's start, kept in `_buf`
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def _finish_tail(self) -> None:
         """With the lock held: the rest of a frame a try_send could not write whole."""
         tail = self._tail
         if tail:
             self._tail = b""
-            send_all(self.sock, tail)
+            send_all(self._sock, tail)
             self._partial = False
 
     def _write(self, frame: bytes) -> None:
@@ -275,7 +278,7 @@ class WebSocketTransport:
             self._finish_tail()
             if self._partial:
                 raise ConnectionAbortedError("a data frame was cut short")
-            self.sock.sendall(frame)
+            self._sock.sendall(frame)
 
     def _send_close(self, code: int) -> None:
         """Our close frame, once, if it can go out cleanly within CLOSE_TIMEOUT."""
@@ -289,7 +292,7 @@ class WebSocketTransport:
             if self._lock.acquire():
                 try:
                     if not self._partial:
-                        self.sock.sendall(frame)
+                        self._sock.sendall(frame)
                         return
                 except OSError:
                     pass
@@ -317,7 +320,7 @@ class WebSocketTransport:
         with gevent.Timeout(CLOSE_TIMEOUT, False):
             try:
                 while not self._done:
-                    data = self.sock.recv(RECV_SIZE)
+                    data = self._sock.recv(RECV_SIZE)
                     if not data:
                         return
                     self._frames(data)  # data is dropped now; only the close frame matters
@@ -331,4 +334,4 @@ class WebSocketTransport:
         abort, self._abort = self._abort, None
         if abort is not None and abort is not gevent.getcurrent():
             abort.kill(block=False)
-        drop(self.sock)
+        drop(self._sock)
