@@ -19,9 +19,10 @@ from gevent.server import StreamServer
 from gevent.ssl import SSLSocket
 
 from ..config.schema import Config, ListenerSection
+from ..net.tls import build_ssl_context, certificate_identity
 from ..net.transport import TcpTransport, Transport, format_address
 from ..net.ws_handshake import WebSocketEndpoint
-from .security import ListenerSecurity, build_ssl_context, certificate_identity
+from .security import ListenerSecurity
 
 log = logging.getLogger("greenfly.listener")
 

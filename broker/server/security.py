@@ -20,19 +20,18 @@ import hashlib
 import hmac
 import logging
 import os
-import ssl
 import time
 from collections.abc import Callable
 
 import gevent
-from gevent import ssl as cooperative_ssl
 from gevent.event import AsyncResult
 
 from ..auth.acl import Acl, Rules, load_acl_file
 from ..auth.passwords import PasswordHash, load_password_file
 from ..config.schema import Config, ListenerSection, anonymous_allowed
 from ..core.protocol import AuthRequest, AuthResult
-from ..errors import ConfigError, ReasonCode
+from ..errors import ReasonCode
+from ..net.tls import build_ssl_context
 
 log = logging.getLogger("greenfly.security")
 
@@ -40,7 +39,6 @@ CACHE_LIMIT = 10_000
 FAILURE_MEMORY = 600.0  # seconds after which an address's failures are forgotten
 FIRST_DELAY = 0.25
 MAX_DELAY = 8.0
-TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
 
 
 class FailureTracker:
@@ -187,39 +185,6 @@ def in_threadpool(func: Callable[[str], bool], arg: str) -> bool:
     if error is not None:
         raise error
     return result
-
-
-def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
-    """The TLS context of a listener, or None without TLS; ConfigError names the bad key."""
-    if not listener.tls:
-        return None
-    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # sockets that yield
-    context.minimum_version = TLS_VERSIONS[listener.tls_version]
-    where = f"listener {listener.bind}:{listener.port}"
-    try:
-        context.load_cert_chain(listener.certfile, listener.keyfile)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the certificate/key: {exc}", file=listener.certfile,
-                          key=f"{where} certfile/keyfile") from None
-    if listener.cafile:
-        try:
-            context.load_verify_locations(listener.cafile)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load the CA file: {exc}", file=listener.cafile,
-                              key=f"{where} cafile") from None
-    context.verify_mode = ssl.CERT_REQUIRED if listener.require_certificate else ssl.CERT_NONE
-    return context
-
-
-def certificate_identity(peer_certificate: dict | None) -> str | None:
-    """The common name of a verified client certificate."""
-    if not peer_certificate:
-        return None
-    for rdn in peer_certificate.get("subject", ()):
-        for name, value in rdn:
-            if name == "commonName":
-                return value
-    return None
 
 
 def check_files(config: Config) -> None:
