@@ -20,6 +20,7 @@ import time
 from broker.codec import Connect, Publish, SubOptions, Subscribe, encode
 from broker.config.loading import load_text
 from broker.core.context import BrokerContext
+from broker.core.protocol import OpenAuthority
 from broker.link.connection import Connection
 from broker.server.journal_writer import JournalStore
 from broker.store.memory import MemoryStore
@@ -49,6 +50,7 @@ class NullTransport:
         return True
 
     unsent = False
+    unbuffered = False
 
     def close(self, reason_code: int = 0) -> None:
         pass
@@ -56,7 +58,8 @@ class NullTransport:
 
 def connect(ctx: BrokerContext, client_id: str, clean: bool = True) -> Connection:
     conn = Connection(ctx, NullTransport(), flusher=ManualFlush())
-    conn.protocol.handle(Connect(client_id, clean_start=clean, keepalive=0))
+    request = conn.protocol.handle(Connect(client_id, clean_start=clean, keepalive=0))
+    conn.protocol.authenticated(OpenAuthority().authenticate(request))
     return conn
 
 

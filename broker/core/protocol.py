@@ -1,10 +1,16 @@
 """`ClientProtocol`: one connection's MQTT state machine, with no socket in it.
 
-AWAIT_CONNECT -> CONNECTED -> CLOSED. `handle(packet)` applies one packet: replies and
-deliveries go to the peer's outbox (`Peer.put`), and a reply that depends on records being
-durable (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, CONNACK with a session) is preceded by
-a `WaitDurable` marker so the writer holds it back until the store says so. A protocol
-violation raises `MQTTError`; the connection turns that into bytes and a log line.
+AWAIT_CONNECT -> AWAIT_AUTH -> CONNECTED -> CLOSED. `handle(packet)` applies one packet:
+replies and deliveries go to the peer's outbox (`Peer.put`), and a reply that depends on
+records being durable (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, CONNACK with a session) is
+preceded by a `WaitDurable` marker so the writer holds it back until the store says so. A
+protocol violation raises `MQTTError`; the connection turns that into bytes and a log line.
+
+Nothing here waits. Checking a password takes a hash in a threadpool and a failed login a
+delay, so a valid CONNECT is not answered by `handle`: it returns an `AuthRequest`, the
+caller performs it (`Authority.authenticate`, in link/connection.py) and hands the verdict to
+`authenticated(result)`, which answers the CONNECT (as h11 hands I/O back to its caller). In
+between, the caller holds any later packet back; one that arrives anyway is a caller bug.
 `connection_lost(reason)` ends the session's connection: the will is published unless the
 client said DISCONNECT [MQTT-3.1.2-8] [MQTT-3.14.4-3], a clean session is discarded.
 """
@@ -14,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth.acl import Rules
@@ -48,7 +54,8 @@ from .session import Peer, Session, WaitDurable
 
 log = logging.getLogger("greenfly.connection")
 
-AWAIT_CONNECT, CONNECTED, CLOSED = "await-connect", "connected", "closed"
+AWAIT_CONNECT, AWAIT_AUTH, CONNECTED, CLOSED = "await-connect", "await-auth", "connected", \
+    "closed"
 SUBACK_FAILURE = 0x80
 
 
@@ -81,6 +88,17 @@ CONNECT_TIMEOUT = CloseReason("no CONNECT within connect_timeout", False)
 
 
 @dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """What a CONNECT asks to be checked: its credentials, the client's host (the IP, for the
+    failed-login delay) and the common name of its verified TLS client certificate."""
+
+    username: str | None
+    password: bytes | None = field(repr=False)  # never in a log line
+    host: str
+    identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthResult:
     """The verdict on a CONNECT: the reason code, the user name it runs as, and why."""
 
@@ -92,8 +110,9 @@ class AuthResult:
 class Authority(Protocol):
     """Who may connect and what they may touch (a listener's `ListenerSecurity`)."""
 
-    def authenticate(self, username: str | None, password: bytes | None, host: str,
-                     identity: str | None = None) -> AuthResult:
+    def authenticate(self, request: AuthRequest) -> AuthResult:
+        """The verdict on a CONNECT. May block the calling greenlet (hashing, the delay after
+        a failure), so the connection calls it, never the protocol."""
         ...
 
     def rules(self, client_id: str, username: str | None) -> Rules | None:
@@ -104,9 +123,8 @@ class OpenAuthority:
     """Everyone may connect and touch everything (but `$SYS`): a connection built without a
     listener, as in unit tests, or a broker section with `allow_anonymous` and nothing else."""
 
-    def authenticate(self, username: str | None, password: bytes | None, host: str,
-                     identity: str | None = None) -> AuthResult:
-        return AuthResult(ReasonCode.SUCCESS, username)
+    def authenticate(self, request: AuthRequest) -> AuthResult:
+        return AuthResult(ReasonCode.SUCCESS, request.username)
 
     def rules(self, client_id: str, username: str | None) -> Rules | None:
         return None
@@ -128,7 +146,7 @@ _OPEN = _Open()
 class ClientProtocol:
     __slots__ = ("ctx", "peer", "address", "source", "identity", "rules", "state",
                  "client_id", "protocol_level", "keepalive", "clean", "username", "will",
-                 "session", "connected_at", "close_after_flush")
+                 "session", "connected_at", "close_after_flush", "_connect")
 
     def __init__(self, ctx: BrokerContext, peer: Peer, address: str,
                  source: SecuritySource | None = None,
@@ -149,6 +167,7 @@ class ClientProtocol:
         self.session: Session | None = None
         self.connected_at = 0.0
         self.close_after_flush: CloseReason | None = None  # set when the protocol ends it
+        self._connect: Connect | None = None  # the CONNECT awaiting its verdict
 
     def describe(self) -> str:
         who = self.client_id or "(no client id yet)"
@@ -156,8 +175,10 @@ class ClientProtocol:
 
     # -- entry points ------------------------------------------------------------------------
 
-    def handle(self, packet: Any) -> None:
-        """Apply one packet from the client."""
+    def handle(self, packet: Any) -> AuthRequest | None:
+        """Apply one packet from the client. A CONNECT that passes the checks needing no
+        credentials returns the `AuthRequest` to perform; its verdict goes to
+        `authenticated`, and no packet may be handed in before it."""
         if self.state is CONNECTED:
             handler = _HANDLERS.get(type(packet))
             if handler is None:
@@ -169,13 +190,18 @@ class ClientProtocol:
             if not isinstance(packet, Connect):
                 raise ProtocolError(f"first packet is {type(packet).__name__}, not CONNECT "
                                     "[MQTT-3.1.0-1]")
-            self._on_connect(packet)
+            return self._on_connect(packet)
+        elif self.state is AWAIT_AUTH:
+            raise RuntimeError(f"{type(packet).__name__} handed in before the CONNECT's "
+                               "verdict: the caller must hold it until authenticated()")
         # CLOSED: late packets of a closing connection are ignored
+        return None
 
     def connection_lost(self, reason: CloseReason) -> None:
         """The connection is gone (or going): will, session bookkeeping, the log line."""
         if self.state is not CONNECTED:
             self.state = CLOSED
+            self._connect = None  # a verdict still on its way finds nobody waiting
             return
         self.state = CLOSED
         ctx = self.ctx
@@ -201,7 +227,7 @@ class ClientProtocol:
         log.info("connection refused: %s from %s: %s", self.client_id or "(empty client id)",
                  self.address, why)
 
-    def _on_connect(self, packet: Connect) -> None:
+    def _on_connect(self, packet: Connect) -> AuthRequest | None:
         ctx = self.ctx
         config = ctx.config
         self.protocol_level = packet.protocol_level
@@ -209,29 +235,38 @@ class ClientProtocol:
         if packet.protocol_level >= MQTT_5:
             self._refuse(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
                          "MQTT 5 is not supported yet; use MQTT 3.1.1")
-            return
+            return None
         if not packet.client_id:
             if not packet.clean_start or packet.protocol_level == MQTT_3_1:
                 self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
                              "empty client id needs clean session 1 [MQTT-3.1.3-8]")
-                return
+                return None
             self.client_id = f"auto-{str(uuid.uuid4()).upper()}"
         max_keepalive = config.limits.max_keepalive
         if max_keepalive and packet.keepalive > max_keepalive:
             self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
                          f"keepalive {packet.keepalive} exceeds max_keepalive {max_keepalive}")
-            return
+            return None
+        self.state = AWAIT_AUTH
+        self._connect = packet
         host = self.address.rsplit(":", 1)[0].strip("[]")
-        security = self.source.security
-        verdict = security.authenticate(packet.username, packet.password, host, self.identity)
+        return AuthRequest(packet.username, packet.password, host, self.identity)
+
+    def authenticated(self, verdict: AuthResult) -> None:
+        """The verdict on the CONNECT `handle` returned an `AuthRequest` for: CONNACK, and on
+        success the session (taking over a live one) and the CONNECTED state."""
+        packet = self._connect
+        if self.state is not AWAIT_AUTH or packet is None:
+            raise RuntimeError(f"a verdict in state {self.state}: no CONNECT awaits one")
+        self._connect = None
         if verdict.reason != ReasonCode.SUCCESS:
             user = f"user={verdict.username} " if verdict.username is not None else ""
             self._refuse(verdict.reason, f"{user}{verdict.why}")
             return
-        if self.state is not AWAIT_CONNECT:
-            return  # closed while the password was being checked
+        ctx = self.ctx
         username = verdict.username
-        self.rules = security.rules(self.client_id, username)
+        # The listener's security as it is now: a reload during the check has replaced it.
+        self.rules = self.source.security.rules(self.client_id, username)
         registry = ctx.registry
         since = ctx.store.seq
         previous = registry.get(self.client_id)

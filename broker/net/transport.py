@@ -1,12 +1,15 @@
 """Byte-stream transports: the one interface a `Connection` reads from and writes to.
 
-`recv()` returns the next MQTT bytes (b"" when the peer closed the stream); `sendall(data)`
-writes MQTT bytes; `close(reason_code)` ends the stream, and a transport that has a close
-handshake of its own (WebSocket, in `websocket.py`) says why with it, mapped from the MQTT
-reason code. Sockets never get a timeout: deadlines (CONNECT, keepalive) are enforced by the
-server's watchdog, which closes the transport and so wakes the blocked reader. Keeping
-framing such as WebSocket behind this interface means keepalive, takeover and will logic
-exist once, in `Connection`, whatever the transport.
+`Transport` declares everything `Connection` and `Outbox` (link/) use of a transport, so
+they never reach for its socket or ask its type: `recv()` returns the next MQTT bytes (b""
+when the peer closed the stream); `sendall(data)` writes MQTT bytes, `try_send(data)` without
+blocking; `fileno()` is what a parked connection's read watcher waits on; `close(reason_code)`
+ends the stream, and a transport that has a close handshake of its own (WebSocket, in
+`websocket.py`) says why with it, mapped from the MQTT reason code. Sockets never get a
+timeout: deadlines (CONNECT, keepalive) are enforced by the server's watchdog, which closes
+the transport and so wakes the blocked reader. Keeping framing such as WebSocket behind this
+interface means keepalive, takeover and will logic exist once, in `Connection`, whatever
+the transport.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket as stdlib_socket
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gevent import Timeout, socket
 from gevent.ssl import SSLSocket
@@ -26,8 +29,11 @@ class Idle(Exception):
     """Nothing arrived within the idle timeout given to `recv`; no byte was taken."""
 
 
+@runtime_checkable
 class Transport(Protocol):
-    address: str
+    """A byte stream carrying MQTT, whatever frames it (TCP, TLS, WebSocket)."""
+
+    address: str  # the peer, as logs show it ('host:port', '[v6]:port')
 
     def recv(self, idle: Timeout | None = None) -> bytes:
         """The next MQTT bytes; b"" when the stream ended. `idle` is a `Timeout` raising
@@ -55,7 +61,14 @@ class Transport(Protocol):
         """True while part of a `try_send` still waits for a `sendall` to finish it."""
         ...
 
+    def fileno(self) -> int:
+        """The descriptor a read watcher waits on while the connection has no reader (only
+        for an `unbuffered` transport or one whose buffer is empty); -1 once closed."""
+        ...
+
     def close(self, reason_code: int = 0) -> None:
+        """End the stream (with a close handshake where the framing has one); from any
+        greenlet, never blocking for long."""
         ...
 
 
@@ -109,24 +122,24 @@ def format_address(address: object) -> str:
 class TcpTransport:
     """Plain TCP (and, wrapped, TLS): MQTT bytes straight on the socket."""
 
-    __slots__ = ("_fd", "_tail", "address", "sock")
+    __slots__ = ("_fd", "_sock", "_tail", "address")
 
     def __init__(self, sock: socket.socket, address: object) -> None:
-        self.sock = sock
+        self._sock = sock
         self.address = format_address(address)
         self._fd = adopt_socket(sock)  # -1 for TLS: then always sendall
         self._tail = b""  # what a try_send could not write yet
 
     def recv(self, idle: Timeout | None = None) -> bytes:
-        return recv_within(self.sock, idle)
+        return recv_within(self._sock, idle)
 
     def sendall(self, data: bytes) -> None:
         tail = self._tail
         if tail:
             self._tail = b""
-            send_all(self.sock, tail)
+            send_all(self._sock, tail)
         if data:
-            send_all(self.sock, data)
+            send_all(self._sock, data)
 
     @property
     def unbuffered(self) -> bool:
@@ -142,7 +155,10 @@ class TcpTransport:
     def unsent(self) -> bool:
         return bool(self._tail)
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def close(self, reason_code: int = 0) -> None:
         with contextlib.suppress(OSError):  # already gone: nothing left to shut down
-            self.sock.shutdown(stdlib_socket.SHUT_RDWR)
-        self.sock.close()
+            self._sock.shutdown(stdlib_socket.SHUT_RDWR)
+        self._sock.close()

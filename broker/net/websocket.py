@@ -5,17 +5,15 @@ uses TCP, so keepalive, takeover and wills are not repeated here.
 
 Rules:
 - Reading: one `recv()` reads a big chunk and returns the MQTT bytes of every complete frame
-  in it, so one packet may span frames and one frame may hold many packets. Only frame
-  headers are read in Python: a whole, masked, final binary frame (what clients send) is
-  unmasked here, all such frames of one read with a single XOR. Every other frame (control,
-  fragmented, text, malformed) goes whole to wsproto, which judges it; its events keep
-  their place in the byte order. (wsproto alone costs ~25 us a frame here, more than the
-  broker's own work for a small PUBLISH, and clients send one frame per packet.)
+  in it, so one packet may span frames and one frame may hold many packets. The frames are
+  split by `ws_frames.FrameReader` (sans-I/O): plain binary frames (what clients send) come
+  back unmasked, every other frame (control, fragmented, text, malformed) whole, and goes
+  to wsproto, which judges it; its events keep their place in the byte order.
 - Pings are answered from the reader; a text frame is closed with 1003 [MQTT-6.0.0-1]; a
   frame or message over `max_packet_size` with 1009; a framing error with wsproto's code.
 - Writing: `sendall(data)` sends one binary frame (the writer batches, so one frame per
   drained batch). Server frames are unmasked and carry no extension, so the header is laid
-  out here rather than copying the payload through wsproto twice.
+  out by `ws_frames.binary_frame` rather than copying the payload through wsproto twice.
 - Every socket write holds `_lock`, so a pong or close frame never lands inside a data frame.
   A write cut short (a killed writer) leaves `_partial` set: no frame may follow it, so the
   close then skips the close frame and just drops the socket.
@@ -30,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket as stdlib_socket
-import struct
+from typing import NoReturn
 
 import gevent
 from gevent import socket
@@ -41,6 +39,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessa
 
 from ..errors import MQTTError, PacketTooLarge, ProtocolError, ReasonCode
 from .transport import RECV_SIZE, adopt_socket, recv_within, send_all, write_nonblocking
+from .ws_frames import FrameReader, binary_frame
 
 log = logging.getLogger("greenfly.websocket")
 
@@ -63,18 +62,6 @@ CLOSE_CODES: dict[int, int] = {
 }
 
 
-def binary_frame(data: bytes) -> bytes:
-    """An unmasked, final binary frame (server to client) carrying `data`."""
-    n = len(data)
-    if n < 126:
-        header = bytes((0x82, n))
-    elif n < 65_536:
-        header = struct.pack("!BBH", 0x82, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x82, 127, n)
-    return header + data
-
-
 def close_code(reason_code: int) -> int:
     """The close code for an MQTT reason: 1000 unless the reason is one of the errors above."""
     return CLOSE_CODES.get(reason_code, NORMAL)
@@ -86,33 +73,20 @@ def drop(sock: socket.socket) -> None:
     sock.close()
 
 
-def _unmask(payloads: list[bytes], keys: list[bytes]) -> bytes:
-    """The payloads of many masked frames, unmasked and joined, with one XOR over them all."""
-    joined = b"".join(payloads)
-    stream = b"".join([(key * ((len(p) >> 2) + 1))[:len(p)]
-                       for key, p in zip(keys, payloads, strict=True)])
-    return (int.from_bytes(joined, "little") ^ int.from_bytes(stream, "little")).to_bytes(
-        len(joined), "little")
-
-
 class WebSocketTransport:
     """The `Transport` for one upgraded socket: MQTT bytes in and out of binary frames."""
 
-    __slots__ = ("_abort", "_buf", "_closing", "_done", "_fd", "_in_message", "_lock",
-                 "_max_message", "_message_size", "_partial", "_pending", "_reader", "_tail",
-                 "_ws", "address", "sock")
+    __slots__ = ("_abort", "_closing", "_done", "_fd", "_incoming", "_lock", "_partial",
+                 "_pending", "_reader", "_sock", "_tail", "_ws", "address")
 
     def __init__(self, sock: socket.socket, address: str, max_message_size: int,
                  trailing: bytes = b"") -> None:
-        self.sock = sock
+        self._sock = sock
         self.address = address
         self._ws = WSConnection(ConnectionType.SERVER)
+        self._incoming = FrameReader(max_message_size)
         self._lock = Semaphore(1)
         self._reader = gevent.getcurrent()  # the listener's greenlet, which runs the Connection
-        self._max_message = max_message_size
-        self._message_size = 0  # bytes so far of a fragmented message
-        self._in_message = False  # wsproto holds an unfinished fragmented message
-        self._buf = b""  # the start of a frame not complete yet
         self._pending = trailing or None  # bytes that came with the handshake
         self._partial = False
         self._tail = b""  # the end of a frame a try_send could not write whole
@@ -129,7 +103,7 @@ class WebSocketTransport:
             if self._pending is not None:
                 data, self._pending = self._pending, None
             else:
-                data = recv_within(self.sock, idle)
+                data = recv_within(self._sock, idle)
             if not data:
                 self._done = True
                 break
@@ -143,61 +117,37 @@ class WebSocketTransport:
     def _frames(self, data: bytes) -> bytes:
         """The MQTT bytes in every complete frame buffered; an incomplete one waits.
 
-        Only frame headers are read here, in Python. A whole, masked, final binary frame (what
-        clients send) is unmasked here, batched with its neighbours; every other frame
-        (control, fragmented, text, malformed) goes whole to wsproto, which judges it.
+        Plain frames come unmasked from the `FrameReader`; every other frame goes whole to
+        wsproto, in its place in the byte order.
         """
-        buf = self._buf + data if self._buf else data
-        pos, end = 0, len(buf)
-        out: list[bytes] = []
-        payloads: list[bytes] = []
-        keys: list[bytes] = []
-        while end - pos >= 2:
-            first, second = buf[pos], buf[pos + 1]
-            n = second & 0x7F
-            head = pos + (6 if second & 0x80 else 2)
-            if n >= 126:
-                width = 2 if n == 126 else 8
-                if end - pos < 2 + width:
-                    break
-                n = int.from_bytes(buf[pos + 2:pos + 2 + width], "big")
-                head += width
-            if n > self._max_message:
-                self._fail(TOO_BIG, PacketTooLarge(
-                    f"WebSocket frame of {n} bytes, over max_packet_size ({self._max_message})"))
-            stop = head + n
-            if stop > end:
-                break
-            if first == 0x82 and second & 0x80 and not self._in_message:
-                keys.append(buf[head - 4:head])
-                payloads.append(buf[head:stop])
-            else:
-                if payloads:
-                    out.append(_unmask(payloads, keys))
-                    payloads, keys = [], []
-                self._slow_frame(buf[pos:stop], out)
-                if self._done or self._closing:
-                    # After the peer's close frame nothing more is read, but what came before
-                    # it (a DISCONNECT, typically) still counts. After ours, nothing does.
-                    self._buf = b""
-                    return b"" if self._closing else b"".join(out)
-            pos = stop
-        self._buf = buf[pos:]
-        if payloads:
-            out.append(_unmask(payloads, keys))
-        return out[0] if len(out) == 1 else b"".join(out)
+        incoming = self._incoming
+        try:
+            plain, other = incoming.receive(data)
+        except PacketTooLarge as exc:
+            self._fail(TOO_BIG, exc)
+        if other is None:
+            return plain  # plain frames only: what clients send
+        out = [plain] if plain else []
+        while other is not None:
+            self._slow_frame(other, out)
+            if self._done or self._closing:
+                # After the peer's close frame nothing more is read, but what came before
+                # it (a DISCONNECT, typically) still counts. After ours, nothing does.
+                incoming.clear()
+                return b"" if self._closing else b"".join(out)
+            try:
+                plain, other = incoming.receive(b"")
+            except PacketTooLarge as exc:
+                self._fail(TOO_BIG, exc)
+            if plain:
+                out.append(plain)
+        return b"".join(out)
 
     def _slow_frame(self, frame: bytes, out: list[bytes]) -> None:
         ws = self._ws
         ws.receive_data(frame)
         for event in ws.events():
             if isinstance(event, BytesMessage):
-                size = self._message_size + len(event.data)
-                if size > self._max_message:
-                    self._fail(TOO_BIG, PacketTooLarge(
-                        f"WebSocket message over max_packet_size ({self._max_message})"))
-                self._in_message = not event.message_finished
-                self._message_size = size if self._in_message else 0
                 out.append(event.data)
             else:
                 self._control(event)
@@ -223,7 +173,7 @@ class WebSocketTransport:
                 self._fail(event.code, ProtocolError(f"WebSocket: {event.reason}"))
         # Pong: nothing to do; we send no pings of our own (MQTT has PINGREQ for liveness)
 
-    def _fail(self, code: int, exc: MQTTError) -> None:
+    def _fail(self, code: int, exc: MQTTError) -> NoReturn:
         """Start the close handshake with `code` and end the reader with `exc`."""
         self._send_close(code)
         raise exc
@@ -237,7 +187,7 @@ class WebSocketTransport:
             self._finish_tail()
             if data:
                 self._partial = True
-                send_all(self.sock, binary_frame(data))
+                send_all(self._sock, binary_frame(data))
                 self._partial = False
 
     def try_send(self, data: bytes) -> bool:
@@ -260,14 +210,17 @@ class WebSocketTransport:
 
     @property
     def unbuffered(self) -> bool:
-        return False  # a frame can arrive with the next one's start, kept in `_buf`
+        return False  # a frame can arrive with the next one's start, kept by the reader
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
     def _finish_tail(self) -> None:
         """With the lock held: the rest of a frame a try_send could not write whole."""
         tail = self._tail
         if tail:
             self._tail = b""
-            send_all(self.sock, tail)
+            send_all(self._sock, tail)
             self._partial = False
 
     def _write(self, frame: bytes) -> None:
@@ -275,7 +228,7 @@ class WebSocketTransport:
             self._finish_tail()
             if self._partial:
                 raise ConnectionAbortedError("a data frame was cut short")
-            self.sock.sendall(frame)
+            self._sock.sendall(frame)
 
     def _send_close(self, code: int) -> None:
         """Our close frame, once, if it can go out cleanly within CLOSE_TIMEOUT."""
@@ -289,7 +242,7 @@ class WebSocketTransport:
             if self._lock.acquire():
                 try:
                     if not self._partial:
-                        self.sock.sendall(frame)
+                        self._sock.sendall(frame)
                         return
                 except OSError:
                     pass
@@ -317,11 +270,13 @@ class WebSocketTransport:
         with gevent.Timeout(CLOSE_TIMEOUT, False):
             try:
                 while not self._done:
-                    data = self.sock.recv(RECV_SIZE)
+                    data = self._sock.recv(RECV_SIZE)
                     if not data:
                         return
                     self._frames(data)  # data is dropped now; only the close frame matters
-            except Exception:  # a reset, a framing error: either way there is no answer
+            except (OSError, MQTTError):
+                # A reset, or the socket closed under us (OSError, SSLError included); a
+                # framing error, a text or oversized frame (MQTTError): no answer will come.
                 return
 
     def _finish(self) -> None:
@@ -329,4 +284,4 @@ class WebSocketTransport:
         abort, self._abort = self._abort, None
         if abort is not None and abort is not gevent.getcurrent():
             abort.kill(block=False)
-        drop(self.sock)
+        drop(self._sock)

@@ -19,9 +19,10 @@ from gevent.server import StreamServer
 from gevent.ssl import SSLSocket
 
 from ..config.schema import Config, ListenerSection
+from ..net.tls import build_ssl_context, certificate_identity
 from ..net.transport import TcpTransport, Transport, format_address
 from ..net.ws_handshake import WebSocketEndpoint
-from .security import ListenerSecurity, build_ssl_context, certificate_identity
+from .security import ListenerSecurity
 
 log = logging.getLogger("greenfly.listener")
 
@@ -37,7 +38,7 @@ class _Server(StreamServer):
 
 
 # serve(transport, listener, TLS client identity): starts the connection; it runs in this
-# greenlet until it ends or parks.
+# greenlet until it ends or parks, and its close calls `listener.connection_closed()`.
 TransportHandler = Callable[[Transport, "Listener", "str | None"], None]
 
 
@@ -97,27 +98,35 @@ class Listener:
                         format_address(address), self.describe(), limit)
             sock.close()
             return
-        self.active += 1  # until the connection closes (`connection_closed`)
-        adopted = False
+        # The listener alone counts its connections: one place taken here, given back once,
+        # below if no connection took the socket, else by `connection_closed` when it closes.
+        self.active += 1
+        handed_over = False
         try:
-            adopted = self._accept(sock, address)
+            accepted = self._handshakes(sock, address)
+            if accepted is not None:
+                # The connection owns the socket from here, however it ends (it may outlive
+                # this greenlet when it parks): its close gives the place back.
+                handed_over = True
+                self._serve(accepted[0], self, accepted[1])
         finally:
-            if not adopted:
+            if not handed_over:
                 self.active -= 1
                 sock.close()
 
     def connection_closed(self) -> None:
         self.active -= 1
 
-    def _accept(self, sock: socket.socket, address: object) -> bool:
-        """Handshakes, then the connection: True once a `Connection` owns the socket (it
-        outlives this greenlet when it parks, and closes the socket itself)."""
+    def _handshakes(self, sock: socket.socket,
+                    address: object) -> tuple[Transport, str | None] | None:
+        """TLS and WebSocket handshakes: the transport and the TLS client identity, or None
+        (and a log line) if a handshake failed."""
         settings = self._settings()
         identity = None
         if self.ssl_context is not None:
             tls = self._tls_handshake(sock, address, settings.broker.connect_timeout)
             if tls is None:
-                return False
+                return None
             sock = tls
             identity = certificate_identity(sock.getpeercert())
         if self._websocket is None:
@@ -126,9 +135,8 @@ class Listener:
             transport = self._websocket.accept(sock, address, settings.broker.connect_timeout,
                                                settings.limits.max_packet_size)
         if transport is None:
-            return False
-        self._serve(transport, self, identity)
-        return True
+            return None
+        return transport, identity
 
     def _tls_handshake(self, sock: socket.socket, address: object,
                        timeout: float) -> SSLSocket | None:

@@ -19,13 +19,14 @@ from ..core.context import BrokerContext
 from ..core.protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
 from ..link.connection import Connection
 from ..link.outbox import Flusher
+from ..net.tls import build_ssl_context
 from ..net.transport import Transport
 from ..store.base import SessionStore
 from ..store.memory import MemoryStore
 from .journal_writer import JournalStore
 from .listeners import Listener
 from .notify import Notifier
-from .security import FailureTracker, ListenerSecurity, build_ssl_context
+from .security import FailureTracker, ListenerSecurity
 from .sys_topics import SysTopics
 
 log = logging.getLogger("greenfly")

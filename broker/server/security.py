@@ -20,18 +20,18 @@ import hashlib
 import hmac
 import logging
 import os
-import ssl
 import time
+from collections.abc import Callable
 
 import gevent
-from gevent import ssl as cooperative_ssl
 from gevent.event import AsyncResult
 
 from ..auth.acl import Acl, Rules, load_acl_file
 from ..auth.passwords import PasswordHash, load_password_file
 from ..config.schema import Config, ListenerSection, anonymous_allowed
-from ..core.protocol import AuthResult
-from ..errors import ConfigError, ReasonCode
+from ..core.protocol import AuthRequest, AuthResult
+from ..errors import ReasonCode
+from ..net.tls import build_ssl_context
 
 log = logging.getLogger("greenfly.security")
 
@@ -39,7 +39,6 @@ CACHE_LIMIT = 10_000
 FAILURE_MEMORY = 600.0  # seconds after which an address's failures are forgotten
 FIRST_DELAY = 0.25
 MAX_DELAY = 8.0
-TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
 
 
 class FailureTracker:
@@ -92,9 +91,11 @@ class ListenerSecurity:
 
     # -- authentication ----------------------------------------------------------------------
 
-    def authenticate(self, username: str | None, password: bytes | None, host: str,
-                     identity: str | None = None) -> AuthResult:
-        """Decide a CONNECT; blocks the calling greenlet (hashing, failure delay), not the hub."""
+    def authenticate(self, request: AuthRequest) -> AuthResult:
+        """Decide a CONNECT; blocks the calling greenlet (hashing, failure delay), not the hub:
+        the connection calls it, as the protocol asks (core/protocol.py never waits)."""
+        username, password, host, identity = (request.username, request.password,
+                                              request.host, request.identity)
         if self.listener.use_identity_as_username:
             if identity is None:
                 return self._refuse(host, ReasonCode.NOT_AUTHORIZED, None,
@@ -139,7 +140,7 @@ class ListenerSecurity:
             return running.get()
         running = self._running[key] = AsyncResult()
         try:
-            ok = gevent.get_hub().threadpool.apply(entry.verify, (secret,))
+            ok = in_threadpool(entry.verify, secret)
             running.set(ok)
             return ok
         except BaseException as exc:
@@ -171,37 +172,19 @@ class ListenerSecurity:
         return found
 
 
-def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
-    """The TLS context of a listener, or None without TLS; ConfigError names the bad key."""
-    if not listener.tls:
-        return None
-    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # sockets that yield
-    context.minimum_version = TLS_VERSIONS[listener.tls_version]
-    where = f"listener {listener.bind}:{listener.port}"
-    try:
-        context.load_cert_chain(listener.certfile, listener.keyfile)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the certificate/key: {exc}", file=listener.certfile,
-                          key=f"{where} certfile/keyfile") from None
-    if listener.cafile:
+def in_threadpool(func: Callable[[str], bool], arg: str) -> bool:
+    """`func(arg)` in the hub's threadpool. An exception is raised in the calling greenlet
+    only: raised in the thread, gevent's hub would also print it to stderr, outside the log."""
+    def call() -> tuple[bool, BaseException | None]:
         try:
-            context.load_verify_locations(listener.cafile)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load the CA file: {exc}", file=listener.cafile,
-                              key=f"{where} cafile") from None
-    context.verify_mode = ssl.CERT_REQUIRED if listener.require_certificate else ssl.CERT_NONE
-    return context
+            return func(arg), None
+        except Exception as exc:
+            return False, exc
 
-
-def certificate_identity(peer_certificate: dict | None) -> str | None:
-    """The common name of a verified client certificate."""
-    if not peer_certificate:
-        return None
-    for rdn in peer_certificate.get("subject", ()):
-        for name, value in rdn:
-            if name == "commonName":
-                return value
-    return None
+    result, error = gevent.get_hub().threadpool.apply(call)
+    if error is not None:
+        raise error
+    return result
 
 
 def check_files(config: Config) -> None:

@@ -1,0 +1,52 @@
+"""TLS for listeners: the server context a `[[listener]]` asks for, and the identity a
+verified client certificate carries.
+
+The context is gevent's cooperative `SSLContext`, so its sockets yield instead of blocking
+the hub. Building it reads the certificate, key and CA files: a bad one is a `ConfigError`
+naming the key, at start-up, on `greenfly check` and on reload (when it keeps the running
+configuration).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from gevent import ssl as cooperative_ssl
+
+from ..config.schema import ListenerSection
+from ..errors import ConfigError
+
+TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
+    """The TLS context of a listener, or None without TLS; ConfigError names the bad key."""
+    if not listener.tls:
+        return None
+    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # sockets that yield
+    context.minimum_version = TLS_VERSIONS[listener.tls_version]
+    where = f"listener {listener.bind}:{listener.port}"
+    try:
+        context.load_cert_chain(listener.certfile, listener.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the certificate/key: {exc}", file=listener.certfile,
+                          key=f"{where} certfile/keyfile") from None
+    if listener.cafile:
+        try:
+            context.load_verify_locations(listener.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the CA file: {exc}", file=listener.cafile,
+                              key=f"{where} cafile") from None
+    context.verify_mode = ssl.CERT_REQUIRED if listener.require_certificate else ssl.CERT_NONE
+    return context
+
+
+def certificate_identity(peer_certificate: dict | None) -> str | None:
+    """The common name of a verified client certificate."""
+    if not peer_certificate:
+        return None
+    for rdn in peer_certificate.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return None
