@@ -6,7 +6,7 @@ In 5 DISCONNECT may carry a reason code and properties [MQTT-3.14.2-1]; AUTH exi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,7 +48,7 @@ PING_REQ = PingReq()
 PING_RESP = PingResp()
 
 
-def _empty(name: str, packet: object):  # noqa: ANN202 - returns a decoder
+def _empty(name: str, packet: object) -> Callable[[int, Reader, int], object]:
     def decode(flags: int, reader: Reader, level: int) -> object:
         if not reader.at_end():
             raise MalformedPacket(f"{name}: {reader.remaining()} unexpected bytes in the body")

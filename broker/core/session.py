@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -105,7 +105,7 @@ class _Flight:
 # never queue, never see QoS 2, many never subscribe, and an empty deque alone is 760 bytes.
 # Each is replaced by a real container on the first write (`_owned`).
 _NO_ENTRIES: Mapping[Any, Any] = MappingProxyType({})
-_NO_QUEUE: tuple[Any, ...] = ()
+_NO_QUEUE: Sequence[Any] = ()
 _NO_IDS: frozenset[int] = frozenset()
 
 
@@ -123,6 +123,8 @@ class Session:
         self.protocol_level = protocol_level
         self.expiry = expiry
         self.disconnected_at: float | None = None
+        # Typed as the containers that replace the read-only stand-ins on the first write
+        # (`_owned_*`), which is why these four assignments are ignored.
         self.subscriptions: dict[str, SubOptions] = _NO_ENTRIES  # type: ignore[assignment]
         self.inflight: dict[int, _Flight] = _NO_ENTRIES  # type: ignore[assignment]
         self.queue: deque[tuple[Message, int, bool]] = _NO_QUEUE  # type: ignore[assignment]
@@ -304,13 +306,14 @@ class Session:
         """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-3]."""
         with self._lock:
             flight = self.inflight.get(packet_id)
-            known = flight is not None and flight.qos == 2
-            if known and not flight.released:
+            if flight is not None and flight.qos != 2:
+                flight = None  # a QoS 1 message: PUBREC is not its acknowledgement
+            if flight is not None and not flight.released:
                 flight.released = True
                 self._write(OutgoingReleased(self.client_id, packet_id))
             if self.peer is not None:
                 self.peer.put(PubRel(packet_id))
-            return known
+            return flight is not None
 
     def on_pubcomp(self, packet_id: int) -> bool:
         with self._lock:
