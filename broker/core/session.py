@@ -57,7 +57,10 @@ DROP_LOG_INTERVAL = 60.0
 class Peer(Protocol):
     """The live end of a session: a connection's outbox (implemented by `Connection`)."""
 
-    protocol_level: int
+    @property
+    def protocol_level(self) -> int:
+        """The MQTT level its client speaks (read only: the connection's protocol sets it)."""
+        ...
 
     def put(self, item: Any) -> None:
         """Queue for the writer: wire bytes (a QoS 0 PUBLISH), a packet, a `WaitDurable`, or
