@@ -30,6 +30,7 @@ test-deps: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check broker tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: test-deps lint
 	$(BIN)/pytest
@@ -45,4 +46,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py --no-build $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache build *.egg-info

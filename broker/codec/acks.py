@@ -54,12 +54,13 @@ class PubComp:
 
 
 AckPacket = PubAck | PubRec | PubRel | PubComp
-ACK_CLASSES: dict[int, type] = {PUBACK: PubAck, PUBREC: PubRec, PUBREL: PubRel, PUBCOMP: PubComp}
+ACK_CLASSES: dict[int, type[AckPacket]] = {PUBACK: PubAck, PUBREC: PubRec, PUBREL: PubRel,
+                                             PUBCOMP: PubComp}
 _NAMES = {PUBACK: "PUBACK", PUBREC: "PUBREC", PUBREL: "PUBREL", PUBCOMP: "PUBCOMP"}
 _FIRST_BYTE = {PUBACK: 0x40, PUBREC: 0x50, PUBREL: 0x62, PUBCOMP: 0x70}
 
 
-def _decoder(packet_type: int):  # noqa: ANN202 - returns one of the four decoders
+def _decoder(packet_type: int) -> Callable[[int, Reader, int], AckPacket]:
     cls = ACK_CLASSES[packet_type]
     name = _NAMES[packet_type]
 

@@ -7,7 +7,7 @@ section 3.14.2.1); AUTH exists only in 5.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,7 +49,7 @@ PING_REQ = PingReq()
 PING_RESP = PingResp()
 
 
-def _empty(name: str, packet: object):  # noqa: ANN202 - returns a decoder
+def _empty(name: str, packet: object) -> Callable[[int, Reader, int], object]:
     def decode(flags: int, reader: Reader, level: int) -> object:
         if not reader.at_end():
             raise MalformedPacket(f"{name}: {reader.remaining()} unexpected bytes in the body")

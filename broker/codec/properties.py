@@ -140,7 +140,7 @@ def _write_value(wire_type: str, value: Any) -> bytes:
     if wire_type == "u16":
         return encode_u16(value)
     if wire_type == "u32":
-        return value.to_bytes(4, "big")
+        return int.to_bytes(value, 4, "big")
     if wire_type == "varint":
         return encode_varint(value)
     if wire_type == "utf8":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -164,7 +165,7 @@ class ClientProtocol:
         self.clean = True
         self.username: str | None = None
         self.will: Will | None = None
-        self.session: Session | None = None
+        self.session: Session | None = None  # set with CONNECTED, so never None in a handler
         self.connected_at = 0.0
         self.close_after_flush: CloseReason | None = None  # set when the protocol ends it
         self._connect: Connect | None = None  # the CONNECT awaiting its verdict
@@ -337,6 +338,7 @@ class ClientProtocol:
             self._wait_durable(since)
             self.peer.put(encode_puback_success(packet.packet_id))
             return
+        assert self.session is not None
         if self.session.receive_qos2(packet.packet_id):
             ctx.router.publish(message)
         self._wait_durable(since)
@@ -348,6 +350,7 @@ class ClientProtocol:
         elif packet.qos == 2:
             # The id still goes through the exactly-once flow so that PUBREL finds it.
             since = self.ctx.store.seq
+            assert self.session is not None
             self.session.receive_qos2(packet.packet_id)
             self._wait_durable(since)
             self.peer.put(encode_pubrec_success(packet.packet_id))
@@ -356,25 +359,30 @@ class ClientProtocol:
         """After a reload: this client's ACL rules from the listener's new security."""
         if self.state is CONNECTED:
             self.rules = self.source.security.rules(self.client_id, self.username)
+            assert self.session is not None
             self.session.rules = self.rules
 
     def _on_pubrel(self, packet: PubRel) -> None:
         since = self.ctx.store.seq
+        assert self.session is not None
         self.session.release_qos2(packet.packet_id)
         self._wait_durable(since)
         self.peer.put(encode_pubcomp_success(packet.packet_id))
 
     def _on_puback(self, packet: PubAck) -> None:
+        assert self.session is not None
         if not self.session.on_puback(packet.packet_id):
             log.debug("%s: PUBACK for packet id %d that is not in flight", self.describe(),
                       packet.packet_id)
 
     def _on_pubrec(self, packet: PubRec) -> None:
+        assert self.session is not None
         if not self.session.on_pubrec(packet.packet_id):
             log.debug("%s: PUBREC for packet id %d that is not in flight", self.describe(),
                       packet.packet_id)
 
     def _on_pubcomp(self, packet: PubComp) -> None:
+        assert self.session is not None
         if not self.session.on_pubcomp(packet.packet_id):
             log.debug("%s: PUBCOMP for packet id %d that is not awaiting it", self.describe(),
                       packet.packet_id)
@@ -386,6 +394,7 @@ class ClientProtocol:
             validate_filter(topic_filter)
         ctx = self.ctx
         session = self.session
+        assert session is not None
         granted = []
         since = ctx.store.seq
         rules = self.rules
@@ -409,6 +418,7 @@ class ClientProtocol:
             validate_filter(topic_filter)
         ctx = self.ctx
         since = ctx.store.seq
+        assert self.session is not None
         for topic_filter in packet.filters:
             ctx.tree.unsubscribe(self.client_id, topic_filter)
             self.session.remove_subscription(topic_filter)
@@ -426,7 +436,7 @@ class ClientProtocol:
 
 
 # Packet type -> handler, for a connected client. CONNECT is handled apart (state change).
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[ClientProtocol, Any], None]] = {
     Publish: ClientProtocol._on_publish,
     PubAck: ClientProtocol._on_puback,
     PubRec: ClientProtocol._on_pubrec,

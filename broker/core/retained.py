@@ -71,9 +71,10 @@ class RetainedMessages:
         with self._lock:
             node = self._root
             for level in topic.split("/"):
-                node = node.children.get(level)
-                if node is None:
+                child = node.children.get(level)
+                if child is None:
                     return None
+                node = child
             return node.message
 
     def all(self) -> list[Message]:
@@ -117,7 +118,7 @@ class RetainedMessages:
                         if not (i == 0 and key.startswith("$")):
                             stack.append((child, i + 1))
                 else:
-                    child = node.children.get(level)
-                    if child is not None:
-                        stack.append((child, i + 1))
+                    named = node.children.get(level)
+                    if named is not None:
+                        stack.append((named, i + 1))
         return out

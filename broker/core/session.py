@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -57,11 +57,14 @@ DROP_LOG_INTERVAL = 60.0
 class Peer(Protocol):
     """The live end of a session: a connection's outbox (implemented by `Connection`)."""
 
-    protocol_level: int
+    @property
+    def protocol_level(self) -> int:
+        """The MQTT level its client speaks (read only: the connection's protocol sets it)."""
+        ...
 
     def put(self, item: Any) -> None:
         """Queue for the writer: wire bytes (a QoS 0 PUBLISH), a packet, a `WaitDurable`, or
-        a QoS 1/2 publish tuple (message, qos, retain, dup, packet_id)."""
+        a `Delivery` (a QoS 1/2 PUBLISH)."""
         ...
 
     def full(self) -> bool:
@@ -91,21 +94,33 @@ class SessionEnv:
     limits: LimitsSection
 
 
-class _Flight:
-    __slots__ = ("message", "qos", "retain", "released")
+class Delivery:
+    """A QoS 1/2 PUBLISH to a client: what its outbox writes (the message is laid out only
+    then, by `Message.wire`) and what the session keeps in flight until it is acknowledged,
+    one object for both. Nothing the outbox reads changes once it is made: a resend is a new
+    `Delivery`; `released` is the session's alone."""
 
-    def __init__(self, message: Message, qos: int, retain: bool, released: bool = False) -> None:
+    __slots__ = ("message", "qos", "retain", "dup", "packet_id", "released")
+
+    def __init__(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int,
+                 released: bool = False) -> None:
         self.message = message
         self.qos = qos
         self.retain = retain
+        self.dup = dup
+        self.packet_id = packet_id
         self.released = released  # QoS 2: PUBREC received, PUBREL sent
+
+    def __repr__(self) -> str:
+        return (f"Delivery({self.message!r}, qos={self.qos}, retain={self.retain}, "
+                f"dup={self.dup}, packet_id={self.packet_id}, released={self.released})")
 
 
 # Shared, read-only stand-ins for containers a session has not needed yet: most sessions
 # never queue, never see QoS 2, many never subscribe, and an empty deque alone is 760 bytes.
 # Each is replaced by a real container on the first write (`_owned`).
 _NO_ENTRIES: Mapping[Any, Any] = MappingProxyType({})
-_NO_QUEUE: tuple[Any, ...] = ()
+_NO_QUEUE: Sequence[Any] = ()
 _NO_IDS: frozenset[int] = frozenset()
 
 
@@ -123,8 +138,10 @@ class Session:
         self.protocol_level = protocol_level
         self.expiry = expiry
         self.disconnected_at: float | None = None
+        # Typed as the containers that replace the read-only stand-ins on the first write
+        # (`_owned_*`), which is why these four assignments are ignored.
         self.subscriptions: dict[str, SubOptions] = _NO_ENTRIES  # type: ignore[assignment]
-        self.inflight: dict[int, _Flight] = _NO_ENTRIES  # type: ignore[assignment]
+        self.inflight: dict[int, Delivery] = _NO_ENTRIES  # type: ignore[assignment]
         self.queue: deque[tuple[Message, int, bool]] = _NO_QUEUE  # type: ignore[assignment]
         self.queued_bytes = 0
         self.incoming_qos2: set[int] = _NO_IDS  # type: ignore[assignment]
@@ -139,7 +156,7 @@ class Session:
         return (f"Session({self.client_id!r}, persistent={self.persistent}, "
                 f"inflight={len(self.inflight)}, queued={len(self.queue)})")
 
-    def _owned_inflight(self) -> dict[int, _Flight]:
+    def _owned_inflight(self) -> dict[int, Delivery]:
         if self.inflight is _NO_ENTRIES:
             self.inflight = {}
         return self.inflight
@@ -155,7 +172,8 @@ class Session:
                      released: bool) -> None:
         """From the store: one message owed, in flight under `packet_id` or (0) queued."""
         if packet_id:
-            self._owned_inflight()[packet_id] = _Flight(message, qos, retain, released)
+            self._owned_inflight()[packet_id] = Delivery(message, qos, retain, False, packet_id,
+                                                         released)
             self._next_packet_id = packet_id % 65_535 + 1
         else:
             self._owned_queue().append((message, qos, retain))
@@ -183,11 +201,14 @@ class Session:
         with self._lock:
             self.peer = peer
             # What is owed goes again, in order: PUBLISH with DUP, or PUBREL [MQTT-4.4.0-1]
-            for packet_id, flight in self.inflight.items():
+            inflight = self.inflight
+            for packet_id, flight in inflight.items():
                 if flight.released:
                     peer.put(PubRel(packet_id))
-                else:
-                    peer.put((flight.message, flight.qos, flight.retain, True, packet_id))
+                else:  # a new Delivery: the old one may still sit in the old connection's outbox
+                    inflight[packet_id] = flight = Delivery(flight.message, flight.qos,
+                                                            flight.retain, True, packet_id)
+                    peer.put(flight)
             self._fill_window()
 
     def detach(self, peer: Peer) -> bool:
@@ -240,11 +261,12 @@ class Session:
                     and (not window or len(self.inflight) < window)):
                 packet_id = self._allocate_packet_id()
                 if packet_id:
-                    self._owned_inflight()[packet_id] = _Flight(message, qos, retain)
+                    flight = Delivery(message, qos, retain, False, packet_id)
+                    self._owned_inflight()[packet_id] = flight
                     if self.persistent:
                         message.store_owed(self.env.store, self.client_id, qos, retain,
                                            packet_id)
-                    peer.put((message, qos, retain, False, packet_id))
+                    peer.put(flight)
                     return
             size = len(message.payload)
             if limits.max_queued_messages and len(self.queue) >= limits.max_queued_messages:
@@ -281,10 +303,11 @@ class Session:
                 return
             message, qos, retain = queue.popleft()
             self.queued_bytes -= len(message.payload)
-            self._owned_inflight()[packet_id] = _Flight(message, qos, retain)
+            flight = Delivery(message, qos, retain, False, packet_id)
+            self._owned_inflight()[packet_id] = flight
             if self.persistent:
                 self.env.store.append(OutgoingSent(self.client_id, message.msg_id, packet_id))
-            peer.put((message, qos, retain, False, packet_id))
+            peer.put(flight)
 
     def on_puback(self, packet_id: int) -> bool:
         """PUBACK from the client; False if nothing was in flight with that id (ignored, as
@@ -305,13 +328,14 @@ class Session:
         """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-1]."""
         with self._lock:
             flight = self.inflight.get(packet_id)
-            known = flight is not None and flight.qos == 2
-            if known and not flight.released:
+            if flight is not None and flight.qos != 2:
+                flight = None  # a QoS 1 message: PUBREC is not its acknowledgement
+            if flight is not None and not flight.released:
                 flight.released = True
                 self._write(OutgoingReleased(self.client_id, packet_id))
             if self.peer is not None:
                 self.peer.put(PubRel(packet_id))  # [MQTT-4.3.3-1]
-            return known
+            return flight is not None
 
     def on_pubcomp(self, packet_id: int) -> bool:
         with self._lock:

@@ -1,8 +1,8 @@
 """`Outbox`: everything one connection has to write, and the only ways it reaches the socket.
 
-Items are wire bytes (a QoS 0 PUBLISH laid out by its session), packets, QoS 1/2 publish
-tuples (message, qos, retain, dup, packet_id), and `WaitDurable` markers: nothing after a
-marker may be written before the store says its record is durable.
+Items are wire bytes (a QoS 0 PUBLISH laid out by its session), packets, `Delivery`s (a QoS
+1/2 PUBLISH, laid out here), and `WaitDurable` markers: nothing after a marker may be written
+before the store says its record is durable.
 
 Two writers, never at once:
 - The direct flush. A put schedules, once per hub loop iteration, `Flusher` to write every
@@ -31,7 +31,7 @@ import gevent
 from gevent.event import Event
 
 from ..codec import encode
-from ..core.session import WaitDurable
+from ..core.session import Delivery, WaitDurable
 from ..errors import MQTTError, StoreUnavailable
 from ..net.transport import Transport
 
@@ -267,9 +267,10 @@ class Outbox:
                 # A QoS 0 PUBLISH laid out (and counted) by its session, or the end of a
                 # direct flush that did not fit (counted then).
                 chunks.append(item)
-            elif kind is tuple:
-                message, qos, retain, dup, packet_id = item
-                chunks.append(message.wire(qos, retain, dup, packet_id, level))
+            elif kind is Delivery:
+                message = item.message
+                chunks.append(message.wire(item.qos, item.retain, item.dup, item.packet_id,
+                                           level))
                 publishes += 1
                 payload_bytes += len(message.payload)
             elif kind is WaitDurable:

@@ -35,11 +35,6 @@ from .records import (
     Unsubscribed,
 )
 
-# The records about one session; `apply` ignores them when that session does not exist.
-_SESSION_RECORDS = frozenset({SessionClosed, SessionDeleted, Subscribed, Unsubscribed,
-                              OutgoingStored, OutgoingSent, OutgoingReleased, OutgoingDone,
-                              IncomingQos2, IncomingReleased})
-
 
 @dataclass(slots=True)
 class StoredOutgoing:
@@ -78,7 +73,7 @@ class StoredSession:
         earlier = queued.get(entry.msg_id)
         if earlier is None:
             queued[entry.msg_id] = key
-        elif type(earlier) is list:
+        elif isinstance(earlier, list):
             earlier.append(key)
         else:
             queued[entry.msg_id] = [earlier, key]
@@ -87,7 +82,7 @@ class StoredSession:
         keys = self._queued.get(msg_id)
         if keys is None:
             return
-        if type(keys) is list:
+        if isinstance(keys, list):
             key = keys.pop(0)
             if len(keys) == 1:
                 self._queued[msg_id] = keys[0]
@@ -116,59 +111,72 @@ class StoredState:
     max_msg_id: int = 0
 
     def apply(self, record: Record) -> None:
-        """Fold one record into the state."""
-        kind = type(record)
-        if kind is MessageStored:
-            self.messages[record.msg_id] = record
-            if record.msg_id > self.max_msg_id:
-                self.max_msg_id = record.msg_id
-            return
-        if kind is MessageQueued:
-            self.apply(record.message())
-            self.apply(record.outgoing())
-            return
-        if kind is RetainedSet:
-            self.retained[record.topic] = record.msg_id
-            return
-        if kind is RetainedCleared:
-            self.retained.pop(record.topic, None)
-            return
-        if kind is SessionOpened:
-            session = self.sessions.get(record.client_id)
-            if session is None:
-                self.sessions[record.client_id] = StoredSession(
-                    record.client_id, record.protocol_level, record.expiry)
-            else:
-                session.protocol_level = record.protocol_level
-                session.expiry = record.expiry
-                session.disconnected_at = None
-            return
-        if kind not in _SESSION_RECORDS:
-            raise TypeError(f"not a store record: {record!r}")
-        session = self.sessions.get(record.client_id)
-        if session is None:
-            return
-        if kind is OutgoingStored:
-            session.add_outgoing(StoredOutgoing(record.msg_id, record.qos, record.retain,
-                                                record.packet_id))
-        elif kind is OutgoingSent:
-            session.mark_sent(record.msg_id, record.packet_id)
-        elif kind is OutgoingDone:
-            session.mark_done(record.packet_id)
-        elif kind is OutgoingReleased:
-            session.mark_released(record.packet_id)
-        elif kind is IncomingQos2:
-            session.incoming_qos2.add(record.packet_id)
-        elif kind is IncomingReleased:
-            session.incoming_qos2.discard(record.packet_id)
-        elif kind is Subscribed:
-            session.subscriptions[record.topic_filter] = record.options
-        elif kind is Unsubscribed:
-            session.subscriptions.pop(record.topic_filter, None)
-        elif kind is SessionClosed:
-            session.disconnected_at = record.at
-        elif kind is SessionDeleted:
-            del self.sessions[record.client_id]
+        """Fold one record into the state; records about a session that does not exist
+        (any more) are ignored.
+
+        The cases are tried in order and each costs an isinstance check (a match allocates
+        too: more than the `type(record) is X` chain this replaced), so the most frequent go
+        first: a journal is mostly `MessageQueued` and `OutgoingDone`, a compacted one
+        `MessageStored` and `OutgoingStored`.
+        """
+        match record:
+            case MessageQueued():
+                # What `MessageStored` and `OutgoingStored` do, without matching them again.
+                self.messages[record.msg_id] = record.message()
+                if record.msg_id > self.max_msg_id:
+                    self.max_msg_id = record.msg_id
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.add_outgoing(StoredOutgoing(record.msg_id, record.out_qos,
+                                                        record.out_retain, record.packet_id))
+            case MessageStored():
+                self.messages[record.msg_id] = record
+                if record.msg_id > self.max_msg_id:
+                    self.max_msg_id = record.msg_id
+            case OutgoingStored():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.add_outgoing(StoredOutgoing(record.msg_id, record.qos, record.retain,
+                                                        record.packet_id))
+            case OutgoingDone():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.mark_done(record.packet_id)
+            case OutgoingSent():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.mark_sent(record.msg_id, record.packet_id)
+            case OutgoingReleased():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.mark_released(record.packet_id)
+            case IncomingQos2():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.incoming_qos2.add(record.packet_id)
+            case IncomingReleased():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.incoming_qos2.discard(record.packet_id)
+            case SessionOpened():
+                session = self.sessions.get(record.client_id)
+                if session is None:
+                    self.sessions[record.client_id] = StoredSession(
+                        record.client_id, record.protocol_level, record.expiry)
+                else:
+                    session.protocol_level = record.protocol_level
+                    session.expiry = record.expiry
+                    session.disconnected_at = None
+            case SessionClosed():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.disconnected_at = record.at
+            case Subscribed():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.subscriptions[record.topic_filter] = record.options
+            case Unsubscribed():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.subscriptions.pop(record.topic_filter, None)
+            case SessionDeleted():
+                self.sessions.pop(record.client_id, None)
+            case RetainedSet():
+                self.retained[record.topic] = record.msg_id
+            case RetainedCleared():
+                self.retained.pop(record.topic, None)
+            case _:
+                raise TypeError(f"not a store record: {record!r}")
 
     def referenced_messages(self) -> set[int]:
         live = set(self.retained.values())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -54,7 +54,7 @@ class CorruptRecord(Exception):
 
 
 # type byte -> (class, field kinds). Never renumber: the numbers are on disk.
-RECORD_TYPES: dict[int, tuple[type, tuple[str, ...]]] = {
+RECORD_TYPES: dict[int, tuple[type[Record], tuple[str, ...]]] = {
     1: (SessionOpened, ("str", "small", "int")),
     2: (SessionClosed, ("str", "float")),
     3: (SessionDeleted, ("str",)),
@@ -184,6 +184,10 @@ def _str_at(body: bytes, pos: int) -> tuple[str, int]:
     return body[pos + 2:end].decode("utf-8"), end
 
 
+# msg_id, topic, payload, qos, retain, origin, properties
+_MessageFields = tuple[int, str, bytes, int, bool, str, Mapping[str, Any]]
+
+
 def _dec_message_stored(body: bytes) -> tuple[Record, int]:
     fields, pos = _message_fields(body)
     return MessageStored(*fields), pos
@@ -196,7 +200,7 @@ def _dec_message_queued(body: bytes) -> tuple[Record, int]:
     return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id), pos + 10
 
 
-def _message_fields(body: bytes) -> tuple[tuple[Any, ...], int]:
+def _message_fields(body: bytes) -> tuple[_MessageFields, int]:
     """The fields `MessageStored` and `MessageQueued` begin with, and where they end."""
     msg_id = _U64.unpack_from(body, 1)[0]
     topic, pos = _str_at(body, 9)
