@@ -82,7 +82,13 @@ class BrokerSection:
                                   "it does not grant is denied")
     persistent_client_expiration: int = option(
         integer(0, 2**31), 0, "seconds after disconnect when a persistent session is "
-        "discarded; 0 keeps it forever")
+        "discarded; 0 keeps it forever (MQTT 5 clients set their own session expiry interval)")
+    retain_available: bool = option(
+        boolean, True, "accept retained messages; false: a PUBLISH with retain 1 is refused "
+        "(MQTT 5 DISCONNECT 0x9A), and MQTT 5 clients are told so in CONNACK")
+    response_information: str | None = option(
+        text, None, "MQTT 5 request/response: a topic prefix offered to clients that ask for "
+        "response information (CONNACK carries PREFIX/<client id>); not set: none offered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,9 @@ class LimitsSection:
                                    "payload bytes queued per client (0 = no limit)")
     max_packet_size: int = option(integer(20, 268_435_460), 268_435_455,
                                   "largest packet accepted, header included")
+    max_topic_alias: int = option(integer(0, 65_535), 10,
+                                  "MQTT 5 topic aliases a client may set per connection "
+                                  "(0 = none)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..config.schema import Config
 from ..store.base import SessionStore
 from .disconnect_watch import DisconnectWatch
+from .held_wills import HeldWills
 from .registry import SessionRegistry
 from .retained import RetainedMessages
 from .router import Router
@@ -30,6 +31,7 @@ class BrokerContext:
     router: Router
     env: SessionEnv
     disconnects: DisconnectWatch = field(default_factory=DisconnectWatch)
+    wills: HeldWills = field(default_factory=HeldWills)
 
     @classmethod
     def build(cls, config: Config, store: SessionStore) -> BrokerContext:

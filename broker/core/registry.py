@@ -33,6 +33,8 @@ from .retained import RetainedMessages
 from .session import Session, SessionEnv
 from .topic_tree import TopicTree
 
+SESSION_NEVER_EXPIRES = 0xFFFF_FFFF  # MQTT 5's session expiry interval for "never"
+
 log = logging.getLogger("greenfly.registry")
 
 
@@ -53,8 +55,13 @@ class SessionRegistry:
         return self.sessions.get(client_id)
 
     def open(self, client_id: str, clean: bool, protocol_level: int,
-             expiry: int = 0) -> tuple[Session, bool]:
-        """The session for a new connection and whether one was resumed (session present)."""
+             expiry: int = 0, persistent: bool | None = None) -> tuple[Session, bool]:
+        """The session for a new connection and whether one was resumed (session present).
+
+        `persistent` (default: not `clean`, as in 3.x) says whether the session outlives
+        the connection; MQTT 5 decides it by the session expiry interval instead."""
+        if persistent is None:
+            persistent = not clean
         with self._lock:
             existing = self.sessions.get(client_id)
             if existing is not None and (clean or not existing.persistent):
@@ -64,9 +71,10 @@ class SessionRegistry:
                 existing = None
             if existing is not None:
                 existing.protocol_level = protocol_level
+                existing.set_expiry(expiry, persistent)
                 existing.opened()
                 return existing, True
-            session = Session(self.env, client_id, persistent=not clean,
+            session = Session(self.env, client_id, persistent=persistent,
                               protocol_level=protocol_level, expiry=expiry)
             self.sessions[client_id] = session
             session.opened()
@@ -94,6 +102,8 @@ class SessionRegistry:
         gone = []
         for session in list(self.sessions.values()):
             expiry = session.expiry or default_expiry
+            if expiry == SESSION_NEVER_EXPIRES:
+                continue
             if (session.peer is None and expiry and session.disconnected_at is not None
                     and now - session.disconnected_at >= expiry):
                 self.remove(session)

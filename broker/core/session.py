@@ -42,6 +42,7 @@ from ..store.records import (
     OutgoingReleased,
     OutgoingSent,
     SessionClosed,
+    SessionDeleted,
     SessionOpened,
     Subscribed,
     Unsubscribed,
@@ -361,11 +362,37 @@ class Session:
             self._write(IncomingQos2(self.client_id, packet_id))
             return True
 
-    def release_qos2(self, packet_id: int) -> None:
+    def release_qos2(self, packet_id: int) -> bool:
+        """PUBREL: the id may be used again; False if it was not awaiting release."""
         with self._lock:
-            if packet_id in self.incoming_qos2:
-                self.incoming_qos2.discard(packet_id)
-                self._write(IncomingReleased(self.client_id, packet_id))
+            if packet_id not in self.incoming_qos2:
+                return False
+            self.incoming_qos2.discard(packet_id)
+            self._write(IncomingReleased(self.client_id, packet_id))
+            return True
+
+    def abandon(self, packet_id: int) -> bool:
+        """An MQTT 5 client's failure PUBREC (reason >= 0x80): that message is done, with no
+        PUBREL (5.0 section 4.3.3); the window moves on."""
+        with self._lock:
+            if self.inflight.pop(packet_id, None) is None:
+                return False
+            self._write(OutgoingDone(self.client_id, packet_id))
+            self._fill_window()
+            return True
+
+    def set_expiry(self, expiry: int, persistent: bool | None = None) -> None:
+        """A new session expiry interval (MQTT 5 CONNECT or DISCONNECT). A session that stops
+        being persistent is deleted from the store now, so a restart cannot bring it back."""
+        if persistent is None:
+            persistent = expiry > 0
+        with self._lock:
+            if self.persistent and not persistent:
+                self.env.store.append(SessionDeleted(self.client_id))
+            self.persistent = persistent
+            self.expiry = expiry
+            if persistent and self.peer is not None:
+                self._write(SessionOpened(self.client_id, self.protocol_level, expiry))
 
     # -- accounting --------------------------------------------------------------------------
 

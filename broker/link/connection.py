@@ -92,7 +92,14 @@ class Connection:
         return self.outbox.full()
 
     def terminate(self, reason: CloseReason) -> None:
-        """Close now, from any greenlet: takeover, watchdog, server shutdown."""
+        """Close now, from any greenlet: takeover, watchdog, server shutdown. An MQTT 5
+        client is told why first, with a DISCONNECT (5.0 section 3.14)."""
+        protocol = self.protocol
+        if (reason.notify and self.closed is None and protocol.state is CONNECTED
+                and protocol.protocol_level >= 5):
+            self.outbox.items.append(Disconnect(reason.reason_code))
+            self._close(reason, flush=True)
+            return
         self._close(reason, flush=reason.reason_code == ReasonCode.SERVER_SHUTTING_DOWN)
 
     # -- reading -------------------------------------------------------------------------------
@@ -232,8 +239,12 @@ class Connection:
         # Malformed or against the rules: the connection closes [MQTT-4.8.0-1] [MQTT-4.13.1-1]
         reason = CloseReason.protocol_error(exc)
         log.warning("closing %s: %s", protocol.describe(), reason.text)
-        if protocol.state is CONNECTED and protocol.protocol_level >= 5:
-            self.outbox.items.append(Disconnect(exc.reason_code))
+        if protocol.protocol_level >= 5 and protocol.state is CONNECTED:
+            self.outbox.items.append(Disconnect(exc.reason_code))  # 5.0 section 4.13.2
+            self._close(reason, flush=True)
+        elif protocol.protocol_level >= 5 and protocol.state is AWAIT_CONNECT:
+            # A bad MQTT 5 CONNECT may be answered with a CONNACK that says why (5.0 3.2.2.2).
+            self.outbox.items.append(ConnAck(exc.reason_code))
             self._close(reason, flush=True)
         else:
             self._close(reason, flush=False)

@@ -32,7 +32,6 @@ from .sys_topics import SysTopics
 log = logging.getLogger("greenfly")
 
 WATCHDOG_INTERVAL = 0.25  # deadlines are enforced within this many seconds
-EXPIRY_INTERVAL = 60.0
 
 
 class Broker:
@@ -126,6 +125,8 @@ class Broker:
             if ticks % 4 == 0:  # once a second is plenty for idle writers
                 for connection in self.connections:
                     connection.reap_idle_writer(now)
+            for will in self.ctx.wills.due(now):  # MQTT 5 wills whose delay has passed
+                self.ctx.router.publish(will)
             for connection in [c for c in self.connections if c.deadline <= now]:
                 if connection.closed is None:
                     late = connection.protocol.state is AWAIT_CONNECT
@@ -139,8 +140,8 @@ class Broker:
         while True:
             expiration = self.config.broker.persistent_client_expiration
             # A quarter of the expiration (bounded): a session goes at most that late.
-            gevent.sleep(max(0.5, min(EXPIRY_INTERVAL, expiration / 4)) if expiration
-                         else EXPIRY_INTERVAL)
+            # MQTT 5 sessions carry their own expiry, down to one second: look every second.
+            gevent.sleep(max(0.5, min(1.0, expiration / 4)) if expiration else 1.0)
             self.ctx.registry.expire(self.config.broker.persistent_client_expiration)
 
 

@@ -17,7 +17,7 @@ def test_readme_config_table_is_the_one_the_code_generates():
     assert match, "README lost its config-keys markers"
     assert match.group(1) == markdown_table(), (
         "README's configuration table is stale; regenerate it with: .venv/bin/python -c "
-        "'from broker.config import markdown_table; print(markdown_table(), end=\"\")'")
+        "'from broker.config.description import markdown_table; print(markdown_table(), end=\"\")'")
 
 
 def test_readme_names_every_subcommand():

@@ -1,0 +1,20 @@
+"""`ClientLimits`: what an MQTT 5 client and the broker told each other in CONNECT and
+CONNACK, kept per connection. For MQTT 3.x every field keeps its default, which is what
+3.1.1 implies (no alias, no receive maximum but the broker's own window, any packet size)."""
+
+from __future__ import annotations
+
+
+class ClientLimits:
+    __slots__ = ("receive_maximum", "maximum_packet_size", "topic_alias_maximum",
+                 "request_problem_information", "request_response_information",
+                 "inbound_aliases", "session_expiry")
+
+    def __init__(self) -> None:
+        self.receive_maximum = 65_535  # QoS 1/2 PUBLISHes the client takes unacknowledged
+        self.maximum_packet_size = 0  # the largest packet the client accepts; 0: no limit
+        self.topic_alias_maximum = 0  # aliases the client accepts from the broker
+        self.request_problem_information = True  # reason strings beyond CONNACK/DISCONNECT
+        self.request_response_information = False
+        self.inbound_aliases: dict[int, str] = {}  # alias -> topic, set by the client
+        self.session_expiry = 0  # seconds; 0xFFFFFFFF: never

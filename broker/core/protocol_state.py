@@ -1,0 +1,161 @@
+"""What one connection's protocol knows, apart from the packet handlers that change it.
+
+`ProtocolState` holds a connection's MQTT state (ClientProtocol in protocol.py adds the
+dispatch, connect_flow.py, publish_flow.py and subscribe_flow.py the handlers, each a function
+of the state and one packet); `CloseReason` says why a connection ended; the auth step's types
+(`AuthRequest`, `AuthResult`, `Authority`) are what the protocol asks of the connection when
+a CONNECT needs its credentials checked. Nothing here waits or touches a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..auth.acl import Rules
+from ..codec import Connect, Will
+from ..errors import MQTTError, ReasonCode
+from .client_limits import ClientLimits
+from .context import BrokerContext
+from .session import Peer, Session, WaitDurable
+
+log = logging.getLogger("greenfly.connection")
+
+AWAIT_CONNECT, AWAIT_AUTH, CONNECTED, CLOSED = "await-connect", "await-auth", "connected", \
+    "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReason:
+    """Why a connection ended: what the log says, and whether the will goes out."""
+
+    text: str
+    publish_will: bool = True
+    reason_code: int = ReasonCode.UNSPECIFIED_ERROR
+    # The broker ends it and an MQTT 5 client is told why with a DISCONNECT first (5.0
+    # section 3.14: takeover 0x8E, keepalive 0x8D, shutdown 0x8B, ...).
+    notify: bool = False
+
+    @staticmethod
+    def protocol_error(exc: MQTTError) -> CloseReason:
+        kind = "malformed packet" if exc.reason_code == ReasonCode.MALFORMED_PACKET else \
+            "protocol error"
+        return CloseReason(f"{kind}: {exc.message}", True, exc.reason_code)
+
+    @staticmethod
+    def socket_error(detail: str) -> CloseReason:
+        return CloseReason(f"socket error: {detail}")
+
+
+CLIENT_DISCONNECT = CloseReason("client DISCONNECT", False, ReasonCode.SUCCESS)
+PEER_CLOSED = CloseReason("socket closed by peer")
+KEEPALIVE_TIMEOUT = CloseReason("keepalive timeout", True, ReasonCode.KEEP_ALIVE_TIMEOUT,
+                                notify=True)
+TAKEOVER = CloseReason("session taken over by a new connection", True,
+                       ReasonCode.SESSION_TAKEN_OVER, notify=True)
+SERVER_SHUTDOWN = CloseReason("server shutdown", True, ReasonCode.SERVER_SHUTTING_DOWN,
+                              notify=True)
+CONNECT_TIMEOUT = CloseReason("no CONNECT within connect_timeout", False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """What a CONNECT asks to be checked: its credentials, the client's host (the IP, for the
+    failed-login delay) and the common name of its verified TLS client certificate."""
+
+    username: str | None
+    password: bytes | None = field(repr=False)  # never in a log line
+    host: str
+    identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """The verdict on a CONNECT: the reason code, the user name it runs as, and why."""
+
+    reason: ReasonCode
+    username: str | None
+    why: str = ""
+
+
+class Authority(Protocol):
+    """Who may connect and what they may touch (a listener's `ListenerSecurity`)."""
+
+    def authenticate(self, request: AuthRequest) -> AuthResult:
+        """The verdict on a CONNECT. May block the calling greenlet (hashing, the delay after
+        a failure), so the connection calls it, never the protocol."""
+        ...
+
+    def rules(self, client_id: str, username: str | None) -> Rules | None:
+        ...
+
+
+class OpenAuthority:
+    """Everyone may connect and touch everything (but `$SYS`): a connection built without a
+    listener, as in unit tests, or a broker section with `allow_anonymous` and nothing else."""
+
+    def authenticate(self, request: AuthRequest) -> AuthResult:
+        return AuthResult(ReasonCode.SUCCESS, request.username)
+
+    def rules(self, client_id: str, username: str | None) -> Rules | None:
+        return None
+
+
+class SecuritySource(Protocol):
+    """Where a connection finds the rules in force: its listener (replaced on reload)."""
+
+    security: Authority
+
+
+class _Open:
+    security: Authority = OpenAuthority()
+
+
+_OPEN = _Open()
+
+
+class ProtocolState:
+    __slots__ = ("ctx", "peer", "address", "source", "identity", "rules", "state",
+                 "client_id", "protocol_level", "keepalive", "clean", "username", "will",
+                 "session", "connected_at", "close_after_flush", "pending_connect",
+                 "limits")
+
+    def __init__(self, ctx: BrokerContext, peer: Peer, address: str,
+                 source: SecuritySource | None = None,
+                 identity: str | None = None) -> None:
+        self.ctx = ctx
+        self.peer = peer
+        self.address = address
+        self.source = source or _OPEN  # read at each use: a reload swaps its `security`
+        self.identity = identity  # common name of a verified TLS client certificate
+        self.rules: Rules | None = None  # ACL rules for this client, None: no ACL
+        self.state = AWAIT_CONNECT
+        self.client_id = ""
+        self.protocol_level = 4
+        self.keepalive = 0
+        self.clean = True
+        self.username: str | None = None
+        self.will: Will | None = None
+        self.session: Session | None = None  # set with CONNECTED, so never None in a handler
+        self.connected_at = 0.0
+        self.close_after_flush: CloseReason | None = None  # set when the protocol ends it
+        self.pending_connect: Connect | None = None  # the CONNECT awaiting its verdict
+        self.limits = ClientLimits()  # what an MQTT 5 client and the broker told each other
+
+    def describe(self) -> str:
+        who = self.client_id or "(no client id yet)"
+        return f"{who} from {self.address}"
+
+    def wait_durable(self, since: int) -> None:
+        """Hold back what comes next until the records appended after `since` are durable."""
+        store = self.ctx.store
+        seq = store.seq
+        if seq != since and not store.is_durable(seq):
+            self.peer.put(WaitDurable(seq))
+
+    def connected_session(self) -> Session:
+        """The session of a CONNECTED protocol (a handler runs only then)."""
+        session = self.session
+        assert session is not None, "a packet handler ran before CONNECT completed"
+        return session
