@@ -241,8 +241,11 @@ class Session:
 
     # -- outgoing ----------------------------------------------------------------------------
 
-    def deliver(self, message: Message, qos: int, retain: bool = False) -> None:
-        """Send or queue one message at `qos` (already the minimum of publish and grant)."""
+    def deliver(self, message: Message, qos: int, retain: bool = False,
+                sub_ids: tuple[int, ...] = ()) -> None:
+        """Send or queue one message at `qos` (already the minimum of publish and grant).
+        `sub_ids`: the MQTT 5 subscription identifiers of the matching subscriptions, which
+        this delivery carries (5.0 section 3.3.4)."""
         peer = self.peer
         if not qos:
             if peer is None:
