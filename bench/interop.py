@@ -1,0 +1,303 @@
+"""The Eclipse Paho MQTT 5 interoperability suite (`client_test5.py` of eclipse/paho.mqtt.testing)
+against greenfly and, for comparison, Debian's Mosquitto; prints pass/fail per test.
+
+Why a script and not a test: the suite is someone else's code (EPL/EDL), so it is never copied
+into this repo; it is extracted from a local snapshot of its git repository into a temporary
+directory, run there as its README says (`python3 client_test5.py`, the port with `-p`), and
+thrown away. Each broker is started here on a free loopback port with what the suite assumes:
+- `max_keepalive = 60`: test_server_keep_alive connects with keepalive 120 and wants a server
+  keep alive of 60 in CONNACK;
+- an ACL that lets anonymous clients read and write everything except subscribing to
+  `test/nosubscribe` (test_subscribe_failure wants that subscription refused);
+- a fresh data directory, nothing retained from earlier runs.
+
+    .venv/bin/python bench/interop.py                       # both brokers, the whole suite
+    .venv/bin/python bench/interop.py --brokers greenfly --each   # one process per test
+    .venv/bin/python bench/interop.py --tests test_will_delay,test_flow_control2
+
+`--each` runs every test in its own process (the suite's class setup cleans up before each):
+slower, but one test's leftovers or hang cannot touch the next. The exit status is 0 when
+greenfly passed everything it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from brokers import MOSQUITTO
+from procs import REPO, free_port, kill_everything, port_accepts, reap, register
+
+SNAPSHOT = Path("/work/.mirror/eclipse+paho.mqtt.testing/repo")  # a bare git directory
+STALL_TIMEOUT = 90.0  # seconds one test may run (the longest sleep about 15 s in total)
+START_TIMEOUT = 30.0
+
+# Anonymous clients (the suite sends no user name) may do anything but subscribe to the
+# suite's forbidden filter. The same text is a valid greenfly and Mosquitto ACL file.
+ACL = "topic readwrite #\ntopic deny test/nosubscribe\n"
+
+_STARTED = re.compile(r"^(test_\w+) \(__main__\.Test[\w.]*\)", re.M)
+_FAILED = re.compile(r"^(FAIL|ERROR): (test_\w+) ", re.M)
+_VERDICT = re.compile(r"(?:\.\.\. |^)(ok|FAIL|ERROR)$", re.M)
+_ERROR_LINE = re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception|Timeout|timeout)\b.*$", re.M)
+
+
+@dataclass
+class Outcome:
+    passed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # test -> why, in a line
+    unfinished: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def extract_suite(snapshot: Path, into: Path) -> Path:
+    """`git archive` the interoperability folder of the snapshot's HEAD into `into`."""
+    archive = subprocess.run(["git", "--git-dir", str(snapshot), "archive", "HEAD",
+                              "interoperability"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    suite = into / "interoperability"
+    if not (suite / "client_test5.py").exists():
+        raise SystemExit(f"{snapshot}: no interoperability/client_test5.py at HEAD")
+    return suite
+
+
+def test_names(suite: Path) -> list[str]:
+    text = (suite / "client_test5.py").read_text()
+    return re.findall(r"^    def (test_\w+)\(self\)", text, re.M)
+
+
+class SuiteBroker:
+    """greenfly or Mosquitto on a free loopback port, configured for the suite."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        workdir.mkdir(parents=True)
+        self.port = free_port()
+        self.log_path = workdir / f"{kind}.log"
+        acl = workdir / "acl"
+        acl.write_text(ACL)
+        data = workdir / "data"
+        data.mkdir()
+        if kind == "greenfly":
+            self.config = workdir / "greenfly.toml"
+            self.config.write_text(
+                f'[broker]\ndata_dir = "{data}"\nallow_anonymous = true\nacl_file = "{acl}"\n\n'
+                "[limits]\nmax_keepalive = 60\n\n"
+                f'[[listener]]\nbind = "127.0.0.1"\nport = {self.port}\nprotocol = "mqtt"\n')
+            python = REPO / ".venv" / "bin" / "python"
+            self.command = [str(python if python.exists() else sys.executable), "-m",
+                            "broker", "-c", str(self.config)]
+        else:
+            self.config = workdir / "mosquitto.conf"
+            self.config.write_text(
+                "user root\nallow_anonymous true\nmax_keepalive 60\npersistence false\n"
+                f"acl_file {acl}\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+                f"listener {self.port} 127.0.0.1\n")
+            self.command = [str(MOSQUITTO), "-c", str(self.config)]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> SuiteBroker:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = register(subprocess.Popen(self.command, cwd=REPO, stdout=log,
+                                              stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL))
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_accepts(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"{self.kind} did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        reap(proc)
+
+
+def run_suite(suite: Path, port: int, tests: list[str], log: Path) -> tuple[str, bool]:
+    """One `client_test5.py` process (verbose, so it names each test as it starts); its
+    output, and whether it was stopped because one test ran past STALL_TIMEOUT (some of
+    the suite's loops wait for a packet forever)."""
+    command = [sys.executable, "client_test5.py", "-p", str(port), "-v",
+               *(f"Test.{name}" for name in tests)]
+    out_path = log.with_suffix(".current")
+    with out_path.open("w") as out_file:
+        proc = register(subprocess.Popen(command, cwd=suite, stdout=out_file,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+    stalled = False
+    last_start, since = 0, time.monotonic()
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            starts = len(_STARTED.findall(out_path.read_text(errors="replace")))
+            if starts != last_start:
+                last_start, since = starts, time.monotonic()
+            elif time.monotonic() - since > STALL_TIMEOUT:
+                stalled = True
+                proc.kill()
+                proc.wait(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        reap(proc)
+    out = out_path.read_text(errors="replace")
+    out_path.unlink()
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(command)}\n{out}\n")
+    return out, stalled
+
+
+def why(segment: str) -> str:
+    """The most telling line of a failed test's output: its last exception line."""
+    lines = _ERROR_LINE.findall(segment)
+    return lines[-1].strip()[:300] if lines else "(no exception line; see the log)"
+
+
+def parse(out: str, asked: list[str], stalled: bool) -> Outcome:
+    """Each test's verdict from unittest's verbose words (`... ok`, `FAIL`, `ERROR`), its
+    reason from the failure summary or, for a test that caught its error and printed it
+    before asserting, from what it printed."""
+    outcome = Outcome()
+    starts = list(_STARTED.finditer(out))
+    summary_at = out.find("\n" + "=" * 70)
+    if summary_at < 0:
+        summary_at = len(out)
+    segments = {}
+    for i, match in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else summary_at
+        segments[match.group(1)] = out[match.start():end]
+    blocks = {m.group(2): out[m.start():].split("\n" + "=" * 70, 1)[0]
+              for m in _FAILED.finditer(out)}
+    for name in asked:
+        segment = segments.get(name)
+        if segment is None:
+            outcome.unfinished.append(name)
+            continue
+        verdicts = _VERDICT.findall(segment)
+        if verdicts and verdicts[-1] == "ok":
+            outcome.passed.append(name)
+            continue
+        if not verdicts:
+            outcome.failed[name] = (f"hung: no verdict within {STALL_TIMEOUT:.0f} s, stopped"
+                                    if stalled else "no verdict (the suite died?)")
+            continue
+        reason = why(blocks.get(name, segment))
+        # What the test printed before its verdict (an error it caught, or one in the
+        # suite's receiver thread) often says more than the assertion that followed.
+        printed = list(dict.fromkeys(line.strip()[:200] for line in _ERROR_LINE.findall(segment)
+                                     if line.strip()[:200] != reason[:200]))
+        if reason.endswith("False != True") and printed:
+            reason = " <- ".join(reversed(printed))
+        elif printed:
+            reason += f" (printed before: {' <- '.join(reversed(printed))})"
+        outcome.failed[name] = reason
+    return outcome
+
+
+def run_against(kind: str, suite: Path, tests: list[str], each: bool,
+                workdir: Path) -> Outcome:
+    broker = SuiteBroker(kind, workdir / kind).start()
+    log = workdir / f"{kind}-suite.log"
+    began = time.monotonic()
+    try:
+        outcome = Outcome()
+        if not each:
+            # One process for the lot; after a hung test, a new one for the tests after it.
+            remaining = tests
+            while remaining:
+                out, stalled = run_suite(suite, broker.port, remaining, log)
+                one = parse(out, remaining, stalled)
+                outcome.passed += one.passed
+                outcome.failed.update(one.failed)
+                remaining = one.unfinished if stalled else []
+                if not stalled:
+                    outcome.unfinished += one.unfinished
+        else:
+            for name in tests:
+                out, stalled = run_suite(suite, broker.port, [name], log)
+                one = parse(out, [name], stalled)
+                outcome.passed += one.passed
+                outcome.failed.update(one.failed)
+                outcome.unfinished += one.unfinished
+                print(f"  {kind} {name}: {'ok' if one.passed else 'FAIL'}", flush=True)
+    finally:
+        broker.stop()
+    outcome.seconds = time.monotonic() - began
+    with contextlib.suppress(OSError):
+        issues = [line for line in broker.log_path.read_text(errors="replace").splitlines()
+                  if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback", line)]
+        if issues:
+            print(f"  {kind} log: {len(issues)} warning/error lines, e.g. {issues[0][:160]}")
+    return outcome
+
+
+def report(kind: str, outcome: Outcome, total: int) -> None:
+    print(f"\n{kind}: {len(outcome.passed)} of {total} passed "
+          f"({outcome.seconds:.0f} s)")
+    for name, reason in sorted(outcome.failed.items()):
+        print(f"  FAIL {name}: {reason}")
+    for name in outcome.unfinished:
+        print(f"  NOT RUN {name}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--brokers", default="greenfly,mosquitto")
+    parser.add_argument("--tests", default="", help="comma-separated test names (default all)")
+    parser.add_argument("--each", action="store_true", help="one process per test")
+    parser.add_argument("--snapshot", type=Path, default=SNAPSHOT,
+                        help="bare git directory of eclipse/paho.mqtt.testing")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (logs, configs) and print it")
+    args = parser.parse_args()
+    kinds = [k for k in args.brokers.split(",") if k]
+    status = 0
+    tmp = Path(tempfile.mkdtemp(prefix="greenfly-interop-"))
+    try:
+        suite = extract_suite(args.snapshot, tmp)
+        names = test_names(suite)
+        tests = [t for t in args.tests.split(",") if t] or names
+        unknown = set(tests) - set(names)
+        if unknown:
+            raise SystemExit(f"no such tests: {', '.join(sorted(unknown))}")
+        commit = subprocess.run(["git", "--git-dir", str(args.snapshot), "log", "-1",
+                                 "--format=%h %cs"], capture_output=True, text=True).stdout
+        print(f"paho.mqtt.testing {commit.strip()}: client_test5.py, {len(tests)} tests")
+        results = {}
+        for kind in kinds:
+            print(f"running against {kind} ...", flush=True)
+            results[kind] = run_against(kind, suite, tests, args.each, tmp)
+        for kind, outcome in results.items():
+            report(kind, outcome, len(tests))
+            if kind == "greenfly" and (outcome.failed or outcome.unfinished):
+                status = 1
+    finally:
+        kill_everything()
+        if args.keep:
+            print(f"\nlogs and configs kept in {tmp}")
+        else:
+            subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
