@@ -1,5 +1,5 @@
 /*
- * loadgen: an epoll MQTT 3.1.1 load generator for greenfly's benchmarks.
+ * loadgen: an epoll MQTT 3.1.1 / 5 load generator for greenfly's benchmarks.
  *
  * One process, one thread, many non-blocking connections. It must never be the bottleneck,
  * so the hot path does no encoding: every publisher owns a pre-encoded batch of PUBLISH
@@ -28,6 +28,13 @@
  *   drain  reconnect those sessions (after the broker restarted; --wait-port polls the port
  *          first) and check that every queued message arrives, in order; reports when the
  *          port accepted, when the first session got its first message, and when all did.
+ *
+ * MQTT 5 (--protocol-level 5) sends what MQTT.js and paho send with protocolVersion 5 and no
+ * properties: CONNECT level 5 with property length 0 (a session expiry of 0xFFFFFFFF where
+ * 3.1.1 would say clean session 0), SUBSCRIBE and PUBLISH with property length 0; it reads
+ * v5 CONNACK, SUBACK and PUBACK (reason codes, properties skipped) and PUBLISHes with
+ * properties. A CONNACK receive maximum below the QoS 1 window fails the run, and a server
+ * DISCONNECT is reported with its reason code.
  *
  * Costs kept off the hot path: a QoS 1 window is refilled in steps of W/4 and a lead in
  * steps of a batch (not one message per PUBACK), and an unpaced run that reads only a few
@@ -211,6 +218,7 @@ static struct {
     int broker_pid, strict;
     uint64_t fault_swap, max_lead;
     int coalesce_us, broker_core;
+    int level;            /* MQTT protocol level: 4 (3.1.1) or 5 */
 } O;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -310,13 +318,28 @@ static size_t mqtt_packet(uint8_t *out, uint8_t first, const uint8_t *body, size
     return h + n;
 }
 
+static size_t put_u32(uint8_t *p, uint32_t v) {
+    put_u16(p, (uint16_t)(v >> 16));
+    put_u16(p + 2, (uint16_t)v);
+    return 4;
+}
+
 static size_t mqtt_connect(uint8_t *out, const char *client_id, int clean, int keepalive) {
     uint8_t body[512];
     size_t n = 0;
     n += put_str(body, "MQTT");
-    body[n++] = 4;
+    body[n++] = (uint8_t)O.level;
     body[n++] = clean ? 0x02 : 0x00;
     n += put_u16(body + n, (uint16_t)keepalive);
+    if (O.level == 5) {
+        if (clean) {
+            body[n++] = 0; /* property length 0 */
+        } else { /* a session that outlives the connection: session expiry "never" */
+            body[n++] = 5;
+            body[n++] = 0x11;
+            n += put_u32(body + n, 0xFFFFFFFFu);
+        }
+    }
     n += put_str(body + n, client_id);
     return mqtt_packet(out, 0x10, body, n);
 }
@@ -324,6 +347,7 @@ static size_t mqtt_connect(uint8_t *out, const char *client_id, int clean, int k
 static size_t mqtt_subscribe(uint8_t *out, uint16_t pid, const char *filter, int qos) {
     uint8_t body[512];
     size_t n = put_u16(body, pid);
+    if (O.level == 5) body[n++] = 0; /* property length 0 */
     n += put_str(body + n, filter);
     body[n++] = (uint8_t)qos;
     return mqtt_packet(out, 0x82, body, n);
@@ -333,16 +357,70 @@ static size_t mqtt_publish(uint8_t *out, const char *topic, int qos, uint16_t pi
                            const uint8_t *payload, size_t plen, size_t *off_pid,
                            size_t *off_payload) {
     size_t tlen = strlen(topic);
-    size_t rl = 2 + tlen + (qos ? 2 : 0) + plen;
+    size_t rl = 2 + tlen + (qos ? 2 : 0) + (O.level == 5 ? 1 : 0) + plen;
     size_t h = 0;
     out[h++] = (uint8_t)(0x30 | (qos << 1));
     h += varint_put(out + h, (uint32_t)rl);
     h += put_str(out + h, topic);
     if (off_pid) *off_pid = h;
     if (qos) h += put_u16(out + h, pid);
+    if (O.level == 5) out[h++] = 0; /* property length 0: what MQTT.js sends */
     if (off_payload) *off_payload = h;
     memcpy(out + h, payload, plen);
     return h + plen;
+}
+
+/* MQTT 5 properties: the wire size of one property's value after its identifier at p, or
+   0 for an unknown identifier or one that runs past end. Only what the broker may send. */
+static size_t prop_size(uint8_t id, const uint8_t *p, const uint8_t *end) {
+    size_t avail = (size_t)(end - p);
+    uint32_t v;
+    switch (id) {
+    case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2A:
+        return avail >= 1 ? 1 : 0;
+    case 0x13: case 0x21: case 0x22: case 0x23:
+        return avail >= 2 ? 2 : 0;
+    case 0x02: case 0x11: case 0x18: case 0x27:
+        return avail >= 4 ? 4 : 0;
+    case 0x0B: {
+        int k = varint_get(p, avail, &v);
+        return k > 0 ? (size_t)k : 0;
+    }
+    case 0x03: case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1A: case 0x1C:
+    case 0x1F: {
+        size_t n = avail >= 2 ? 2 + ((size_t)p[0] << 8 | p[1]) : 0;
+        return n && n <= avail ? n : 0;
+    }
+    case 0x26: {
+        size_t a = avail >= 2 ? 2 + ((size_t)p[0] << 8 | p[1]) : 0;
+        if (!a || a + 2 > avail) return 0;
+        size_t b = 2 + ((size_t)p[a] << 8 | p[a + 1]);
+        return a + b <= avail ? a + b : 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* The property block at body[*pos] (length varint, then properties): moves *pos past it.
+   With want != 0, stores the first value of that u16 property in *found (if present).
+   Returns 0 when malformed. */
+static int props_skip(const uint8_t *body, size_t n, size_t *pos, uint8_t want,
+                      uint32_t *found) {
+    uint32_t len;
+    if (*pos > n) return 0;
+    int k = varint_get(body + *pos, n - *pos, &len);
+    if (k <= 0 || *pos + (size_t)k + len > n) return 0;
+    const uint8_t *p = body + *pos + k, *end = p + len;
+    while (p < end) {
+        uint8_t id = *p++;
+        size_t sz = prop_size(id, p, end);
+        if (!sz) return 0;
+        if (want && id == want && sz == 2) *found = (uint32_t)(p[0] << 8 | p[1]);
+        p += sz;
+    }
+    *pos += (size_t)k + len;
+    return 1;
 }
 
 static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4]) {
@@ -896,6 +974,10 @@ static void on_publish(conn_t *c, uint8_t first, const uint8_t *body, size_t n, 
         pid = (uint16_t)(body[pos] << 8 | body[pos + 1]);
         pos += 2;
     }
+    if (O.level == 5 && !props_skip(body, n, &pos, 0, NULL)) {
+        fatal(3, "malformed PUBLISH properties to %s %d", role_name(c->role), c->idx);
+        return;
+    }
     if (pos > n || qos == 3) {
         fatal(3, "malformed PUBLISH to %s %d", role_name(c->role), c->idx);
         return;
@@ -956,15 +1038,20 @@ static void on_packet(conn_t *c, uint8_t first, const uint8_t *body, size_t n, u
     case 3:
         on_publish(c, first, body, n, t);
         break;
-    case 4:
-        if (n != 2) {
+    case 4: /* v5: a reason code (and properties) may follow; below 0x80 is success */
+        if (O.level == 5 ? n < 2 : n != 2) {
             fatal(3, "malformed PUBACK");
+            return;
+        }
+        if (n > 2 && body[2] >= 0x80) {
+            fatal(3, "PUBACK refused on %s %d: reason code 0x%02x", role_name(c->role), c->idx,
+                  body[2]);
             return;
         }
         on_puback(c, (uint16_t)(body[0] << 8 | body[1]));
         break;
     case 2:
-        if (c->state != S_CONNACK || n != 2) {
+        if (c->state != S_CONNACK || (O.level == 5 ? n < 3 : n != 2)) {
             fatal(3, "unexpected CONNACK on %s %d", role_name(c->role), c->idx);
             return;
         }
@@ -972,6 +1059,19 @@ static void on_packet(conn_t *c, uint8_t first, const uint8_t *body, size_t n, u
             fatal(3, "CONNACK refused %s %d: return code %d", role_name(c->role), c->idx,
                   body[1]);
             return;
+        }
+        if (O.level == 5) {
+            size_t pos = 2;
+            uint32_t receive_maximum = 65535;
+            if (!props_skip(body, n, &pos, 0x21, &receive_maximum)) {
+                fatal(3, "malformed CONNACK properties on %s %d", role_name(c->role), c->idx);
+                return;
+            }
+            if (O.qos && c->role == R_PUB && (uint32_t)O.window > receive_maximum) {
+                fatal(3, "--window %d exceeds the broker's receive maximum %u", O.window,
+                      receive_maximum);
+                return;
+            }
         }
         c->session_present = body[0] & 1;
         if (c->role == R_SUB || (c->role == R_SESS && O.mode == M_FILL)) {
@@ -987,20 +1087,28 @@ static void on_packet(conn_t *c, uint8_t first, const uint8_t *body, size_t n, u
             on_ready(c);
         }
         break;
-    case 9:
-        if (c->state != S_SUBACK || n < 3) {
+    case 9: {
+        size_t pos = 2;
+        if (c->state != S_SUBACK || n < 3 ||
+            (O.level == 5 && (!props_skip(body, n, &pos, 0, NULL) || pos >= n))) {
             fatal(3, "unexpected SUBACK on %s %d", role_name(c->role), c->idx);
             return;
         }
-        if (body[2] == 0x80) {
-            fatal(3, "SUBSCRIBE refused for %s %d", role_name(c->role), c->idx);
+        if (body[pos] >= 0x80) {
+            fatal(3, "SUBSCRIBE refused for %s %d: 0x%02x", role_name(c->role), c->idx,
+                  body[pos]);
             return;
         }
         c->subscribed = 1;
         on_ready(c);
         break;
+    }
     case 13:
         R.pingresp++;
+        break;
+    case 14: /* only MQTT 5 servers send DISCONNECT: it says why */
+        fatal(3, "DISCONNECT from the broker on %s %d: reason code 0x%02x", role_name(c->role),
+              c->idx, n ? body[0] : 0);
         break;
     default:
         fatal(3, "unexpected packet type %d on %s %d", first >> 4, role_name(c->role), c->idx);
@@ -1523,8 +1631,9 @@ static int report(void) {
     double cpu_total = cpu_self() - R.cpu_at_start; /* our CPU since the clock started */
     int failed = 0;
     FILE *js = stdout;
-    fprintf(js, "{\"mode\":\"%s\",\"transport\":\"%s\",\"qos\":%d,\"pubs\":%d,\"subs\":%d,"
-            "\"payload\":%d", modes[O.mode], O.ws ? "ws" : "tcp", O.qos, R.npubs,
+    fprintf(js, "{\"mode\":\"%s\",\"transport\":\"%s\",\"protocol_level\":%d,\"qos\":%d,"
+            "\"pubs\":%d,\"subs\":%d,\"payload\":%d", modes[O.mode], O.ws ? "ws" : "tcp",
+            O.level, O.qos, R.npubs,
             O.mode == M_FLOW ? R.nsubs : O.mode == M_IDLE ? O.conns : O.sessions, O.payload);
     if (O.mode == M_FLOW || O.mode == M_FILL) {
         int window = R.w0.taken && R.w1.taken;
@@ -1712,6 +1821,23 @@ static void feed_fake(conn_t *c, const uint8_t *p, size_t n, size_t chunk) {
     }
 }
 
+/* A v5 PUBLISH carrying properties a broker may forward (expiry, subscription identifier
+   300, topic alias, a user property, content type): the parser must step over them. */
+static size_t publish_with_props(uint8_t *out, int qos, uint16_t pid, const uint8_t *payload,
+                                 size_t plen) {
+    static const uint8_t props[] = {0x02, 0, 0, 0, 60, 0x0B, 0xAC, 0x02, 0x23, 0, 1,
+                                    0x26, 0, 1, 'k', 0, 1, 'v',
+                                    0x03, 0, 6, 't', 'e', 'x', 't', '/', 'x'};
+    uint8_t body[512];
+    size_t n = put_str(body, "b/t/p00000");
+    if (qos) n += put_u16(body + n, pid);
+    n += varint_put(body + n, sizeof props);
+    memcpy(body + n, props, sizeof props);
+    n += sizeof props;
+    memcpy(body + n, payload, plen);
+    return mqtt_packet(out, (uint8_t)(0x30 | qos << 1), body, n + plen);
+}
+
 static size_t crafted_publish(uint8_t *out, int qos, uint16_t pid, uint32_t stream,
                               uint64_t seq) {
     uint8_t payload[64];
@@ -1722,6 +1848,7 @@ static size_t crafted_publish(uint8_t *out, int qos, uint16_t pid, uint32_t stre
     memcpy(payload + 4, &stream, 4);
     memcpy(payload + 8, &seq, 8);
     memcpy(payload + 16, &ts, 8);
+    if (O.level == 5 && stream == 2) return publish_with_props(out, qos, pid, payload, sizeof payload);
     return mqtt_publish(out, "b/t/p00000", qos, pid, payload, sizeof payload, NULL, NULL);
 }
 
@@ -1854,6 +1981,67 @@ static void selftest_parser(int ws) {
     free(wire);
 }
 
+/* A fake connection (no socket) in `state` fed one crafted packet: did it fail the run? */
+static int fed_fails(int role, int state, const uint8_t *p, size_t n, conn_t *keep) {
+    conn_t c;
+    memset(&c, 0, sizeof c);
+    c.fd = -1;
+    c.role = role;
+    c.state = state;
+    buf_init(&c.rbuf, 4096);
+    feed_fake(&c, p, n, 1);
+    int failed = R.fatal[0] != 0;
+    R.fatal[0] = 0;
+    R.phase = PH_RUN;
+    if (keep) {
+        *keep = c;
+    } else {
+        buf_free(&c.rbuf);
+        buf_free(&c.out);
+        buf_free(&c.ack);
+    }
+    return failed;
+}
+
+static void selftest_v5_acks(void) {
+    O.level = 5;
+    O.qos = 1;
+    O.window = 100;
+    /* CONNACK with receive maximum 200, topic alias maximum 10, a reason string */
+    static const uint8_t connack[] = {0x20, 0x0E, 0x00, 0x00, 0x0B, 0x21, 0x00, 0xC8,
+                                      0x22, 0x00, 0x0A, 0x1F, 0x00, 0x02, 'o', 'k'};
+    conn_t sub;
+    expect_eq("v5 CONNACK accepted", (uint64_t)fed_fails(R_SUB, S_CONNACK, connack,
+                                                         sizeof connack, &sub), 0);
+    expect_eq("v5 CONNACK -> SUBSCRIBE", (uint64_t)sub.state, S_SUBACK);
+    const uint8_t *o = sub.out.p + sub.out.off;
+    expect_eq("v5 SUBSCRIBE has property length 0", (uint64_t)(o[0] == 0x82 && o[4] == 0), 1);
+    buf_free(&sub.rbuf);
+    buf_free(&sub.out);
+    buf_free(&sub.ack);
+    /* receive maximum 20 below the window of 100: a QoS 1 publisher must not start */
+    static const uint8_t small[] = {0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x14};
+    expect_eq("v5 receive maximum below the window fails",
+              (uint64_t)fed_fails(R_PUB, S_CONNACK, small, sizeof small, NULL), 1);
+    static const uint8_t refused[] = {0x20, 0x03, 0x00, 0x87, 0x00};
+    expect_eq("v5 CONNACK 0x87 fails",
+              (uint64_t)fed_fails(R_SUB, S_CONNACK, refused, sizeof refused, NULL), 1);
+    static const uint8_t suback[] = {0x90, 0x07, 0x00, 0x01, 0x03, 0x1F, 0x00, 0x00, 0x01};
+    expect_eq("v5 SUBACK granted QoS 1 with a reason string",
+              (uint64_t)fed_fails(R_SUB, S_SUBACK, suback, sizeof suback, NULL), 0);
+    static const uint8_t denied[] = {0x90, 0x04, 0x00, 0x01, 0x00, 0x87};
+    expect_eq("v5 SUBACK 0x87 fails",
+              (uint64_t)fed_fails(R_SUB, S_SUBACK, denied, sizeof denied, NULL), 1);
+    static const uint8_t bye[] = {0xE0, 0x02, 0x8B, 0x00};
+    expect_eq("server DISCONNECT fails",
+              (uint64_t)fed_fails(R_SUB, S_READY, bye, sizeof bye, NULL), 1);
+    static const uint8_t badprops[] = {0x30, 0x09, 0x00, 0x01, 'b', 0x05, 0x7F, 0, 0, 0, 0};
+    expect_eq("v5 PUBLISH with an unknown property fails",
+              (uint64_t)fed_fails(R_SUB, S_READY, badprops, sizeof badprops, NULL), 1);
+    O.qos = 0;
+    O.level = 4;
+}
+
 static void selftest_mask(void) {
     uint8_t src[1001], enc[1001], dec[1001], key[4] = {0x12, 0x34, 0x56, 0x78};
     for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)(i * 7);
@@ -1872,6 +2060,11 @@ static int selftest(void) {
     selftest_mask();
     selftest_parser(0);
     selftest_parser(1);
+    O.level = 5; /* the same streams as MQTT 5 PUBLISHes, some with properties */
+    selftest_parser(0);
+    selftest_parser(1);
+    O.level = 4;
+    selftest_v5_acks();
     printf("{\"selftest\":true,\"checks\":%d,\"failures\":%d,\"ok\":%s}\n", st_checks,
            st_failures, st_failures ? "false" : "true");
     return st_failures ? 1 : 0;
@@ -1901,6 +2094,7 @@ static void usage(void) {
 "                      subscriber (0 = unbounded; QoS 0 brokers may queue without limit)\n"
 "  --coalesce-us U     unpaced runs: after a small read, let data gather U us (200; 0 = off)\n"
 "  --sub-clean 0|1     subscribers' clean session flag (1)\n"
+"  --protocol-level L  4 (MQTT 3.1.1) or 5 (MQTT 5, property length 0 everywhere) (4)\n"
 "  --conns K --parallel P --keepalive S --hold S    idle mode (10000, 100, 30, 3)\n"
 "  --sessions N --per-session M --tag T             fill/drain (1000, 100, random)\n"
 "  --wait-port S       drain: poll the port for up to S seconds first\n"
@@ -1935,7 +2129,7 @@ int main(int argc, char **argv) {
            O_WINDOW, O_PAYLOAD, O_BATCH, O_DURATION, O_WARMUP, O_COUNT, O_RATE, O_EXPECT,
            O_FAULT, O_STRICT, O_SUBCLEAN, O_CONNS, O_PARALLEL, O_KEEPALIVE, O_HOLD,
            O_SESSIONS, O_PERSESSION, O_TAG, O_WAITPORT, O_BPID, O_TIMEOUT, O_DTIMEOUT, O_QUIET,
-           O_SELFTEST, O_HELP, O_LEAD, O_COALESCE, O_STALL, O_BCORE };
+           O_SELFTEST, O_HELP, O_LEAD, O_COALESCE, O_STALL, O_BCORE, O_LEVEL };
     static const struct option longopts[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"ws", 0, 0, O_WS},
         {"ws-path", 1, 0, O_WSPATH}, {"ws-frames", 1, 0, O_WSFRAMES}, {"mode", 1, 0, O_MODE},
@@ -1952,6 +2146,7 @@ int main(int argc, char **argv) {
         {"quiet", 1, 0, O_QUIET}, {"selftest", 0, 0, O_SELFTEST}, {"help", 0, 0, O_HELP},
         {"max-lead", 1, 0, O_LEAD}, {"coalesce-us", 1, 0, O_COALESCE},
         {"stall", 1, 0, O_STALL}, {"broker-core", 1, 0, O_BCORE},
+        {"protocol-level", 1, 0, O_LEVEL},
         {0, 0, 0, 0}};
     O.host = "127.0.0.1";
     O.ws_path = "/mqtt";
@@ -1976,6 +2171,7 @@ int main(int argc, char **argv) {
     O.coalesce_us = 200;
     O.stall = 10;
     O.broker_core = -1;
+    O.level = 4;
     int do_selftest = 0;
     rng_state ^= now_ns() ^ ((uint64_t)getpid() << 32);
     int opt;
@@ -2027,13 +2223,15 @@ int main(int argc, char **argv) {
         case O_COALESCE: O.coalesce_us = atoi(optarg); break;
         case O_STALL: O.stall = atof(optarg); break;
         case O_BCORE: O.broker_core = atoi(optarg); break;
+        case O_LEVEL: O.level = atoi(optarg); break;
         default: usage();
         }
     }
     signal(SIGPIPE, SIG_IGN);
-    if (do_selftest) return selftest();
+    if (do_selftest) return selftest(); /* before the checks below: it sets O.level itself */
     if (O.port <= 0 || O.port > 65535) usage();
     if (O.qos < 0 || O.qos > 1) die("--qos is 0 or 1");
+    if (O.level != 4 && O.level != 5) die("--protocol-level is 4 or 5");
     if (O.payload < PAYLOAD_HEADER || O.payload > 65536) die("--payload is 24..65536");
     if (O.batch < 1 || O.batch > 65535) die("--batch is 1..65535");
     if (O.window < 1 || O.window > 65535) die("--window is 1..65535");

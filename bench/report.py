@@ -70,6 +70,9 @@ ROWS = [
     Row("connects/s while opening them", "idle", "connects_per_s", ratio_at_least(0.5)),
     Row("QoS 0 fan-in over WebSockets, delivered msgs/s", "ws_fanin_qos0", "rate",
         ratio_at_least(0.4)),
+    Row("MQTT 5 QoS 0 fan-in 10 -> 1, delivered msgs/s", "fanin_qos0_v5", "rate"),
+    Row("MQTT 5 QoS 0 fan-out 1 -> 100, delivered msgs/s", "fanout_qos0_v5", "rate"),
+    Row("MQTT 5 QoS 1 fan-in 10 x window 100, msgs/s", "fanin_qos1_v5", "rate"),
     Row("durable QoS 1 fan-in, greenfly fsync=always", "durable", "rate",
         greenfly_at_least(20_000, "msgs/s"), "always", "persistence"),
     Row("durable QoS 1 fan-in, greenfly fsync=interval", "durable", "rate", None, "interval",
@@ -94,6 +97,12 @@ COST_ROWS = [
     Row("WebSocket QoS 0 fan-in, us per delivered msg", "ws_fanin_qos0", "cpu_us_per_msg",
         digits=2),
     Row("... all work on the broker's CPU", "ws_fanin_qos0", "core_us_per_msg", digits=2),
+    Row("MQTT 5 QoS 0 fan-in, us per delivered msg", "fanin_qos0_v5", "cpu_us_per_msg",
+        digits=2),
+    Row("MQTT 5 QoS 0 fan-out, us per delivered msg", "fanout_qos0_v5", "cpu_us_per_msg",
+        digits=2),
+    Row("MQTT 5 QoS 1 fan-in, us per delivered msg", "fanin_qos1_v5", "cpu_us_per_msg",
+        digits=2),
     Row("durable, greenfly fsync=always, us per msg", "durable", "cpu_us_per_msg", None,
         "always", "persistence", digits=2),
     Row("idle: us per connect", "idle", "broker_cpu_us_per_connect", digits=1),
@@ -187,8 +196,26 @@ def checked(runs: list[Run]) -> str:
                       for k in ("losses", "reorders", "duplicates"))
 
 
+V5_PAIRS = (("QoS 0 fan-in", "fanin_qos0"), ("QoS 0 fan-out", "fanout_qos0"),
+            ("QoS 1 fan-in", "fanin_qos1"))
+
+
 def derived(runs: list[Run]) -> list[str]:
     out = []
+    for broker in BROKERS:
+        for label, v3 in V5_PAIRS:
+            # The MQTT 5 path against the same broker's 3.1.1 one (issue 12: at most 10 % more)
+            v3_cost = values(runs, v3, broker, "", "cpu_us_per_msg")
+            v5_cost = values(runs, f"{v3}_v5", broker, "", "cpu_us_per_msg")
+            v3_rate = values(runs, v3, broker, "", "rate")
+            v5_rate = values(runs, f"{v3}_v5", broker, "", "rate")
+            if v3_cost and v5_cost and v3_rate and v5_rate:
+                out.append(
+                    f"- {broker}: MQTT 5 {label} delivers "
+                    f"{statistics.median(v5_rate) / statistics.median(v3_rate):.2f}x the 3.1.1 "
+                    f"rate; broker CPU per message v5/3.1.1 = "
+                    f"{statistics.median(v5_cost) / statistics.median(v3_cost):.2f}x "
+                    "(issue 12 wants <= 1.10x)")
     for broker in BROKERS:
         tcp = values(runs, "fanin_qos0", broker, "", "rate")
         ws = values(runs, "ws_fanin_qos0", broker, "", "rate")

@@ -34,6 +34,7 @@ from procs import (
 )
 
 LOADGEN = BENCH / "build" / "loadgen"
+V5 = ["--protocol-level", "5"]
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -300,6 +301,15 @@ def scenarios() -> list[Scenario]:
         Scenario("idle", "10,000 idle connections, keepalive 30", idle_run),
         flow_scenario("ws_fanin_qos0", "QoS 0 fan-in over WebSockets, 10 -> 1",
                       ["--pubs", "10", "--subs", "1", "--qos", "0"], ws=True),
+        # MQTT 5 as MQTT.js sends it with no properties (level 5, property length 0): the
+        # same flows as above, to compare each broker's v5 path with its own 3.1.1 one.
+        flow_scenario("fanin_qos0_v5", "MQTT 5 QoS 0 fan-in, 10 publishers -> 1 subscriber",
+                      ["--pubs", "10", "--subs", "1", "--qos", "0", *V5]),
+        flow_scenario("fanout_qos0_v5", "MQTT 5 QoS 0 fan-out, 1 publisher -> 100 subscribers",
+                      ["--pubs", "1", "--subs", "100", "--qos", "0", *V5]),
+        flow_scenario("fanin_qos1_v5", "MQTT 5 QoS 1 fan-in, 10 publishers x window 100 -> 1",
+                      ["--pubs", "10", "--subs", "1", "--qos", "1", "--window", "100", *V5],
+                      lead=False),
         Scenario("durable", "QoS 1 fan-in 10 x 100 -> persistent subscriber", durable_run),
         Scenario("restart", "restart with 100,000 queued messages in 1,000 sessions",
                  restart_run),
