@@ -207,6 +207,7 @@ def test_probe_idle_finds_the_2s_proxy_read_timeout(short_timeout_nginx):
     assert took < 5.5  # it reports the cut when it happens, not after the 6 s
 
 
+@pytest.mark.slow
 def test_client_cut_by_the_proxy_again_and_again_gets_one_broker_warning(wsbroker,
                                                                          short_timeout_nginx):
     wsbroker.mark_log()
@@ -230,6 +231,7 @@ def test_client_cut_by_the_proxy_again_and_again_gets_one_broker_warning(wsbroke
     assert len(re.findall(rf"WARNING .*client {client.client_id}: its last", log)) == 1
 
 
+@pytest.mark.slow
 def test_rendered_timeouts_keep_a_client_at_max_keepalive_connected(tmp_path):
     # max_keepalive 2 gives proxy_read_timeout 4s: the tightest the rule ever gets. A client
     # pinging every 2 s stays connected for 10 s, while a keepalive-0 probe through the same

@@ -77,6 +77,7 @@ def round_trip(port: int) -> None:
     client.disconnect()
 
 
+@pytest.mark.slow
 def test_supervisord_runs_restarts_after_kill_9_and_reloads_on_hup(workdir):
     layout = installed_layout(workdir / "root")
     greenfly("passwd", "-c", "-b", str(layout.root / "etc/greenfly/passwd"), "admin", "s3cret")

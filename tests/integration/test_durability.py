@@ -232,6 +232,7 @@ def test_clean_sessions_write_nothing_to_the_journal(broker_factory):
     assert journal.stat().st_size == before  # not one record
 
 
+@pytest.mark.slow
 def test_session_expiry_counts_from_the_disconnect_across_a_restart(broker_factory):
     proc = broker_factory("[broker]\npersistent_client_expiration = 3\n")
     client_id = unique("expires")

@@ -190,6 +190,7 @@ def test_puback_for_an_unknown_id_is_ignored_but_for_a_qos2_message_closes(broke
     pub.disconnect()
 
 
+@pytest.mark.slow
 def test_clients_idle_past_the_reader_release_still_publish_and_receive(broker):
     # After PARK_AFTER (1 s) without traffic a connection gives up its reader greenlet;
     # the next bytes bring one back, on both the publishing and the subscribing side.

@@ -165,6 +165,7 @@ def test_bad_certificate_path_stops_start_up_naming_it(tmp_path):
     assert checked.returncode == 2 and "cannot load the certificate" in checked.stderr
 
 
+@pytest.mark.slow
 def test_mqttjs_over_wss_with_the_test_ca(broker_factory, certs, mqttjs):
     from support.broker import free_port, wait_for_port
     port = free_port()

@@ -16,6 +16,7 @@ def _time_until_closed(raw: RawClient, limit: float) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_silent_client_is_closed_within_half_a_second_of_1_5_keepalive(broker):
     broker.mark_log()
     raw = RawClient(broker.port)
@@ -26,6 +27,7 @@ def test_silent_client_is_closed_within_half_a_second_of_1_5_keepalive(broker):
     broker.wait_for_log(rf"client disconnected: {client_id} .*reason=keepalive timeout")
 
 
+@pytest.mark.slow
 def test_pinging_client_stays_connected(broker):
     raw = RawClient(broker.port)
     assert raw.connect(unique("pinger"), keepalive=1) == ConnAck(0, False)
