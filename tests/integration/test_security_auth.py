@@ -250,11 +250,10 @@ def test_sighup_with_a_changed_password_file_keeps_clients_and_checks_new_logins
 def test_per_listener_overrides_and_max_connections(broker_factory, password_file):
     # The main listener requires a password; a second, loopback-only "local" listener lets
     # anonymous clients in but takes at most two at a time.
-    local = free_port()
     proc = _secured(broker_factory, password_file,
-                    f'[[listener]]\nbind = "127.0.0.1"\nport = {local}\n'
+                    '[[listener]]\nbind = "127.0.0.1"\nport = 0\n'
                     "allow_anonymous = true\nmax_connections = 2\n")
-    wait_for_port(local, 10)
+    local = proc.port_of("mqtt", 1)
     assert RawClient(proc.port).connect(unique()).reason_code == 0x87  # main: no anonymous
     first, second = RawClient(local), RawClient(local)
     assert first.connect(unique()) == ConnAck(0, False)

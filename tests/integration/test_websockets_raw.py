@@ -13,7 +13,7 @@ import struct
 import time
 
 import pytest
-from support.broker import BrokerProcess, free_port, wait_for_port
+from support.broker import BrokerProcess
 from support.clients import TIMEOUT, PahoClient, unique
 
 from broker.codec import (
@@ -155,16 +155,13 @@ def wsbroker(tmp_path_factory: pytest.TempPathFactory):
     proc.stop()
 
 
-def ws_listener(port: int, body: str = "") -> str:
-    return (f'[[listener]]\nbind = "127.0.0.1"\nport = {port}\nprotocol = "websockets"\n'
-            f"{body}\n")
+def ws_listener(body: str = "") -> str:
+    return f'[[listener]]\nbind = "127.0.0.1"\nport = 0\nprotocol = "websockets"\n{body}\n'
 
 
 def start_with_ws(broker_factory, listener_body: str = "", extra: str = "") -> tuple:
-    port = free_port()
-    proc = broker_factory(ws_listener(port, listener_body) + extra)
-    wait_for_port(port, 10, proc.proc)
-    return proc, port
+    proc = broker_factory(ws_listener(listener_body) + extra)
+    return proc, proc.port_of("ws")
 
 
 # -- the opening handshake ---------------------------------------------------------------------
