@@ -205,6 +205,7 @@ def test_50_parallel_logins_do_not_stall_a_qos0_stream(broker_factory, password_
         while any(t.is_alive() for t in logins) and time.monotonic() - start < 60:
             sub.expect(1, timeout=5)
             arrivals.append(time.monotonic())
+        logging_in = time.monotonic() - start  # the hash, however slow this machine is now
         for thread in logins:
             thread.join(30)
     finally:
@@ -212,7 +213,9 @@ def test_50_parallel_logins_do_not_stall_a_qos0_stream(broker_factory, password_
         streamer.join(10)
     assert results == [True] * 50
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert len(arrivals) > 20 and max(gaps) < 0.5, f"longest stall {max(gaps):.3f}s"
+    # Hashing on the hub would stop the stream for about the whole login time.
+    assert len(arrivals) > 20 and max(gaps) < logging_in / 2, \
+        f"longest stall {max(gaps):.3f}s of {logging_in:.3f}s logging in"
 
 
 def test_sighup_with_a_changed_password_file_keeps_clients_and_checks_new_logins(

@@ -63,10 +63,10 @@ def test_plain_mqtt_on_a_tls_port_fails_the_handshake_and_is_logged(tls_broker):
 def test_tls_handshake_must_finish_within_connect_timeout(broker_factory, certs):
     proc = broker_factory("[broker]\nconnect_timeout = 1\n" + _tls_listener(certs))
     port = proc.port_of("mqtts")
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     start = time.monotonic()
     assert sock.recv(10) == b""  # the broker gives up on the silent socket
-    assert 0.9 <= time.monotonic() - start <= 2.0
+    assert 0.9 <= time.monotonic() - start < 5  # its 1 s, well before the default 10 s
     proc.wait_for_log(r"TLS handshake not completed within 1s")
 
 
