@@ -114,6 +114,18 @@ def decode_connect(flags: int, reader: Reader, level: int) -> Connect:
                    properties)
 
 
+def peek_level(data: bytes, pos: int, end: int, default: int) -> int:
+    """The protocol level of the CONNECT body `data[pos:end]` if its name and level are a pair
+    we speak, else `default`: what a connection answers a CONNECT it refuses in."""
+    try:
+        reader = Reader(data, pos, end)
+        name = reader.utf8("protocol name")
+        level = reader.u8("protocol level")
+    except MalformedPacket:
+        return default
+    return level if PROTOCOL_NAMES.get(level) == name else default
+
+
 def encode_connect(packet: Connect, level: int) -> bytes:
     level = packet.protocol_level
     v5 = level >= MQTT_5

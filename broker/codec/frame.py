@@ -13,7 +13,10 @@ carries no subscription identifier, a server's DISCONNECT no session expiry inte
 
 Until a CONNECT has been decoded, a server-side decoder accepts packets of at most
 `CONNECT_PACKET_LIMIT` bytes; a CONNECT switches the decoder to that CONNECT's protocol level,
-so the packets behind it in the same buffer are read with the right rules.
+so the packets behind it in the same buffer are read with the right rules. So does a CONNECT
+that breaks a rule after its protocol name and level were read (an MQTT 5 property of 0, say):
+`protocol_level` then tells the connection to answer in the client's version (MQTT 5: a
+CONNACK with the reason code, 5.0 section 4.13.1).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import MalformedPacket, PacketTooLarge, ProtocolError
+from ..errors import MalformedPacket, MQTTError, PacketTooLarge, ProtocolError
 from . import acks, connect, control, publish, subscribe
 from .primitives import VARINT_MAX, Reader
 
@@ -155,7 +158,12 @@ class FrameDecoder:
             raise MalformedPacket(f"{name}: reserved fixed-header flags 0x{flags:X} [MQTT-2.2.2-2]")
         if packet_type in self._refused:
             raise ProtocolError(f"{name} may not be sent by this side of the connection")
-        packet = decoder(flags, Reader(buf, i, end), self.protocol_level)
+        try:
+            packet = decoder(flags, Reader(buf, i, end), self.protocol_level)
+        except MQTTError:
+            if packet_type == connect.CONNECT:
+                self.protocol_level = connect.peek_level(buf, i, end, self.protocol_level)
+            raise
         if packet_type == connect.CONNECT:
             self.protocol_level = packet.protocol_level
             self._before_connect = False

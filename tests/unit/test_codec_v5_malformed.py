@@ -264,6 +264,24 @@ def test_at_level_4_the_v5_rules_do_not_apply():
     assert (packet.topic, packet.payload) == ("t", h("03 23 00 00 78"))
 
 
+@pytest.mark.parametrize(("wire", "error", "level"), [
+    pytest.param(connect("21 00 00", 3), ProtocolError, 5, id="v5_receive_maximum_0"),
+    pytest.param(connect("23 00 01", 3), MalformedPacket, 5, id="v5_topic_alias_in_connect"),
+    pytest.param(f"10 0E {MQTT} 04 03 00 3C 00 02 63 31", MalformedPacket, 4,
+                 id="v4_reserved_flag"),
+    pytest.param(f"10 0E {MQTT} 06 02 00 3C 00 02 63 31", MQTTError, 4, id="level_6"),
+    pytest.param("10 03 00 04 4D", MalformedPacket, 4, id="cut_in_the_protocol_name"),
+])
+def test_a_refused_connect_still_tells_its_level(wire: str, error: type[MQTTError], level: int):
+    # The connection answers a bad MQTT 5 CONNECT with a v5 CONNACK carrying the reason
+    # (5.0 section 4.13.1); it can only if the decoder says which level the CONNECT spoke.
+    decoder = FrameDecoder()
+    decoder.feed(h(wire))
+    with pytest.raises(error):
+        decoder.next_packet()
+    assert decoder.protocol_level == level
+
+
 def _codes_by_packet_from_reason_code_comments() -> dict[str, set[int]]:
     """ReasonCode's own comments ("... = 0x87  # CONNACK PUBACK ...") as packet -> codes."""
     by_packet: dict[str, set[int]] = {packet: set() for packet in REASONS}
