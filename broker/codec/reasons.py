@@ -4,7 +4,8 @@ The sender of every acknowledgement, DISCONNECT and AUTH must use one of its pac
 codes; a code outside that set is data the protocol does not allow in a packet that parsed,
 so a Protocol Error (5.0 section 1.2), not a malformed packet. Which side may send which code
 is not checked: the receiver acts on the code's meaning, and none of them is harmful.
-`tests/unit/test_codec_v5_rules.py` holds this table against the comments of `ReasonCode`.
+`tests/unit/test_codec_v5_malformed.py` holds this table against the comments of
+`ReasonCode`.
 """
 
 from __future__ import annotations
