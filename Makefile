@@ -32,8 +32,13 @@ lint: $(VENV)/.test-installed
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# One pytest-xdist worker per CPU, each taking whole test files (a module-scoped broker starts
+# once), in collection order: tests/conftest.py puts the files with slow tests first.
+# `.venv/bin/pytest tests/x.py` still runs in one process; `make test WORKERS=0` runs it all so.
+WORKERS ?= logical
+
 test: test-deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest tests/unit

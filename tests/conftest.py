@@ -1,12 +1,25 @@
-"""Fixtures: a shared broker per test module, and a factory for brokers with their own config."""
+"""Fixtures: a shared broker per test module, and a factory for brokers with their own config.
+
+`make test` runs the suite on pytest-xdist workers, a whole file to a worker (`--dist
+loadfile`), so a module-scoped broker starts once; the hook below decides which files go first.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.broker import BrokerProcess
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with the most tests marked `slow` first (a stable sort: each file stays whole
+    and in its order), so the workers start on the long files and none is left for last
+    while the other workers have nothing to do."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """PUBACK, PUBREC, PUBREL, PUBCOMP: one shape, four packet types, decode and encode together.
 
 In 3.x the body is exactly a non-zero packet id [MQTT-2.3.1-1]. In 5 a reason code and
-properties may follow; a body of two bytes means success (5.0 section 3.4.2.1). PUBREL carries the
+properties may follow: a body of two bytes means success and no properties, three bytes a
+reason code and no properties (5.0 section 3.4.2.1), and the reason code must be one of its
+packet's (`reasons.py`). The encoder writes the short form whenever it can. PUBREL carries the
 fixed-header flags 0b0010 [MQTT-3.6.1-1], which the frame decoder checks with the others.
 """
 
@@ -14,6 +16,7 @@ from typing import Any, ClassVar
 from ..errors import MalformedPacket, ReasonCode
 from .primitives import Reader, encode_u16, fixed_header
 from .properties import NO_PROPERTIES, decode_properties, encode_properties
+from .reasons import check_reason
 
 PUBACK = 4
 PUBREC = 5
@@ -69,7 +72,10 @@ def _decoder(packet_type: int) -> Callable[[int, Reader, int], AckPacket]:
         if not packet_id:
             raise MalformedPacket(f"{name}: packet identifier 0 [MQTT-2.3.1-1]")
         if level >= 5:
-            reason = reader.u8("reason code") if not reader.at_end() else ReasonCode.SUCCESS
+            reason: int = ReasonCode.SUCCESS
+            if not reader.at_end():
+                reason = reader.u8("reason code")
+                check_reason(name, reason)  # [MQTT-3.4.2-1] and its kin
             props = decode_properties(reader, name) if not reader.at_end() else NO_PROPERTIES
         else:
             reason, props = ReasonCode.SUCCESS, NO_PROPERTIES

@@ -4,8 +4,11 @@ Rules enforced here: the protocol name/level pair [MQTT-3.1.2-1] [MQTT-3.1.2-2],
 connect flag [MQTT-3.1.2-3], will flags only with a will [MQTT-3.1.2-11] [MQTT-3.1.2-13]
 [MQTT-3.1.2-15], will QoS 3 [MQTT-3.1.2-14], a password only with a user name in 3.x
 [MQTT-3.1.2-22], a will topic that is a valid topic name (`topics.validate_topic_name`), and
-no bytes after the payload. Whether a client id is acceptable is the protocol's decision, not
-the codec's.
+no bytes after the payload. In 5 the CONNECT and will properties are checked as they are read
+(`properties.py`: a will property set is its own table, so a topic alias or subscription
+identifier there is malformed), and a CONNACK's reason code must be a CONNACK code, with
+session present 0 when it refuses. Whether a client id is acceptable is the protocol's
+decision, not the codec's.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from ..errors import (
     REASON_FROM_CONNACK_V3,
     ConnAckCodeV3,
     MalformedPacket,
+    ProtocolError,
     ReasonCode,
     UnsupportedProtocolVersion,
 )
 from ..topics import validate_topic_name
 from .primitives import Reader, encode_binary, encode_u16, encode_utf8, fixed_header
 from .properties import NO_PROPERTIES, decode_properties, encode_properties
+from .reasons import check_reason
 
 CONNECT = 1
 CONNACK = 2
@@ -109,6 +114,18 @@ def decode_connect(flags: int, reader: Reader, level: int) -> Connect:
                    properties)
 
 
+def peek_level(data: bytes, pos: int, end: int, default: int) -> int:
+    """The protocol level of the CONNECT body `data[pos:end]` if its name and level are a pair
+    we speak, else `default`: what a connection answers a CONNECT it refuses in."""
+    try:
+        reader = Reader(data, pos, end)
+        name = reader.utf8("protocol name")
+        level = reader.u8("protocol level")
+    except MalformedPacket:
+        return default
+    return level if PROTOCOL_NAMES.get(level) == name else default
+
+
 def encode_connect(packet: Connect, level: int) -> bytes:
     level = packet.protocol_level
     v5 = level >= MQTT_5
@@ -142,6 +159,10 @@ def decode_connack(flags: int, reader: Reader, level: int) -> ConnAck:
         raise MalformedPacket("CONNACK: reserved flag bits set [MQTT-3.2.2-1]")
     code = reader.u8("return code")
     if level >= MQTT_5:
+        check_reason("CONNACK", code)  # [MQTT-3.2.2-8]
+        if code and ack_flags & 0x01:
+            raise ProtocolError(f"CONNACK: session present with reason 0x{code:02X} "
+                                "[MQTT-3.2.2-6]")
         properties = decode_properties(reader, "CONNACK")
         reason = code
     else:

@@ -1,8 +1,11 @@
 """PINGREQ, PINGRESP, DISCONNECT, AUTH: the packets with little or no body.
 
 In 3.x PINGREQ, PINGRESP and DISCONNECT have an empty body; any byte there is malformed.
-In 5 DISCONNECT may carry a reason code and properties (left out, the reason is success: 5.0
-section 3.14.2.1); AUTH exists only in 5.
+In 5 DISCONNECT and AUTH may carry a reason code and properties (left out, the reason is
+success: 5.0 sections 3.14.2.1 and 3.15.2.1), the code one of their packet's (`reasons.py`);
+the encoder leaves out what it can. A server's DISCONNECT never carries a session expiry
+interval, which a client-side decoder checks (`decode_server_disconnect`); an AUTH names its
+authentication method unless it is the empty short form. AUTH exists only in 5.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..errors import MalformedPacket, ReasonCode
+from ..errors import MalformedPacket, ProtocolError, ReasonCode
 from .primitives import Reader, fixed_header
 from .properties import NO_PROPERTIES, decode_properties, encode_properties
+from .reasons import check_reason
 
 PINGREQ = 12
 PINGRESP = 13
@@ -71,7 +75,10 @@ def encode_pingresp(packet: PingResp, level: int) -> bytes:
 
 
 def _reason_and_props(reader: Reader, name: str) -> tuple[int, Mapping[str, Any]]:
-    reason = reader.u8("reason code") if not reader.at_end() else ReasonCode.SUCCESS
+    reason: int = ReasonCode.SUCCESS
+    if not reader.at_end():
+        reason = reader.u8("reason code")
+        check_reason(name, reason)  # [MQTT-3.14.2-1] [MQTT-3.15.2-1]
     props = decode_properties(reader, name) if not reader.at_end() else NO_PROPERTIES
     if not reader.at_end():
         raise MalformedPacket(f"{name}: {reader.remaining()} unexpected bytes")
@@ -84,6 +91,15 @@ def decode_disconnect(flags: int, reader: Reader, level: int) -> Disconnect:
             raise MalformedPacket(f"DISCONNECT: {reader.remaining()} unexpected bytes in the body")
         return Disconnect()
     return Disconnect(*_reason_and_props(reader, "DISCONNECT"))
+
+
+def decode_server_disconnect(flags: int, reader: Reader, level: int) -> Disconnect:
+    """A DISCONNECT as a client receives it."""
+    packet = decode_disconnect(flags, reader, level)
+    if "session_expiry_interval" in packet.properties:
+        raise ProtocolError("DISCONNECT from the server with a session expiry interval "
+                            "[MQTT-3.14.2-2]")
+    return packet
 
 
 def _encode_reason(first: int, reason: int, props: Mapping[str, Any], name: str) -> bytes:
@@ -102,7 +118,11 @@ def encode_disconnect(packet: Disconnect, level: int) -> bytes:
 def decode_auth(flags: int, reader: Reader, level: int) -> Auth:
     if level < 5:
         raise MalformedPacket("AUTH: packet type 15 is reserved before MQTT 5")
-    return Auth(*_reason_and_props(reader, "AUTH"))
+    short_form = reader.at_end()
+    packet = Auth(*_reason_and_props(reader, "AUTH"))
+    if not short_form and "authentication_method" not in packet.properties:
+        raise ProtocolError("AUTH without an authentication method (5.0 section 3.15.2.2.2)")
+    return packet
 
 
 def encode_auth(packet: Auth, level: int) -> bytes:

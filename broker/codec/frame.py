@@ -8,10 +8,15 @@ every type but PUBLISH [MQTT-2.2.2-2]; a remaining length of at most four bytes
 [MQTT-1.5.5-1]; the maximum packet size, checked on the header alone so that a huge declared
 length holds no memory; and which side may send which packet (a server refuses CONNACK,
 SUBACK, UNSUBACK and PINGRESP; a client refuses CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ).
+The MQTT 5 rules that depend on the sender are applied here, by side: a client's PUBLISH
+carries no subscription identifier, a server's DISCONNECT no session expiry interval.
 
 Until a CONNECT has been decoded, a server-side decoder accepts packets of at most
 `CONNECT_PACKET_LIMIT` bytes; a CONNECT switches the decoder to that CONNECT's protocol level,
-so the packets behind it in the same buffer are read with the right rules.
+so the packets behind it in the same buffer are read with the right rules. So does a CONNECT
+that breaks a rule after its protocol name and level were read (an MQTT 5 property of 0, say):
+`protocol_level` then tells the connection to answer in the client's version (MQTT 5: a
+CONNACK with the reason code, 5.0 section 4.13.1).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import MalformedPacket, PacketTooLarge, ProtocolError
+from ..errors import MalformedPacket, MQTTError, PacketTooLarge, ProtocolError
 from . import acks, connect, control, publish, subscribe
 from .primitives import VARINT_MAX, Reader
 
@@ -51,6 +56,10 @@ _DECODERS: dict[int, tuple[str, _Decoder, int | None]] = {
     control.AUTH: ("AUTH", control.decode_auth, 0),
 }
 
+# What a client reads: the same, but a DISCONNECT is checked as a server's.
+_CLIENT_SIDE_DECODERS = {**_DECODERS,
+                         control.DISCONNECT: ("DISCONNECT", control.decode_server_disconnect, 0)}
+
 PACKET_NAMES = {ptype: entry[0] for ptype, entry in _DECODERS.items()}
 SERVER_ONLY = frozenset({connect.CONNACK, subscribe.SUBACK, subscribe.UNSUBACK, control.PINGRESP})
 CLIENT_ONLY = frozenset({connect.CONNECT, subscribe.SUBSCRIBE, subscribe.UNSUBSCRIBE,
@@ -61,7 +70,7 @@ class FrameDecoder:
     """Turns a byte stream into packets. One per connection; not shared."""
 
     __slots__ = ("protocol_level", "max_packet_size", "_buf", "_pos", "_chunks", "_chunks_len",
-                 "_need", "_refused", "_before_connect", "_topics")
+                 "_need", "_refused", "_before_connect", "_topics", "_server_side", "_decoders")
 
     def __init__(self, *, server_side: bool = True, max_packet_size: int = MAX_PACKET_SIZE,
                  protocol_level: int = connect.MQTT_3_1_1) -> None:
@@ -73,6 +82,8 @@ class FrameDecoder:
         self._chunks_len = 0
         self._need = 0  # total bytes the packet at _pos needs, once its header is known
         self._refused = SERVER_ONLY if server_side else CLIENT_ONLY
+        self._server_side = server_side
+        self._decoders = _DECODERS if server_side else _CLIENT_SIDE_DECODERS
         self._before_connect = server_side
         self._topics: dict[bytes, str] = {}  # topic names this connection sent, validated
 
@@ -135,8 +146,10 @@ class FrameDecoder:
             if level < 5:  # what its deliveries reuse (see Publish)
                 packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 2] if packet.qos
                                       else buf[pos:end])
+            elif packet.properties and self._server_side:
+                publish.check_client_publish(packet)  # [MQTT-3.3.4-6]
             return packet
-        entry = _DECODERS.get(packet_type)
+        entry = self._decoders.get(packet_type)
         if entry is None:
             raise MalformedPacket("reserved packet type 0 (3.1.1 section 2.2.1)")
         name, decoder, required_flags = entry
@@ -145,7 +158,12 @@ class FrameDecoder:
             raise MalformedPacket(f"{name}: reserved fixed-header flags 0x{flags:X} [MQTT-2.2.2-2]")
         if packet_type in self._refused:
             raise ProtocolError(f"{name} may not be sent by this side of the connection")
-        packet = decoder(flags, Reader(buf, i, end), self.protocol_level)
+        try:
+            packet = decoder(flags, Reader(buf, i, end), self.protocol_level)
+        except MQTTError:
+            if packet_type == connect.CONNECT:
+                self.protocol_level = connect.peek_level(buf, i, end, self.protocol_level)
+            raise
         if packet_type == connect.CONNECT:
             self.protocol_level = packet.protocol_level
             self._before_connect = False

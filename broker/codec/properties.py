@@ -1,10 +1,16 @@
 """MQTT 5 properties: one table, id -> (name, wire type, packets it may appear in).
 
 Properties are carried as a plain mapping from name to value. `user_property` is a list of
-(name, value) pairs and `subscription_identifier` a list of ints, because both may repeat;
-any other property appearing twice is a protocol error. A property identifier that is unknown
-or not valid for the packet it is in makes the packet malformed (5.0 section 2.2.2.2). MQTT 3.x
-packets have no properties: the codec never calls into this module for them.
+(name, value) pairs and `subscription_identifier` a list of ints, because both may repeat
+(the identifier only in PUBLISH; a SUBSCRIBE carries at most one); any other property
+appearing twice is a protocol error. A property identifier that is unknown or not valid for
+the packet it is in makes the packet malformed (5.0 section 2.2.2.2), and so does a property
+length past the packet's end. A value the property cannot take is a protocol error, each
+checked here as it is read: a byte that must be 0 or 1, a receive maximum, maximum packet
+size or subscription identifier of 0, a topic alias of 0 (reason 0x94), a response topic that
+is no topic name, authentication data without a method. Rules that depend on the sender or the
+rest of the packet live with that packet. MQTT 3.x packets have no properties: the codec never
+calls into this module for them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..errors import MalformedPacket, ProtocolError
+from ..errors import MalformedPacket, ProtocolError, ReasonCode
 from .primitives import (
     Reader,
     encode_binary,
@@ -86,6 +92,46 @@ PROPERTIES: dict[int, tuple[str, str, frozenset[str]]] = {
 PROPERTY_IDS: dict[str, int] = {name: pid for pid, (name, _t, _p) in PROPERTIES.items()}
 _REPEATABLE = frozenset({"user_property", "subscription_identifier"})
 
+# Properties whose value is 0 or 1, and the section that says so; anything else is a
+# Protocol Error (the payload format indicator's section defines only those two values).
+ZERO_OR_ONE = {
+    "payload_format_indicator": "3.3.2.3.2",
+    "request_response_information": "3.1.2.11.6",
+    "request_problem_information": "3.1.2.11.7",
+    "maximum_qos": "3.2.2.3.4",
+    "retain_available": "3.2.2.3.5",
+    "wildcard_subscription_available": "3.2.2.3.11",
+    "subscription_identifier_available": "3.2.2.3.12",
+    "shared_subscription_available": "3.2.2.3.13",
+}
+# Properties for which 0 is a Protocol Error, and the section that says so.
+NOT_ZERO = {
+    "receive_maximum": "3.1.2.11.3",
+    "maximum_packet_size": "3.1.2.11.4",
+    "subscription_identifier": "3.3.2.3.8",
+}
+
+
+def _check_value(name: str, value: Any, packet: str) -> None:
+    """Raise `ProtocolError` if `value` is one the property `name` cannot take."""
+    if name in ZERO_OR_ONE:
+        if value > 1:
+            raise ProtocolError(f"{packet}: {name} {value}, not 0 or 1 "
+                                f"(5.0 section {ZERO_OR_ONE[name]})")
+    elif name in NOT_ZERO:
+        if not value:
+            raise ProtocolError(f"{packet}: {name} 0 (5.0 section {NOT_ZERO[name]})")
+    elif name == "topic_alias":
+        if not value:  # the receiver answers DISCONNECT 0x94 (5.0 section 3.3.2.3.4)
+            raise ProtocolError(f"{packet}: topic alias 0 [MQTT-3.3.2-8]",
+                                ReasonCode.TOPIC_ALIAS_INVALID)
+    elif name == "response_topic":
+        if not value:
+            raise ProtocolError(f"{packet}: empty response topic [MQTT-4.7.3-1]")
+        if "+" in value or "#" in value:
+            raise ProtocolError(f"{packet}: wildcard in response topic {value!r} "
+                                "[MQTT-3.3.2-14]")
+
 
 def _read_value(reader: Reader, wire_type: str, name: str) -> Any:
     if wire_type == "byte":
@@ -124,12 +170,17 @@ def decode_properties(reader: Reader, packet: str) -> Mapping[str, Any]:
             # (5.0 section 2.2.2.2): reason 0x81, not 0x82.
             raise MalformedPacket(f"{packet}: property {name} is not valid in this packet")
         value = _read_value(sub, wire_type, name)
-        if name in _REPEATABLE:
-            props.setdefault(name, []).append(value)
-        elif name in props:
+        _check_value(name, value, packet)
+        if name not in props:
+            props[name] = [value] if name in _REPEATABLE else value
+        elif name == "user_property" or (name == "subscription_identifier"
+                                         and packet == "PUBLISH"):
+            props[name].append(value)
+        else:  # a SUBSCRIBE's subscription identifier too (5.0 section 3.8.2.1.2)
             raise ProtocolError(f"{packet}: property {name} appears twice (5.0 section 3)")
-        else:
-            props[name] = value
+    if "authentication_data" in props and "authentication_method" not in props:
+        raise ProtocolError(f"{packet}: authentication data without an authentication method "
+                            "(5.0 section 3.1.2.11.10)")
     reader.pos = end
     return props
 

@@ -1,9 +1,13 @@
 """PUBLISH, decode and encode side by side. This is the hot path, so it reads bytes directly.
 
 Rules: QoS 3 is malformed [MQTT-3.3.1-4]; DUP must be 0 at QoS 0 [MQTT-3.3.1-2]; the topic
-name is a valid topic name by `topics.validate_topic_name` [MQTT-3.3.2-2] (MQTT 5 allows an
-empty topic only together with a topic alias, which the protocol checks); a QoS 1/2 packet id
-is non-zero [MQTT-2.3.1-1].
+name is a valid topic name by `topics.validate_topic_name` [MQTT-3.3.2-2]; a QoS 1/2 packet id
+is non-zero [MQTT-2.3.1-1]. MQTT 5 allows an empty topic only together with a topic alias
+(a protocol error otherwise); the properties are checked as they are read (`properties.py`:
+topic alias 0 is reason 0x94), and a client may not send a subscription identifier
+[MQTT-3.3.4-6] (`check_client_publish`, which the server-side frame decoder calls). Whether an
+alias is within the maximum, or was ever set, is the protocol's business: it needs state.
+A property length of 0, what most clients send, costs one byte test.
 
 The outgoing side is built for fan-out: `lay_out_publish` does the work one message needs once
 (topic and property fields, remaining length), and `publish_qos0` / `publish_with_id` put a
@@ -19,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import MalformedPacket
+from ..errors import MalformedPacket, ProtocolError
 from ..topics import validate_topic_name
 from .primitives import Reader, decode_utf8, encode_utf8, encode_varint
 from .properties import NO_PROPERTIES, decode_properties, encode_properties
@@ -92,10 +96,23 @@ def decode_publish_body(data: bytes, pos: int, end: int, flags: int, level: int,
             raise MalformedPacket("PUBLISH: packet identifier 0 [MQTT-2.3.1-1]")
     properties = NO_PROPERTIES
     if level >= 5:
-        reader = Reader(data, pos, end)
-        properties = decode_properties(reader, "PUBLISH")
-        pos = reader.pos
+        if pos < end and not data[pos]:  # property length 0
+            pos += 1
+        else:
+            reader = Reader(data, pos, end)
+            properties = decode_properties(reader, "PUBLISH")
+            pos = reader.pos
+        if not tlen and "topic_alias" not in properties:
+            raise ProtocolError("PUBLISH: empty topic name and no topic alias "
+                                "(5.0 section 3.3.2.1)")
     return Publish(topic, data[pos:end], qos, bool(flags & 0x01), dup, packet_id, properties)
+
+
+def check_client_publish(packet: Publish) -> None:
+    """The rules for a PUBLISH that a client sent, beyond those of any PUBLISH."""
+    if "subscription_identifier" in packet.properties:
+        raise ProtocolError("PUBLISH from a client with a subscription identifier "
+                            "[MQTT-3.3.4-6]")
 
 
 # The header byte of an outgoing PUBLISH, by [qos][retain][dup].

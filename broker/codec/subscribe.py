@@ -1,9 +1,14 @@
 """SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, decode and encode side by side.
 
-Rules: a non-zero packet id [MQTT-2.3.1-1]; at least one filter [MQTT-3.8.3-3]
-[MQTT-3.10.3-2]; in 3.x the upper six bits of the requested QoS byte are reserved
-[MQTT-3.8.3-4]; QoS 3 is malformed; in 5 retain handling 3 and bits 6-7 are errors
-[MQTT-3.8.3-5]. Whether a filter is well formed is checked by the protocol with `topics`.
+Rules: a non-zero packet id [MQTT-2.3.1-1]. In 3.x: at least one filter [MQTT-3.8.3-3]
+[MQTT-3.10.3-2], the upper six bits of the requested QoS byte are reserved [MQTT-3.8.3-4], and
+QoS 3 is malformed, as is everything 3.x calls a violation. In 5 the subscription options byte
+is QoS (bits 0-1), no local (2), retain as published (3) and retain handling (4-5): bits 6-7
+set is malformed [MQTT-3.8.3-5]; QoS 3, retain handling 3, no local on a shared subscription
+[MQTT-3.8.3-4] and a SUBSCRIBE or UNSUBSCRIBE without filters [MQTT-3.8.3-2] are protocol
+errors; a SUBSCRIBE carries at most one subscription identifier (`properties.py`); SUBACK and
+UNSUBACK carry one reason code per filter, each one of their packet's codes (`reasons.py`).
+Whether a filter is well formed is checked by the protocol with `topics`.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import MalformedPacket, ProtocolError
+from ..topics import SHARE_PREFIX
 from .primitives import Reader, encode_u16, encode_utf8, fixed_header
 from .properties import NO_PROPERTIES, decode_properties, encode_properties
+from .reasons import check_reason
 
 SUBSCRIBE = 8
 SUBACK = 9
@@ -36,18 +43,20 @@ class SubOptions:
     @classmethod
     def from_byte(cls, byte: int, level: int) -> SubOptions:
         qos = byte & 0x03
-        if qos == 3:
-            raise MalformedPacket("SUBSCRIBE: requested QoS 3 [MQTT-3.8.3-4]")
         if level < 5:
+            if qos == 3:
+                raise MalformedPacket("SUBSCRIBE: requested QoS 3 [MQTT-3.8.3-4]")
             if byte & 0xFC:
                 raise MalformedPacket(
                     "SUBSCRIBE: reserved bits of requested QoS set [MQTT-3.8.3-4]")
             return _QOS_ONLY[qos]
         if byte & 0xC0:
             raise MalformedPacket("SUBSCRIBE: reserved subscription option bits set [MQTT-3.8.3-5]")
+        if qos == 3:
+            raise ProtocolError("SUBSCRIBE: maximum QoS 3 (5.0 section 3.8.3.1)")
         retain_handling = (byte >> 4) & 0x03
         if retain_handling == 3:
-            raise ProtocolError("SUBSCRIBE: retain handling 3 [MQTT-3.8.3-5]")
+            raise ProtocolError("SUBSCRIBE: retain handling 3 (5.0 section 3.8.3.1)")
         return cls(qos, bool(byte & 0x04), bool(byte & 0x08), retain_handling)
 
 
@@ -99,8 +108,14 @@ def decode_subscribe(flags: int, reader: Reader, level: int) -> Subscribe:
     subs = []
     while not reader.at_end():
         topic_filter = reader.utf8("topic filter")
-        subs.append((topic_filter, SubOptions.from_byte(reader.u8("subscription options"), level)))
+        options = SubOptions.from_byte(reader.u8("subscription options"), level)
+        if options.no_local and topic_filter.startswith(SHARE_PREFIX):
+            raise ProtocolError(f"SUBSCRIBE: no local on shared subscription {topic_filter!r} "
+                                "[MQTT-3.8.3-4]")
+        subs.append((topic_filter, options))
     if not subs:
+        if level >= 5:
+            raise ProtocolError("SUBSCRIBE: no topic filter [MQTT-3.8.3-2]")
         raise MalformedPacket("SUBSCRIBE: no topic filter [MQTT-3.8.3-3]")
     return Subscribe(packet_id, tuple(subs), props)
 
@@ -121,6 +136,9 @@ def decode_suback(flags: int, reader: Reader, level: int) -> SubAck:
     reader.pos = reader.end
     if not codes:
         raise MalformedPacket("SUBACK: no return codes")
+    if level >= 5:
+        for code in codes:
+            check_reason("SUBACK", code)  # [MQTT-3.9.3-2]
     return SubAck(packet_id, codes, props)
 
 
@@ -139,6 +157,8 @@ def decode_unsubscribe(flags: int, reader: Reader, level: int) -> Unsubscribe:
     while not reader.at_end():
         filters.append(reader.utf8("topic filter"))
     if not filters:
+        if level >= 5:
+            raise ProtocolError("UNSUBSCRIBE: no topic filter [MQTT-3.10.3-2]")
         raise MalformedPacket("UNSUBSCRIBE: no topic filter [MQTT-3.10.3-2]")
     return Unsubscribe(packet_id, tuple(filters), props)
 
@@ -161,6 +181,10 @@ def decode_unsuback(flags: int, reader: Reader, level: int) -> UnsubAck:
     props = decode_properties(reader, "UNSUBACK")
     codes = tuple(reader.data[reader.pos:reader.end])
     reader.pos = reader.end
+    if not codes:  # one per filter, and an UNSUBSCRIBE has at least one [MQTT-3.10.3-2]
+        raise MalformedPacket("UNSUBACK: no reason codes")
+    for code in codes:
+        check_reason("UNSUBACK", code)  # [MQTT-3.11.3-2]
     return UnsubAck(packet_id, codes, props)
 
 

@@ -242,8 +242,10 @@ class Connection:
         if protocol.protocol_level >= 5 and protocol.state is CONNECTED:
             self.outbox.items.append(Disconnect(exc.reason_code))  # 5.0 section 4.13.2
             self._close(reason, flush=True)
-        elif protocol.protocol_level >= 5 and protocol.state is AWAIT_CONNECT:
-            # A bad MQTT 5 CONNECT may be answered with a CONNACK that says why (5.0 3.2.2.2).
+        elif self.decoder.protocol_level >= 5 and protocol.state is AWAIT_CONNECT:
+            # A bad MQTT 5 CONNECT may be answered with a CONNACK that says why (5.0 3.2.2.2);
+            # the decoder knows the level even when it refused the CONNECT itself.
+            protocol.protocol_level = self.decoder.protocol_level  # the CONNACK's encoding
             self.outbox.items.append(ConnAck(exc.reason_code))
             self._close(reason, flush=True)
         else:

@@ -18,8 +18,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.broker import REPO, free_port, wait_for_port
-from support.deploy import greenfly, need_program
+from support.broker import REPO, wait_for_listening
+from support.deploy import any_ports, greenfly, need_program
 
 from broker.auth.passwords import load_password_file
 
@@ -83,20 +83,21 @@ def test_install_into_a_prefix_twice_changes_nothing_and_the_broker_runs(tmp_pat
     assert user_exists("greenfly") == had_user
     assert Path("/etc/systemd/system/greenfly.service").exists() == had_unit
 
-    # The admin's edit (free ports, for this test) is theirs: the second run keeps it.
-    port, ws_port = free_port(), free_port()
-    config.write_text(text.replace("port = 1883", f"port = {port}")
-                      .replace("port = 9001", f"port = {ws_port}"))
+    # The admin's edit is theirs: the second run keeps it.
+    config.write_text(text + "# edited by the admin\n")
     before = listing(root)
     second = install(checkout, root)
     assert listing(root) == before, second.stdout
     assert "writing" not in second.stdout and "installing" not in second.stdout
 
-    broker = subprocess.Popen([str(venv_greenfly), "-c", str(config)], cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "NOTIFY_SOCKET": ""})
+    any_ports(config)  # for this test: the broker's log names the ports it picked
+    log = tmp_path / "broker.log"
+    with open(log, "wb") as out:
+        broker = subprocess.Popen([str(venv_greenfly), "-c", str(config)], cwd=root,
+                                  stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "NOTIFY_SOCKET": ""})
     try:
-        wait_for_port(port, 15, broker)
+        [(_, port), _ws] = wait_for_listening(log, 2, proc=broker)
         ok = greenfly("probe", f"mqtt://127.0.0.1:{port}", "-u", "admin", "-P", "s3cret")
         assert ok.stdout.endswith("ok\n")
         refused = greenfly("probe", f"mqtt://127.0.0.1:{port}", check=False)

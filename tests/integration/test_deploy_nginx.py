@@ -5,7 +5,7 @@
 - The same over TLS with a certificate the test makes: wss:// through the http file and
   mqtts:// through the stream file (`greenfly deploy nginx-stream`).
 - The failure the deploy kit exists for, reproduced: nginx with `proxy_read_timeout 2s`;
-  `greenfly probe --idle 6` finds the cut at about 2 s, and a paho client with keepalive 10,
+  `greenfly probe --idle 20` finds the cut at about 2 s, and a paho client with keepalive 10,
   reconnecting through it, makes the broker log one proxy-timeout warning. With the rendered
   timeouts a keepalive-2 client stays connected.
 """
@@ -195,7 +195,7 @@ def short_timeout_nginx(wsbroker, tmp_path_factory: pytest.TempPathFactory):
 
 def test_probe_idle_finds_the_2s_proxy_read_timeout(short_timeout_nginx):
     start = time.monotonic()
-    result = greenfly("probe", "--idle", "6", f"ws://127.0.0.1:{short_timeout_nginx.port}/mqtt",
+    result = greenfly("probe", "--idle", "20", f"ws://127.0.0.1:{short_timeout_nginx.port}/mqtt",
                       check=False)
     took = time.monotonic() - start
     assert result.returncode == 1, result.stdout
@@ -204,9 +204,10 @@ def test_probe_idle_finds_the_2s_proxy_read_timeout(short_timeout_nginx):
                       r"proxy_read_timeout", result.stdout)
     assert match, result.stdout
     assert 1.8 <= float(match.group(1)) <= 3.0
-    assert took < 5.5  # it reports the cut when it happens, not after the 6 s
+    assert took < 10  # it reports the cut when it happens, not after the 20 s
 
 
+@pytest.mark.slow
 def test_client_cut_by_the_proxy_again_and_again_gets_one_broker_warning(wsbroker,
                                                                          short_timeout_nginx):
     wsbroker.mark_log()
@@ -219,7 +220,7 @@ def test_client_cut_by_the_proxy_again_and_again_gets_one_broker_warning(wsbroke
             rf"WARNING greenfly\.connection: client {client.client_id}: its last 3 connections "
             r"were each closed by the peer after about (\d\.\d) s .*likely cause: a proxy or NAT "
             r"idle timeout of about \d\.\d s versus the client's keepalive 10 s", timeout=15)
-        assert 1.8 <= float(warning.group(1)) <= 2.5
+        assert 1.8 <= float(warning.group(1)) < 4  # nginx's 2 s, not the keepalive's 10 s
         # One more cut and reconnect: still that one warning, not one per disconnect.
         wait_until(lambda: f"client disconnected: {client.client_id}"
                    in wsbroker.log_text()[warning.end():], 10, "a fourth cut")
@@ -230,6 +231,7 @@ def test_client_cut_by_the_proxy_again_and_again_gets_one_broker_warning(wsbroke
     assert len(re.findall(rf"WARNING .*client {client.client_id}: its last", log)) == 1
 
 
+@pytest.mark.slow
 def test_rendered_timeouts_keep_a_client_at_max_keepalive_connected(tmp_path):
     # max_keepalive 2 gives proxy_read_timeout 4s: the tightest the rule ever gets. A client
     # pinging every 2 s stays connected for 10 s, while a keepalive-0 probe through the same

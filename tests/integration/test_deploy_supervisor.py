@@ -17,9 +17,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support.broker import wait_for_port
+from support.broker import wait_for_listening
 from support.clients import PahoClient, unique
-from support.deploy import deploy, greenfly, installed_layout, need_program, wait_until
+from support.deploy import (
+    any_ports,
+    deploy,
+    greenfly,
+    installed_layout,
+    need_program,
+    wait_until,
+)
 
 
 class Supervisord:
@@ -77,32 +84,35 @@ def round_trip(port: int) -> None:
     client.disconnect()
 
 
+@pytest.mark.slow
 def test_supervisord_runs_restarts_after_kill_9_and_reloads_on_hup(workdir):
     layout = installed_layout(workdir / "root")
     greenfly("passwd", "-c", "-b", str(layout.root / "etc/greenfly/passwd"), "admin", "s3cret")
     program = deploy("supervisor", layout.config, "--prefix", str(layout.root))
     assert "\nuser=greenfly\n" in program
+    any_ports(layout.config)
     # The test cannot create the greenfly user; everything else is as rendered.
     supervisord = Supervisord(workdir, program.replace("\nuser=greenfly\n", "\nuser=root\n"))
     log = layout.root / "var/log/supervisor/greenfly.log"
     try:
         wait_until(supervisord.running_pid, 15, "greenfly to be RUNNING")
         first = supervisord.running_pid()
-        wait_for_port(layout.port, 5)
-        round_trip(layout.port)
+        [(_, port), _ws] = wait_for_listening(log, 2)  # the config says port 0
+        round_trip(port)
 
+        seen = len(log.read_text())
         os.kill(first, signal.SIGKILL)
         wait_until(lambda: supervisord.running_pid() not in (None, first), 15,
                    "supervisord to restart greenfly")
         second = supervisord.running_pid()
-        wait_for_port(layout.port, 5)
-        round_trip(layout.port)
+        [(_, port), _ws] = wait_for_listening(log, 2, after=seen)  # the new run's ports
+        round_trip(port)
 
         assert "greenfly: signalled" in supervisord.ctl("signal", "HUP", "greenfly")
         wait_until(lambda: "SIGHUP: configuration reloaded" in log.read_text(), 10,
                    "the broker to log the reload")
         assert supervisord.running_pid() == second
-        round_trip(layout.port)
+        round_trip(port)
     finally:
         supervisord.stop()
     with pytest.raises(ProcessLookupError):  # stopped with supervisord, not orphaned

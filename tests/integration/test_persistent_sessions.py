@@ -3,7 +3,7 @@ client is offline; the limits that bound them, and the drops they cause (counted
 
 from __future__ import annotations
 
-from support.clients import PahoClient, RawClient, unique
+from support.clients import PahoClient, RawClient, expect_marker, unique
 
 from broker.codec import ConnAck, PubAck
 
@@ -24,8 +24,7 @@ def test_offline_qos1_and_qos2_messages_are_delivered_on_reconnect_qos0_is_not(b
     assert device.connect() == (True, 0)
     got = device.expect(2)
     assert [(m.payload, m.qos) for m in got] == [(b"q1 while away", 1), (b"q2 while away", 2)]
-    device.expect_none()
-    # the subscription itself survived too
+    # the subscription itself survived too, and the QoS 0 message was not queued before it
     pub.publish(topic, b"live", qos=1)
     assert device.expect(1)[0].payload == b"live"
     device.disconnect()
@@ -44,7 +43,8 @@ def test_clean_session_discards_subscriptions_at_disconnect(broker):
     pub.publish(topic, b"lost by design", qos=1)
     again = PahoClient(broker.port, client_id, clean_session=False)
     assert again.connect() == (False, 0)
-    again.expect_none()
+    again.subscribe(f"{topic}/marker", 1)
+    expect_marker(again, pub, f"{topic}/marker")  # a kept session would send its message first
     again.disconnect()
     pub.disconnect()
 
@@ -62,11 +62,10 @@ def test_inflight_window_holds_back_messages_until_acknowledged(broker_factory):
         pub.publish(topic, b"%d" % i, qos=1)
     first = [sub.recv_packet() for _ in range(2)]
     assert [p.payload for p in first] == [b"0", b"1"]
-    try:
-        extra = sub.recv_packet(timeout=0.5)
-    except TimeoutError:
-        extra = None
-    assert extra is None  # the window of 2 is full
+    # QoS 0 is not held back by the window: the marker overtakes "2", which waits for room.
+    pub.publish(topic, b"qos 0 marker", qos=0)
+    marker = sub.recv_packet()
+    assert (marker.payload, marker.qos) == (b"qos 0 marker", 0)  # the window of 2 is full
     sub.send_packet(PubAck(first[0].packet_id))
     assert sub.recv_packet().payload == b"2"
     sub.send_packet(PubAck(first[1].packet_id))
@@ -91,7 +90,7 @@ def test_max_queued_messages_keeps_the_oldest_and_counts_and_logs_drops(broker_f
     device = PahoClient(proc.port, client_id, clean_session=False)
     assert device.connect() == (True, 0)
     assert [m.payload for m in device.expect(5)] == [b"0", b"1", b"2", b"3", b"4"]
-    device.expect_none()
+    expect_marker(device, pub, topic)  # and not one of the dropped five
     device.disconnect()
     pub.disconnect()
     watcher = PahoClient(proc.port)
@@ -119,7 +118,7 @@ def test_max_queued_bytes_bounds_the_queue_by_payload_size(broker_factory):
     device = PahoClient(proc.port, client_id, clean_session=False)
     device.connect()
     assert [m.payload[:1] for m in device.expect(2)] == [b"0", b"1"]
-    device.expect_none()
+    expect_marker(device, pub, topic)
     device.disconnect()
     pub.disconnect()
 

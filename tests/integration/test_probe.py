@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from support.broker import REPO, BrokerProcess, free_port
+from support.broker import REPO, BrokerProcess, closed_port, free_port
 from support.deploy import Nginx, deploy, greenfly
 
 from broker.tools.probe import PathClosed, cut_report, parse_url
@@ -47,7 +47,8 @@ def test_refusals_are_explained(wsbroker):
     wrong_path = probe(f"ws://127.0.0.1:{wsbroker.ws_port}/nowhere")
     assert wrong_path.returncode == 1
     assert "GET /nowhere -> HTTP 404: nothing serves this path" in wrong_path.stdout
-    closed = probe(f"mqtt://127.0.0.1:{free_port()}")
+    with closed_port() as port:
+        closed = probe(f"mqtt://127.0.0.1:{port}")
     assert closed.returncode == 1 and "tcp: cannot connect to" in closed.stdout
 
 

@@ -205,6 +205,7 @@ def test_50_parallel_logins_do_not_stall_a_qos0_stream(broker_factory, password_
         while any(t.is_alive() for t in logins) and time.monotonic() - start < 60:
             sub.expect(1, timeout=5)
             arrivals.append(time.monotonic())
+        logging_in = time.monotonic() - start  # the hash, however slow this machine is now
         for thread in logins:
             thread.join(30)
     finally:
@@ -212,7 +213,9 @@ def test_50_parallel_logins_do_not_stall_a_qos0_stream(broker_factory, password_
         streamer.join(10)
     assert results == [True] * 50
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert len(arrivals) > 20 and max(gaps) < 0.5, f"longest stall {max(gaps):.3f}s"
+    # Hashing on the hub would stop the stream for about the whole login time.
+    assert len(arrivals) > 20 and max(gaps) < logging_in / 2, \
+        f"longest stall {max(gaps):.3f}s of {logging_in:.3f}s logging in"
 
 
 def test_sighup_with_a_changed_password_file_keeps_clients_and_checks_new_logins(
@@ -250,11 +253,10 @@ def test_sighup_with_a_changed_password_file_keeps_clients_and_checks_new_logins
 def test_per_listener_overrides_and_max_connections(broker_factory, password_file):
     # The main listener requires a password; a second, loopback-only "local" listener lets
     # anonymous clients in but takes at most two at a time.
-    local = free_port()
     proc = _secured(broker_factory, password_file,
-                    f'[[listener]]\nbind = "127.0.0.1"\nport = {local}\n'
+                    '[[listener]]\nbind = "127.0.0.1"\nport = 0\n'
                     "allow_anonymous = true\nmax_connections = 2\n")
-    wait_for_port(local, 10)
+    local = proc.port_of("mqtt", 1)
     assert RawClient(proc.port).connect(unique()).reason_code == 0x87  # main: no anonymous
     first, second = RawClient(local), RawClient(local)
     assert first.connect(unique()) == ConnAck(0, False)

@@ -19,17 +19,15 @@ def certs(tmp_path_factory):
     return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
-def _tls_listener(certs, extra: str = "", protocol: str = "mqtt", port_key: str = "") -> str:
-    return (f'[[listener]]\nbind = "127.0.0.1"\nport = {port_key}\nprotocol = "{protocol}"\n'
+def _tls_listener(certs, extra: str = "", protocol: str = "mqtt") -> str:
+    return (f'[[listener]]\nbind = "127.0.0.1"\nport = 0\nprotocol = "{protocol}"\n'
             f'certfile = "{certs.server_cert}"\nkeyfile = "{certs.server_key}"\n{extra}')
 
 
 @pytest.fixture
 def tls_broker(broker_factory, certs):
-    from support.broker import free_port
-    tls_port = free_port()
-    proc = broker_factory(_tls_listener(certs, port_key=str(tls_port)))
-    proc.tls_port = tls_port
+    proc = broker_factory(_tls_listener(certs))
+    proc.tls_port = proc.port_of("mqtts")
     return proc
 
 
@@ -42,8 +40,6 @@ def _paho_tls(port, certs, client_cert=None, **kwargs):
 
 
 def test_paho_over_mqtts_round_trip(tls_broker, certs):
-    from support.broker import wait_for_port
-    wait_for_port(tls_broker.tls_port, 10)
     sub = _paho_tls(tls_broker.tls_port, certs)
     assert sub.connect() == (False, 0)
     topic = f"{unique('tls')}/t"
@@ -65,25 +61,22 @@ def test_plain_mqtt_on_a_tls_port_fails_the_handshake_and_is_logged(tls_broker):
 
 
 def test_tls_handshake_must_finish_within_connect_timeout(broker_factory, certs):
-    from support.broker import free_port
-    port = free_port()
-    proc = broker_factory("[broker]\nconnect_timeout = 1\n" + _tls_listener(certs,
-                                                                           port_key=str(port)))
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    proc = broker_factory("[broker]\nconnect_timeout = 1\n" + _tls_listener(certs))
+    port = proc.port_of("mqtts")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     start = time.monotonic()
     assert sock.recv(10) == b""  # the broker gives up on the silent socket
-    assert 0.9 <= time.monotonic() - start <= 2.0
+    assert 0.9 <= time.monotonic() - start < 5  # its 1 s, well before the default 10 s
     proc.wait_for_log(r"TLS handshake not completed within 1s")
 
 
 def test_client_certificate_required_and_used_as_user_name(broker_factory, certs, tmp_path):
-    from support.broker import free_port
-    port = free_port()
     acl = tmp_path / "acl"
     acl.write_text("user device-7\ntopic readwrite devices/7/#\n")
     proc = broker_factory(f'[broker]\nacl_file = "{acl}"\n' + _tls_listener(
         certs, f'cafile = "{certs.ca}"\nrequire_certificate = true\n'
-        "use_identity_as_username = true\n", port_key=str(port)))
+        "use_identity_as_username = true\n"))
+    port = proc.port_of("mqtts")
     device = _paho_tls(port, certs, certs.client("device-7"))
     assert device.connect() == (False, 0)
     proc.wait_for_log(r"client connected: .* user=device-7")
@@ -101,9 +94,7 @@ def test_client_certificate_required_and_used_as_user_name(broker_factory, certs
 
 
 def test_tls_minimum_version_is_enforced(broker_factory, certs):
-    from support.broker import free_port
-    port = free_port()
-    broker_factory(_tls_listener(certs, 'tls_version = "tlsv1.3"\n', port_key=str(port)))
+    port = broker_factory(_tls_listener(certs, 'tls_version = "tlsv1.3"\n')).port_of("mqtts")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(str(certs.ca))
     context.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -117,16 +108,15 @@ def test_tls_minimum_version_is_enforced(broker_factory, certs):
 
 
 def test_sighup_loads_new_certificates_for_new_handshakes(broker_factory, certs, tmp_path):
-    from support.broker import free_port
     from support.tls import make_certificates
     live = tmp_path / "live"
     live.mkdir()
     shutil.copy(certs.server_cert, live / "server.crt")
     shutil.copy(certs.server_key, live / "server.key")
-    port = free_port()
-    proc = broker_factory(f'[[listener]]\nbind = "127.0.0.1"\nport = {port}\n'
+    proc = broker_factory(f'[[listener]]\nbind = "127.0.0.1"\nport = 0\n'
                           f'certfile = "{live / "server.crt"}"\n'
                           f'keyfile = "{live / "server.key"}"\n')
+    port = proc.port_of("mqtts")
     before = _paho_tls(port, certs)
     assert before.connect() == (False, 0)
     renewed = make_certificates(tmp_path / "renewed")  # a new CA and server certificate
@@ -165,12 +155,10 @@ def test_bad_certificate_path_stops_start_up_naming_it(tmp_path):
     assert checked.returncode == 2 and "cannot load the certificate" in checked.stderr
 
 
+@pytest.mark.slow
 def test_mqttjs_over_wss_with_the_test_ca(broker_factory, certs, mqttjs):
-    from support.broker import free_port, wait_for_port
-    port = free_port()
-    broker_factory(_tls_listener(certs, 'path = "/mqtt"\n', protocol="websockets",
-                                 port_key=str(port)))
-    wait_for_port(port, 10)
+    port = broker_factory(_tls_listener(certs, 'path = "/mqtt"\n', protocol="websockets")
+                          ).port_of("wss")
     client = mqttjs()
     connack = client.connect_url(f"wss://127.0.0.1:{port}/mqtt", ca=certs.ca.read_text(),
                                  rejectUnauthorized=True, clientId=unique("wss"),

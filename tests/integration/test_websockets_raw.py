@@ -13,8 +13,8 @@ import struct
 import time
 
 import pytest
-from support.broker import BrokerProcess, free_port, wait_for_port
-from support.clients import TIMEOUT, PahoClient, unique
+from support.broker import BrokerProcess
+from support.clients import TIMEOUT, PahoClient, expect_marker, unique
 
 from broker.codec import (
     ConnAck,
@@ -155,16 +155,13 @@ def wsbroker(tmp_path_factory: pytest.TempPathFactory):
     proc.stop()
 
 
-def ws_listener(port: int, body: str = "") -> str:
-    return (f'[[listener]]\nbind = "127.0.0.1"\nport = {port}\nprotocol = "websockets"\n'
-            f"{body}\n")
+def ws_listener(body: str = "") -> str:
+    return f'[[listener]]\nbind = "127.0.0.1"\nport = 0\nprotocol = "websockets"\n{body}\n'
 
 
 def start_with_ws(broker_factory, listener_body: str = "", extra: str = "") -> tuple:
-    port = free_port()
-    proc = broker_factory(ws_listener(port, listener_body) + extra)
-    wait_for_port(port, 10, proc.proc)
-    return proc, port
+    proc = broker_factory(ws_listener(listener_body) + extra)
+    return proc, proc.port_of("ws")
 
 
 # -- the opening handshake ---------------------------------------------------------------------
@@ -239,9 +236,9 @@ def test_handshake_that_never_completes_is_closed_within_connect_timeout(broker_
     ws = RawWebSocket(port)
     ws.sock.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
     started = time.monotonic()
-    assert ws.read_to_eof(timeout=5) == b""
+    assert ws.read_to_eof(timeout=20) == b""
     elapsed = time.monotonic() - started
-    assert 0.3 < elapsed < 1.5, elapsed
+    assert 0.3 < elapsed < 5, elapsed  # its 0.5 s, well before the default 10 s
     proc.wait_for_log(r"handshake not completed within 0.5s")
 
 
@@ -378,8 +375,8 @@ def test_disconnect_and_close_frame_in_one_write_publish_no_will(wsbroker):
                     + RawWebSocket.frame(CLOSE, struct.pack("!H", 1000)))
     _fin, opcode, payload = ws.recv_frame()
     assert (opcode, payload[:2]) == (CLOSE, struct.pack("!H", 1000))
-    wsbroker.wait_for_log(r"reason=client DISCONNECT")
-    watcher.expect_none(0.5)
+    wsbroker.wait_for_log(r"reason=client DISCONNECT")  # logged after the will, if any
+    expect_marker(watcher, watcher, topic)
     watcher.disconnect()
 
 
@@ -424,9 +421,9 @@ def test_keepalive_timeout_over_websocket_publishes_the_will(wsbroker):
     ws = RawWebSocket(wsbroker.ws_port)
     ws.connect_mqtt(keepalive=1, will=Will(topic, b"gone quiet", 1, False))
     started = time.monotonic()
-    [message] = watcher.expect(1, timeout=5)
+    [message] = watcher.expect(1, timeout=20)
     assert message.payload == b"gone quiet"
-    assert 1.4 < time.monotonic() - started < 3.0
+    assert 1.4 < time.monotonic() - started < 5  # 1.5 x keepalive 1 s, give or take the load
     watcher.disconnect()
 
 

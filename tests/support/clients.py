@@ -170,7 +170,8 @@ class PahoClient:
         return out
 
     def expect_none(self, wait: float = 0.3) -> None:
-        """No (further) message arrives within `wait` seconds."""
+        """No (further) message arrives within `wait` seconds: for what no event can show
+        (a periodic publisher that stays silent); else prefer `expect_marker`."""
         try:
             message = self.messages.get(timeout=wait)
         except queue.Empty:
@@ -187,6 +188,20 @@ class PahoClient:
         sock = self.client.socket()
         if sock is not None:
             sock.close()
+
+
+def expect_marker(receiver: PahoClient, sender: PahoClient, topic: str, qos: int = 1) -> None:
+    """Publish a marker on `topic` and check it is the next message `receiver` gets.
+
+    The broker hands every message to a subscriber through one outbox, in order, so whatever
+    it had already queued for `receiver` (a will after a clean DISCONNECT, a message an ACL
+    should have stopped, a second copy) would arrive first: "nothing else came" is then shown
+    by an event, not by a quiet interval that a loaded machine can make too short."""
+    marker = unique("marker").encode()
+    sender.publish(topic, marker, qos=qos)
+    [got] = receiver.expect(1)
+    assert (got.topic, got.payload) == (topic, marker), \
+        f"{receiver.client_id} got {got.topic}: {got.payload!r} before the marker"
 
 
 def publish_many(raw: RawClient, topic: str, payloads: list[bytes], qos: int = 1,

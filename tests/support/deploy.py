@@ -63,26 +63,30 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 class Layout:
     root: Path
     config: Path
-    port: int
-    ws_port: int
 
 
 def installed_layout(root: Path) -> Layout:
     """A root laid out as `install.sh --prefix` lays it out, with this checkout's greenfly as
     /opt/greenfly/bin/greenfly and deploy/greenfly.toml as its configuration (its paths under
-    the root, its two listeners on free ports)."""
+    the root; its ports as shipped, for `greenfly deploy`: see `any_ports` to run it)."""
     (root / "opt/greenfly/bin").mkdir(parents=True)
     (root / "opt/greenfly/bin/greenfly").symlink_to(Path(sys.executable).parent / "greenfly")
     for directory in ("etc/greenfly", "var/lib/greenfly", "var/log/supervisor"):
         (root / directory).mkdir(parents=True)
-    port, ws_port = free_port(), free_port()
     config = root / "etc/greenfly/greenfly.toml"
     config.write_text((REPO / "deploy/greenfly.toml").read_text()
                       .replace('"/var/lib/greenfly"', f'"{root}/var/lib/greenfly"')
-                      .replace('"/etc/greenfly/', f'"{root}/etc/greenfly/')
-                      .replace("port = 1883", f"port = {port}")
-                      .replace("port = 9001", f"port = {ws_port}"))
-    return Layout(root, config, port, ws_port)
+                      .replace('"/etc/greenfly/', f'"{root}/etc/greenfly/'))
+    return Layout(root, config)
+
+
+def any_ports(config: Path) -> None:
+    """Put the sample configuration's listeners (1883 and 9001) on port 0, to run the broker
+    beside other tests: its log names the ports it picked. `greenfly deploy` refuses port 0
+    (a proxy needs a fixed one), so render first."""
+    text = config.read_text()
+    assert "port = 1883" in text and "port = 9001" in text
+    config.write_text(text.replace("port = 1883", "port = 0").replace("port = 9001", "port = 0"))
 
 
 class Nginx:

@@ -210,7 +210,10 @@ CASES: list[Case] = [
 
 
 def server_sent(packet: Any) -> bool:
-    return isinstance(packet, SERVER_SENT)
+    """Whether only a server may send `packet`: a client-side decoder reads it. A PUBLISH with
+    subscription identifiers is one [MQTT-3.3.4-6]."""
+    return isinstance(packet, SERVER_SENT) or (
+        isinstance(packet, Publish) and "subscription_identifier" in packet.properties)
 
 
 def decoder_for(packet: Any, level: int) -> FrameDecoder:

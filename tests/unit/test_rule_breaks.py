@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support.rule_breaks import BREAKS, caught_by, check, copy_repo
 
+pytestmark = pytest.mark.slow  # each runs lint-imports and pytest on a copy of the repo
+
 SAMPLE = ["passwords.py imports socket", "router.py imports threading",
           "a new core helper imports gevent.queue and session.py imports it",
           "probe.py imports the composition root",
