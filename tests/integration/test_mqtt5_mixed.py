@@ -11,6 +11,7 @@ and only that connection ends. Takeover (0x8E), DISCONNECT raising session expir
 from __future__ import annotations
 
 import signal
+import socket
 import struct
 
 import pytest
@@ -223,28 +224,41 @@ def test_more_unreleased_qos2_than_the_receive_maximum_gets_disconnect_0x93(brok
     bystander.still_fine()
 
 
-def test_client_still_answering_pubrecs_reads_disconnect_0x93_without_a_broken_pipe(broker):
+def wait_for_fin(raw: RawClient, timeout: float = TIMEOUT) -> None:
+    """Until the broker has closed its side (a FIN: recv says end of stream), reading nothing."""
+    raw.sock.settimeout(timeout)
+    assert raw.sock.recv(1, socket.MSG_PEEK) == b"", "more bytes after DISCONNECT"
+
+
+def test_client_answering_pubrecs_late_gets_the_close_not_a_reset(broker):
     # What paho's interoperability suite does (test_flow_control2): it answers each PUBREC
-    # with PUBREL as it reads them, and only then comes to the DISCONNECT behind them. A
-    # broker that closes at once resets the connection under those PUBRELs (EPIPE in the
-    # client) instead of letting the client read why it was disconnected.
+    # with PUBREL as it reads them, and only then comes to the DISCONNECT 0x93 behind them.
+    # Those PUBRELs reach a broker that has already said goodbye. If it closed outright, the
+    # kernel answers them with a reset and the client's next write fails (EPIPE): the suite
+    # dies of a broken pipe instead of reporting the DISCONNECT. A broker that half-closes
+    # after DISCONNECT and reads (and ignores) what still comes, until the client closes or a
+    # short time passes, lets the client finish its writes and read why it was disconnected.
     raw = RawClient(broker.port, protocol_level=V5)
     raw.send_packet(Connect(unique("flood"), V5, True, 60, properties={}), V5)
     receive_maximum = raw.recv_packet().properties.get("receive_maximum", 65_535)
     topic = f"flood/{unique()}"
     raw.send(b"".join(encode(Publish(topic, b"x", qos=2, packet_id=i), V5)
                       for i in range(1, receive_maximum + 2)))
-    while True:
+    pubrecs = []
+    packet = raw.recv_packet()
+    while isinstance(packet, PubRec):
+        pubrecs.append(packet.packet_id)
         packet = raw.recv_packet()
-        if not isinstance(packet, PubRec):
-            break
-        try:
-            raw.send_packet(PubRel(packet.packet_id), V5)
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            pytest.fail(f"the broker reset the connection under the client's PUBREL: {exc}")
     assert isinstance(packet, Disconnect), packet
     assert packet.reason_code == ReasonCode.RECEIVE_MAXIMUM_EXCEEDED
-    assert raw.closed_by_broker()
+    wait_for_fin(raw)  # the broker has closed (or half-closed) its side: now answer, late
+    for packet_id in pubrecs:
+        try:
+            raw.send_packet(PubRel(packet_id), V5)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            pytest.fail(f"PUBREL {packet_id} after the DISCONNECT: {exc!r}: the broker reset "
+                        "the connection instead of letting the client finish")
+    raw.close()
 
 
 def test_packet_above_max_packet_size_gets_disconnect_0x95(broker_factory):
