@@ -36,6 +36,7 @@ from brokers import MOSQUITTO
 from procs import REPO, free_port, kill_everything, port_accepts, reap, register
 
 SNAPSHOT = Path("/work/.mirror/eclipse+paho.mqtt.testing/repo")  # a bare git directory
+NO_REASON = "(no exception line; see the log)"
 STALL_TIMEOUT = 90.0  # seconds one test may run (the longest sleep about 15 s in total)
 START_TIMEOUT = 30.0
 
@@ -169,7 +170,7 @@ def run_suite(suite: Path, port: int, tests: list[str], log: Path) -> tuple[str,
 def why(segment: str) -> str:
     """The most telling line of a failed test's output: its last exception line."""
     lines = _ERROR_LINE.findall(segment)
-    return lines[-1].strip()[:300] if lines else "(no exception line; see the log)"
+    return lines[-1].strip()[:300] if lines else NO_REASON
 
 
 def parse(out: str, asked: list[str], stalled: bool) -> Outcome:
@@ -231,6 +232,15 @@ def run_against(kind: str, suite: Path, tests: list[str], each: bool,
                 remaining = one.unfinished if stalled else []
                 if not stalled:
                     outcome.unfinished += one.unfinished
+            # A run stopped after a hang printed no failure summary for the tests before it:
+            # run those alone once more, for a reason (the verdict stays the whole run's).
+            for name, reason in list(outcome.failed.items()):
+                if reason == NO_REASON:
+                    out, stalled = run_suite(suite, broker.port, [name], log)
+                    alone = parse(out, [name], stalled).failed.get(name)
+                    outcome.failed[name] = (f"{alone} (when run alone)" if alone
+                                            else "passes when run alone: an earlier test's "
+                                            "leftovers?")
         else:
             for name in tests:
                 out, stalled = run_suite(suite, broker.port, [name], log)
