@@ -191,6 +191,7 @@ class InProcessBroker:
 
     def __init__(self, config_text: str = NO_PERSISTENCE, store: SessionStore | None = None,
                  keep: bool = True) -> None:
+        self._config_text = config_text
         self.ctx = BrokerContext.build(load_text(config_text, "test"), store or MemoryStore())
         self.flusher = ManualFlush()
         self.security = Verdicts()
@@ -204,6 +205,13 @@ class InProcessBroker:
 
     def flush(self) -> None:
         self.flusher.flush_now()
+
+    def restarted(self) -> InProcessBroker:
+        """A new broker on this one's store, restored as the server restores at start-up
+        (what a restart keeps: persistent sessions, what they are owed, retained messages)."""
+        again = InProcessBroker(self._config_text, self.ctx.store, self.keep)
+        again.ctx.registry.restore(again.ctx.store.load(), again.ctx.retained)
+        return again
 
     def open(self, protocol_level: int = MQTT_3_1_1) -> Client:
         """A new connection, before its CONNECT."""
