@@ -197,6 +197,7 @@ class InProcessBroker:
         self.security = Verdicts()
         self.listener = Listener(self.security)
         self.keep = keep
+        self.clients: list[Client] = []  # every connection made, in order
         self._port = 50000
 
     @property
@@ -219,7 +220,9 @@ class InProcessBroker:
         transport = FakeTransport(f"127.0.0.1:{self._port}", keep=self.keep)
         conn = Connection(self.ctx, transport, self.listener,
                           flusher=self.flusher)  # type: ignore[arg-type]
-        return Client(self, conn, transport, protocol_level)
+        client = Client(self, conn, transport, protocol_level)
+        self.clients.append(client)
+        return client
 
     def connect(self, client_id: str, *, clean: bool = True, protocol_level: int = MQTT_3_1_1,
                 **connect_fields: Any) -> Client:
