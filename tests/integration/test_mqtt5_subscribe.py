@@ -160,6 +160,31 @@ def test_v5_publish_carries_every_matching_subscription_identifier(broker):
         client.close()
 
 
+def test_v5_subscription_options_survive_a_restart(broker_factory):
+    broker = broker_factory()
+    client_id, topic = unique("v5-kept"), f"v5/kept/{unique()}"
+    raw = v5(broker.port, client_id, session_expiry_interval=300)
+    subscribe(raw, (topic, SubOptions(1, no_local=True, retain_as_published=True)),
+              identifier=12)
+    raw.send_packet(Disconnect(), V5)
+    assert raw.closed_by_broker()
+    broker.kill9()  # the journal, not a clean shutdown's flush, brings it back
+    broker.start()
+    back = RawClient(broker.port, protocol_level=V5)
+    back.send_packet(Connect(client_id, V5, False, 60,
+                             properties={"session_expiry_interval": 300}), V5)
+    assert back.recv_packet().session_present
+    # No local came back: its own message reaches nobody.
+    assert publish_acked(back, topic, b"mine").reason_code == \
+        ReasonCode.NO_MATCHING_SUBSCRIBERS
+    other = v5(broker.port)
+    publish_acked(other, topic, b"theirs", retain=True)
+    message = back.recv_packet()
+    assert message.payload == b"theirs" and message.retain is True  # retain as published
+    for client in (back, other):
+        client.close()
+
+
 def test_v5_suback_grants_refuses_and_says_why_per_filter(broker_factory, tmp_path):
     acl = tmp_path / "acl"
     acl.write_text("topic read open/#\n")
