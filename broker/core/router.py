@@ -70,7 +70,7 @@ class Router:
                 if options is None:  # [MQTT-3.3.1-9]
                     session.deliver(message, qos if qos < pub_qos else pub_qos, False)
                 else:
-                    if client_id == message.origin:
+                    if options.no_local and client_id == message.origin:
                         options = options.own  # [MQTT-3.8.3-3]
                         if options is None:
                             continue

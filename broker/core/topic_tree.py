@@ -57,22 +57,23 @@ class Subscription:
 class MatchOptions:
     """What one client's matching subscriptions ask of a delivery beyond its QoS.
 
-    `own` is what applies to a message the client published itself: the merge of only its
-    subscriptions without no local [MQTT-3.8.3-3], None when every one has it (the client
-    does not get its own message), or this object itself when none has it."""
+    `no_local`: one of them has no local, so a message the client published itself is
+    delivered as `own` says, the merge of only the others [MQTT-3.8.3-3], or not at all when
+    `own` is None."""
 
-    __slots__ = ("qos", "retain_as_published", "identifiers", "own")
+    __slots__ = ("qos", "retain_as_published", "identifiers", "no_local", "own")
 
-    def __init__(self, qos: int, retain_as_published: bool,
-                 identifiers: tuple[int, ...]) -> None:
+    def __init__(self, qos: int, retain_as_published: bool, identifiers: tuple[int, ...],
+                 no_local: bool = False, own: MatchOptions | None = None) -> None:
         self.qos = qos
         self.retain_as_published = retain_as_published
         self.identifiers = identifiers
-        self.own: MatchOptions | None = self  # until `merge` finds a no-local subscription
+        self.no_local = no_local
+        self.own = own
 
     def __repr__(self) -> str:
         return (f"MatchOptions(qos={self.qos}, rap={self.retain_as_published}, "
-                f"ids={self.identifiers}, own={'self' if self.own is self else self.own!r})")
+                f"ids={self.identifiers}, no_local={self.no_local}, own={self.own!r})")
 
 
 def merge(subscriptions: Iterable[Subscription]) -> tuple[int, MatchOptions | None]:
@@ -84,6 +85,7 @@ def merge(subscriptions: Iterable[Subscription]) -> tuple[int, MatchOptions | No
     options = _options(subs)
     if any(sub.no_local for sub in subs):
         rest = [sub for sub in subs if not sub.no_local]
+        options.no_local = True
         options.own = _options(rest) if rest else None
     return qos, options
 

@@ -207,7 +207,8 @@ def test_the_journal_keeps_the_identifier_and_options_and_restore_brings_them_ba
     again.registry.restore(store.load(), again.retained)
     [(client, qos, options)] = again.tree.match("j/x")
     assert (client, qos) == ("sub", 1) and options is not None
-    assert options.identifiers == (5,) and options.retain_as_published and options.own is None
+    assert options.identifiers == (5,) and options.retain_as_published
+    assert options.no_local and options.own is None
     assert again.registry.sessions["sub"].subscription_ids == {"j/+": 5}
 
 
