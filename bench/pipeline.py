@@ -8,59 +8,27 @@ router, sessions) whose subscribers are real `Connection`s writing to a transpor
 discards, and reports microseconds per delivered message. Deterministic enough to compare
 one change with the next on a busy machine; the end-to-end figures come from `run.py`.
 
-    .venv/bin/python bench/pipeline.py [--scenario fanin|fanout|qos1] [--messages N]
+    .venv/bin/python bench/pipeline.py [--scenario fanin|fanout|qos1|durable] [--messages N]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-from broker.codec import Connect, Publish, SubOptions, Subscribe, encode
+# bench/ is not a package: the in-process harness lives with the tests that share it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.inprocess import ManualFlush, connect
+
+from broker.codec import Publish, SubOptions, Subscribe, encode
 from broker.config.loading import load_text
 from broker.core.context import BrokerContext
-from broker.core.protocol import OpenAuthority
-from broker.link.connection import Connection
 from broker.server.journal_writer import JournalStore
 from broker.store.memory import MemoryStore
-
-
-class ManualFlush:
-    """Stands in for the hub's end-of-iteration flush: the loop below drains outboxes."""
-
-    def add(self, outbox: object) -> None:
-        pass
-
-
-class NullTransport:
-    address = "127.0.0.1:1"
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def recv(self) -> bytes:
-        raise OSError("not used")
-
-    def sendall(self, data: bytes) -> None:
-        self.sent += len(data)
-
-    def try_send(self, data: bytes) -> bool:
-        self.sent += len(data)
-        return True
-
-    unsent = False
-    unbuffered = False
-
-    def close(self, reason_code: int = 0) -> None:
-        pass
-
-
-def connect(ctx: BrokerContext, client_id: str, clean: bool = True) -> Connection:
-    conn = Connection(ctx, NullTransport(), flusher=ManualFlush())
-    request = conn.protocol.handle(Connect(client_id, clean_start=clean, keepalive=0))
-    conn.protocol.authenticated(OpenAuthority().authenticate(request))
-    return conn
 
 
 def run(scenario: str, messages: int) -> float:
@@ -74,10 +42,12 @@ def run(scenario: str, messages: int) -> float:
     ctx = BrokerContext.build(config, store)
     subscribers = 100 if scenario == "fanout" else 1
     qos = 1 if scenario in ("qos1", "durable") else 0
-    subs = [connect(ctx, f"sub-{i}", clean=not durable) for i in range(subscribers)]
+    flusher = ManualFlush()
+    subs = [connect(ctx, f"sub-{i}", clean=not durable, flusher=flusher)
+            for i in range(subscribers)]
     for sub in subs:
         sub.protocol.handle(Subscribe(1, (("bench/#", SubOptions(qos)),)))
-    pub = connect(ctx, "pub")
+    pub = connect(ctx, "pub", flusher=flusher)
     batch = 256
     payload = b"x" * 64
     packets = [encode(Publish(f"bench/{i % 10}", payload, qos, packet_id=(i % 60000) + 1))
@@ -92,12 +62,12 @@ def run(scenario: str, messages: int) -> float:
             if packet is None:
                 break
             pub.protocol.handle(packet)
-        for sub in subs:
-            sub.outbox.flush()  # what the hub does at the end of the loop iteration
-            if qos:
+        pub.outbox.items.clear()  # the publisher's acks: not what is measured
+        flusher.flush_now()  # what the hub does at the end of the loop iteration
+        if qos:
+            for sub in subs:
                 for packet_id in list(sub.protocol.session.inflight):
                     sub.protocol.session.on_puback(packet_id)
-        pub.outbox.items.clear()
         if durable:
             store._pending.clear()  # the disk side is measured end to end by run.py
     elapsed = time.perf_counter() - start

@@ -3,14 +3,15 @@
 Takeover itself (closing the old connection and publishing its will) is the protocol's job;
 by the time `open()` runs the previous connection has let go of the session. Removing a
 session also removes its subscriptions from the topic tree, so the tree never names a
-client id the registry does not know.
+client id the registry does not know, and makes it leave its shared groups: `hand_over`
+(set by the router, which fans out) gives what it held for them to other members.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from gevent.lock import Semaphore
 
@@ -28,6 +29,7 @@ from ..store.records import (
     SessionOpened,
     Subscribed,
 )
+from ..topics import parse_shared
 from .message import Message
 from .retained import RetainedMessages
 from .session import Session, SessionEnv
@@ -44,6 +46,9 @@ class SessionRegistry:
         self.tree = tree
         self.sessions: dict[str, Session] = {}
         self._lock = Semaphore()  # never re-entered: open() calls _remove, not remove
+        # (session, the `$share/...` filters it leaves, whether its session ends) -> how many
+        # messages went to other members; set by the router.
+        self.hand_over: Callable[[Session, list[str], bool], int] | None = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -89,8 +94,13 @@ class SessionRegistry:
         if self.sessions.get(session.client_id) is not session:
             return
         del self.sessions[session.client_id]
+        shared = []
         for topic_filter in list(session.subscriptions):
             self.tree.unsubscribe(session.client_id, topic_filter)
+            if parse_shared(topic_filter) is not None:
+                shared.append(topic_filter)
+        if shared and self.hand_over is not None:
+            self.hand_over(session, shared, True)
         if session.persistent:
             self.env.store.append(SessionDeleted(session.client_id))
 
@@ -137,10 +147,14 @@ class SessionRegistry:
             session.disconnected_at = stored.disconnected_at or now
             if stored.subscriptions:
                 session.subscriptions = {}
+            if stored.subscription_ids:
+                session.subscription_ids = dict(stored.subscription_ids)
             for topic_filter, options in stored.subscriptions.items():
                 opts = SubOptions.from_byte(options, 5)
                 session.subscriptions[topic_filter] = opts
-                self.tree.subscribe(stored.client_id, topic_filter, opts.qos)
+                self.tree.subscribe(stored.client_id, topic_filter, opts.qos, opts.no_local,
+                                    opts.retain_as_published,
+                                    stored.subscription_ids.get(topic_filter, 0))
             for entry in stored.outgoing.values():
                 msg = message(entry.msg_id)
                 if msg is not None:
@@ -172,7 +186,8 @@ class SessionRegistry:
             body.append(SessionOpened(cid, session.protocol_level, session.expiry))
             if session.disconnected_at is not None and session.peer is None:
                 body.append(SessionClosed(cid, session.disconnected_at))
-            body.extend(Subscribed(cid, topic_filter, options.to_byte())
+            ids = session.subscription_ids
+            body.extend(Subscribed(cid, topic_filter, options.to_byte(), ids.get(topic_filter, 0))
                         for topic_filter, options in session.subscriptions.items())
             for packet_id, flight in session.inflight.items():
                 messages[flight.message.msg_id] = flight.message

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -41,6 +41,7 @@ from ..store.records import (
     OutgoingDone,
     OutgoingReleased,
     OutgoingSent,
+    OutgoingWithdrawn,
     SessionClosed,
     SessionDeleted,
     SessionOpened,
@@ -127,8 +128,8 @@ _NO_IDS: frozenset[int] = frozenset()
 
 class Session:
     __slots__ = ("env", "client_id", "persistent", "protocol_level", "expiry",
-                 "disconnected_at", "subscriptions", "inflight", "queue", "queued_bytes",
-                 "incoming_qos2", "peer", "rules", "_next_packet_id", "_lock",
+                 "disconnected_at", "subscriptions", "subscription_ids", "inflight", "queue",
+                 "queued_bytes", "incoming_qos2", "peer", "rules", "_next_packet_id", "_lock",
                  "_dropped_unlogged", "_drop_logged_at")
 
     def __init__(self, env: SessionEnv, client_id: str, persistent: bool,
@@ -140,8 +141,10 @@ class Session:
         self.expiry = expiry
         self.disconnected_at: float | None = None
         # Typed as the containers that replace the read-only stand-ins on the first write
-        # (`_owned_*`), which is why these four assignments are ignored.
+        # (`_owned_*`), which is why these five assignments are ignored.
         self.subscriptions: dict[str, SubOptions] = _NO_ENTRIES  # type: ignore[assignment]
+        # MQTT 5 subscription identifiers, of the filters that have one.
+        self.subscription_ids: dict[str, int] = _NO_ENTRIES  # type: ignore[assignment]
         self.inflight: dict[int, Delivery] = _NO_ENTRIES  # type: ignore[assignment]
         self.queue: deque[tuple[Message, int, bool]] = _NO_QUEUE  # type: ignore[assignment]
         self.queued_bytes = 0
@@ -224,20 +227,61 @@ class Session:
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    def add_subscription(self, topic_filter: str, options: SubOptions) -> None:
+    def add_subscription(self, topic_filter: str, options: SubOptions,
+                         identifier: int = 0) -> None:
+        """Record a subscription (a new one, or one that replaces the same filter's), with
+        its MQTT 5 subscription identifier (0: none)."""
         with self._lock:
             if self.subscriptions is _NO_ENTRIES:
                 self.subscriptions = {}
             self.subscriptions[topic_filter] = options
-            self._write(Subscribed(self.client_id, topic_filter, options.to_byte()))
+            if identifier:
+                if self.subscription_ids is _NO_ENTRIES:
+                    self.subscription_ids = {}
+                self.subscription_ids[topic_filter] = identifier
+            elif topic_filter in self.subscription_ids:
+                del self.subscription_ids[topic_filter]
+            self._write(Subscribed(self.client_id, topic_filter, options.to_byte(), identifier))
 
     def remove_subscription(self, topic_filter: str) -> bool:
         with self._lock:
             if topic_filter not in self.subscriptions:
                 return False
             del self.subscriptions[topic_filter]
+            if topic_filter in self.subscription_ids:
+                del self.subscription_ids[topic_filter]
             self._write(Unsubscribed(self.client_id, topic_filter))
             return True
+
+    def withdraw(self, wanted: Callable[[Message], bool],
+                 in_flight: bool) -> list[tuple[Message, int]]:
+        """Take back the deliveries of the messages `wanted` picks that the client has not
+        acknowledged, as (message, QoS) in delivery order: every queued one, and with
+        `in_flight` the QoS 1 ones sent (a QoS 2 one in flight stays). A shared group hands
+        them to another member when this one leaves it (5.0 section 4.8.2)."""
+        with self._lock:
+            taken: list[tuple[Message, int]] = []
+            if in_flight:
+                for packet_id, flight in list(self.inflight.items()):
+                    # A QoS 2 one sent never goes to another client [MQTT-4.8.2-5]
+                    if flight.qos == 1 and wanted(flight.message):
+                        del self.inflight[packet_id]
+                        self._write(OutgoingDone(self.client_id, packet_id))
+                        taken.append((flight.message, flight.qos))
+            if self.queue:
+                kept: deque[Any] = deque()
+                for entry in self.queue:
+                    message = entry[0]
+                    if wanted(message):
+                        taken.append((message, entry[1]))
+                        self.queued_bytes -= len(message.payload)
+                        self._write(OutgoingWithdrawn(self.client_id, message.msg_id))
+                    else:
+                        kept.append(entry)
+                self.queue = kept
+            if taken and in_flight:
+                self._fill_window()
+            return taken
 
     # -- outgoing ----------------------------------------------------------------------------
 

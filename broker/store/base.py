@@ -25,6 +25,7 @@ from .records import (
     OutgoingReleased,
     OutgoingSent,
     OutgoingStored,
+    OutgoingWithdrawn,
     Record,
     RetainedCleared,
     RetainedSet,
@@ -51,7 +52,8 @@ class StoredSession:
     protocol_level: int
     expiry: int
     disconnected_at: float | None = None
-    subscriptions: dict[str, int] = field(default_factory=dict)
+    subscriptions: dict[str, int] = field(default_factory=dict)  # filter -> options byte
+    subscription_ids: dict[str, int] = field(default_factory=dict)  # of filters that have one
     incoming_qos2: set[int] = field(default_factory=set)
     # Everything owed, in delivery order, keyed by a local sequence number.
     outgoing: dict[int, StoredOutgoing] = field(default_factory=dict)
@@ -78,10 +80,11 @@ class StoredSession:
         else:
             queued[entry.msg_id] = [earlier, key]
 
-    def mark_sent(self, msg_id: int, packet_id: int) -> None:
+    def _take_queued(self, msg_id: int) -> int | None:
+        """The key of the oldest queued entry for `msg_id`, no longer indexed as queued."""
         keys = self._queued.get(msg_id)
         if keys is None:
-            return
+            return None
         if isinstance(keys, list):
             key = keys.pop(0)
             if len(keys) == 1:
@@ -89,8 +92,30 @@ class StoredSession:
         else:
             key = keys
             del self._queued[msg_id]
+        return key
+
+    def mark_sent(self, msg_id: int, packet_id: int) -> None:
+        key = self._take_queued(msg_id)
+        if key is None:
+            return
         self.outgoing[key].packet_id = packet_id
         self._inflight[packet_id] = key
+
+    def withdraw(self, msg_id: int) -> None:
+        key = self._take_queued(msg_id)
+        if key is not None:
+            del self.outgoing[key]
+
+    def subscribe(self, topic_filter: str, options: int, subscription_id: int) -> None:
+        self.subscriptions[topic_filter] = options
+        if subscription_id:
+            self.subscription_ids[topic_filter] = subscription_id
+        else:
+            self.subscription_ids.pop(topic_filter, None)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self.subscriptions.pop(topic_filter, None)
+        self.subscription_ids.pop(topic_filter, None)
 
     def mark_released(self, packet_id: int) -> None:
         key = self._inflight.get(packet_id)
@@ -165,16 +190,20 @@ class StoredState:
                     session.disconnected_at = record.at
             case Subscribed():
                 if (session := self.sessions.get(record.client_id)) is not None:
-                    session.subscriptions[record.topic_filter] = record.options
+                    session.subscribe(record.topic_filter, record.options,
+                                      record.subscription_id)
             case Unsubscribed():
                 if (session := self.sessions.get(record.client_id)) is not None:
-                    session.subscriptions.pop(record.topic_filter, None)
+                    session.unsubscribe(record.topic_filter)
             case SessionDeleted():
                 self.sessions.pop(record.client_id, None)
             case RetainedSet():
                 self.retained[record.topic] = record.msg_id
             case RetainedCleared():
                 self.retained.pop(record.topic, None)
+            case OutgoingWithdrawn():
+                if (session := self.sessions.get(record.client_id)) is not None:
+                    session.withdraw(record.msg_id)
             case _:
                 raise TypeError(f"not a store record: {record!r}")
 
@@ -214,7 +243,8 @@ def snapshot(state: StoredState) -> list[Record]:
         out.append(SessionOpened(cid, session.protocol_level, session.expiry))
         if session.disconnected_at is not None:
             out.append(SessionClosed(cid, session.disconnected_at))
-        out.extend(Subscribed(cid, f, o) for f, o in session.subscriptions.items())
+        ids = session.subscription_ids
+        out.extend(Subscribed(cid, f, o, ids.get(f, 0)) for f, o in session.subscriptions.items())
         for entry in session.outgoing.values():
             out.append(OutgoingStored(cid, entry.msg_id, entry.qos, entry.retain, entry.packet_id))
             if entry.released:

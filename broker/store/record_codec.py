@@ -6,6 +6,12 @@ its kind: `str` (u16 length + UTF-8), `bytes` (u32 length), `int` (u64), `small`
 (`RECORD_TYPES`) maps type bytes to record classes and their field kinds; adding a record
 means adding a row, never renumbering one, so old journals stay readable.
 
+A record class may gain trailing fields with defaults: its old row keeps reading the fields
+it always had (the new ones take their defaults) and a new row reads them all. A record is
+written with the shortest row whose missing fields hold their defaults, so what an older
+version wrote is still what this one writes whenever the new fields are not used
+(`Subscribed` without a subscription identifier is row 4, with one row 16).
+
 Decoding never trusts the bytes: a short body, a bad type byte or bad UTF-8 raises
 `CorruptRecord`, which the journal reports with the file offset.
 """
@@ -30,6 +36,7 @@ from .records import (
     OutgoingReleased,
     OutgoingSent,
     OutgoingStored,
+    OutgoingWithdrawn,
     Record,
     RetainedCleared,
     RetainedSet,
@@ -58,7 +65,7 @@ RECORD_TYPES: dict[int, tuple[type[Record], tuple[str, ...]]] = {
     1: (SessionOpened, ("str", "small", "int")),
     2: (SessionClosed, ("str", "float")),
     3: (SessionDeleted, ("str",)),
-    4: (Subscribed, ("str", "str", "small")),
+    4: (Subscribed, ("str", "str", "small")),  # no subscription identifier
     5: (Unsubscribed, ("str", "str")),
     6: (MessageStored, ("int", "str", "bytes", "small", "bool", "str", "props")),
     7: (OutgoingStored, ("str", "int", "small", "bool", "int")),
@@ -71,9 +78,27 @@ RECORD_TYPES: dict[int, tuple[type[Record], tuple[str, ...]]] = {
     14: (RetainedCleared, ("str",)),
     15: (MessageQueued, ("int", "str", "bytes", "small", "bool", "str", "props", "str", "small",
                          "bool", "int")),
+    16: (Subscribed, ("str", "str", "small", "int")),  # with its subscription identifier
+    17: (OutgoingWithdrawn, ("str", "int")),
 }
-_TYPE_OF = {cls: type_byte for type_byte, (cls, _kinds) in RECORD_TYPES.items()}
-_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls, _kinds in RECORD_TYPES.values()}
+
+
+def _rows() -> dict[type, list[tuple[int, tuple[str, ...], tuple[tuple[str, Any], ...]]]]:
+    """class -> its rows, shortest first: (type byte, the fields the row writes, the
+    (name, default) of those it leaves out)."""
+    rows: dict[type, list[tuple[int, tuple[str, ...], tuple[tuple[str, Any], ...]]]] = {}
+    for type_byte, (cls, kinds) in RECORD_TYPES.items():
+        every = fields(cls)
+        left_out = tuple((f.name, f.default) for f in every[len(kinds):])
+        rows.setdefault(cls, []).append((type_byte, tuple(f.name for f in every[:len(kinds)]),
+                                         left_out))
+    for cls, choices in rows.items():
+        choices.sort(key=lambda row: len(row[1]))
+        assert not choices[-1][2], f"no row of {cls.__name__} writes every field"
+    return rows
+
+
+_ROWS = _rows()
 
 
 def _put_str(out: bytearray, value: str) -> None:
@@ -106,10 +131,12 @@ def encode_record(record: Record) -> bytes:
 
 
 def _encode_generic(record: Record) -> bytes:
-    cls = type(record)
-    type_byte = _TYPE_OF[cls]
+    type_byte, names = next((type_byte, names) for type_byte, names, left_out
+                            in _ROWS[type(record)]
+                            if all(getattr(record, name) == default
+                                   for name, default in left_out))
     out = bytearray((type_byte,))
-    for name, kind in zip(_FIELD_NAMES[cls], RECORD_TYPES[type_byte][1], strict=True):
+    for name, kind in zip(names, RECORD_TYPES[type_byte][1], strict=True):
         _WRITERS[kind](out, getattr(record, name))
     return bytes(out)
 

@@ -12,7 +12,8 @@ construct; nothing ever changes one after it is made.
 
 Outgoing messages of a session are keyed by message id while queued and by packet id once
 in flight; `OutgoingSent` moves a queued one into flight, `OutgoingReleased` records that its
-PUBREC arrived (QoS 2, PUBREL sent), and `OutgoingDone` ends it.
+PUBREC arrived (QoS 2, PUBREL sent), and `OutgoingDone` ends it; `OutgoingWithdrawn` ends a
+queued one that was never sent.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Subscribed:
     client_id: str
     topic_filter: str
     options: int  # the SUBSCRIBE options byte
+    subscription_id: int = 0  # MQTT 5's subscription identifier; 0: none
 
 
 @dataclass(slots=True)
@@ -117,6 +119,15 @@ class OutgoingSent:
 
 
 @dataclass(slots=True)
+class OutgoingWithdrawn:
+    """The oldest queued entry for `msg_id` is no longer owed to `client_id`: a shared group
+    took it back for another member (5.0 section 4.8.2)."""
+
+    client_id: str
+    msg_id: int
+
+
+@dataclass(slots=True)
 class OutgoingReleased:
     """PUBREC arrived for in-flight `packet_id`; PUBREL is owed until PUBCOMP."""
 
@@ -157,4 +168,5 @@ class RetainedCleared:
 
 Record = (SessionOpened | SessionClosed | SessionDeleted | Subscribed | Unsubscribed
           | MessageStored | OutgoingStored | OutgoingSent | OutgoingReleased | OutgoingDone
-          | IncomingQos2 | IncomingReleased | RetainedSet | RetainedCleared | MessageQueued)
+          | IncomingQos2 | IncomingReleased | RetainedSet | RetainedCleared | MessageQueued
+          | OutgoingWithdrawn)

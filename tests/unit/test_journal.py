@@ -31,6 +31,7 @@ from broker.store.records import (
     OutgoingReleased,
     OutgoingSent,
     OutgoingStored,
+    OutgoingWithdrawn,
     RetainedCleared,
     RetainedSet,
     SessionClosed,
@@ -54,11 +55,13 @@ ONE_OF_EACH = [
     OutgoingStored("dev/1", 2, 2, True, 8),
     OutgoingReleased("dev/1", 8),
     OutgoingDone("dev/1", 7),
+    OutgoingWithdrawn("dev/1", 3),
     IncomingQos2("dev/1", 99),
     IncomingReleased("dev/1", 99),
     RetainedSet("a/b/d", 2),
     RetainedCleared("gone"),
     Unsubscribed("dev/1", "x"),
+    Subscribed("dev/1", "v5/#", 0x2e, 268_435_455),  # an MQTT 5 one, with an identifier
     SessionClosed("dev/1", 1764100000.25),
     SessionDeleted("old"),
 ]
@@ -78,6 +81,14 @@ def test_record_bytes_are_stable_on_disk():
                                        9)).hex() == \
         "0f" "0000000000000005" "0001" "74" "00000001" "70" "01" "00" "0001" "6f" "00" \
         "0001" "63" "01" "01" "0000000000000009"
+    # A subscription without an identifier is written as before MQTT 5 subscriptions, and
+    # what older versions wrote reads back with none; one with an identifier is row 16.
+    assert encode_record(Subscribed("c", "t", 0x01)).hex() == "04" "0001" "63" "0001" "74" "01"
+    assert decode_record(bytes.fromhex("04" "0001" "63" "0001" "74" "01")) == \
+        Subscribed("c", "t", 1, 0)
+    assert encode_record(Subscribed("c", "t", 0x05, 7)).hex() == \
+        "10" "0001" "63" "0001" "74" "05" "0000000000000007"
+    assert encode_record(OutgoingWithdrawn("c", 5)).hex() == "11" "0001" "63" "0000000000000005"
 
 
 @pytest.mark.parametrize("body", [b"", b"\xee", encode_record(SessionDeleted("abc"))[:-1],

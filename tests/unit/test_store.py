@@ -27,6 +27,7 @@ from broker.store.records import (
     OutgoingReleased,
     OutgoingSent,
     OutgoingStored,
+    OutgoingWithdrawn,
     RetainedCleared,
     RetainedSet,
     SessionClosed,
@@ -47,6 +48,8 @@ def view(state: StoredState) -> dict[str, Any]:
                 "expiry": s.expiry,
                 "disconnected_at": s.disconnected_at,
                 "subscriptions": dict(s.subscriptions),
+                **({"subscription_ids": dict(s.subscription_ids)} if s.subscription_ids
+                   else {}),
                 "incoming_qos2": sorted(s.incoming_qos2),
                 "outgoing": [(e.msg_id, e.qos, e.retain, e.packet_id, e.released)
                              for e in s.outgoing.values()],
@@ -189,6 +192,30 @@ def test_session_reopened_resumes_and_is_connected_again():
         "incoming_qos2": [], "outgoing": []}
 
 
+def test_subscription_identifiers_are_kept_replaced_and_dropped_with_their_filter():
+    records = [SessionOpened("c", 5, 60), Subscribed("c", "a", 0x05, 7),
+               Subscribed("c", "b", 0x01, 9), Subscribed("c", "b", 0x01),  # again, with none
+               Subscribed("c", "x", 0x02, 3), Unsubscribed("c", "x")]
+    state = restore(records)
+    session = state.sessions["c"]
+    assert session.subscriptions == {"a": 0x05, "b": 0x01}
+    assert session.subscription_ids == {"a": 7}
+    assert Subscribed("c", "a", 0x05, 7) in snapshot(state)
+    assert restore(snapshot(state)) == state
+
+
+def test_withdrawn_drops_the_oldest_queued_copy_and_leaves_flight_alone():
+    records = [SessionOpened("c", 5, 60), M1, M2,
+               OutgoingStored("c", 1, 1, False, 4),  # message 1 in flight
+               OutgoingStored("c", 1, 1, False, 0),  # and queued twice more
+               OutgoingStored("c", 2, 2, False, 0),
+               OutgoingStored("c", 1, 1, True, 0),
+               OutgoingWithdrawn("c", 1), OutgoingWithdrawn("c", 9)]  # 9: not queued
+    owed = [(e.msg_id, e.retain, e.packet_id)
+            for e in restore(records).sessions["c"].outgoing.values()]
+    assert owed == [(1, False, 4), (2, False, 0), (1, True, 0)]
+
+
 def test_retained_set_then_cleared_drops_the_message():
     state = restore([M3, RetainedSet("r", 3), RetainedCleared("r")])
     assert state.retained == {}
@@ -241,12 +268,13 @@ op_st = st.one_of(
     st.tuples(st.just("close"), st.sampled_from(CLIENTS), st.integers(0, 10)),
     st.tuples(st.just("delete"), st.sampled_from(CLIENTS)),
     st.tuples(st.just("subscribe"), st.sampled_from(CLIENTS), st.sampled_from(TOPICS),
-              st.integers(0, 2)),
+              st.integers(0, 2), st.sampled_from([0, 0, 7, 268_435_455])),
     st.tuples(st.just("unsubscribe"), st.sampled_from(CLIENTS), st.sampled_from(TOPICS)),
     st.tuples(st.just("publish"), st.sampled_from(TOPICS), st.integers(1, 2), st.booleans(),
               st.lists(st.sampled_from(CLIENTS), unique=True), st.binary(max_size=3)),
     st.tuples(st.just("send_retained"), st.sampled_from(CLIENTS), st.sampled_from(TOPICS)),
     st.tuples(st.just("send"), st.sampled_from(CLIENTS)),
+    st.tuples(st.just("withdraw"), st.sampled_from(CLIENTS), st.integers(0, 3)),
     st.tuples(st.just("ack"), st.sampled_from(CLIENTS), st.integers(0, 3)),
     st.tuples(st.just("in_qos2"), st.sampled_from(CLIENTS), st.integers(1, 4)),
     st.tuples(st.just("in_release"), st.sampled_from(CLIENTS), st.integers(1, 4)),
@@ -323,6 +351,13 @@ class _Broker:
             session["next_pid"] += 1
             session["inflight"][pid] = qos
             self.emit(OutgoingSent(args[0], msg_id, pid))
+        elif kind == "withdraw" and args[0] in self.sessions and self.sessions[args[0]]["queued"]:
+            # A shared group takes back a queued message (the oldest copy of that message).
+            cid, which = args
+            queued = self.sessions[cid]["queued"]
+            msg_id = queued[which % len(queued)][0]
+            queued.pop(next(i for i, entry in enumerate(queued) if entry[0] == msg_id))
+            self.emit(OutgoingWithdrawn(cid, msg_id))
         elif kind == "ack" and args[0] in self.sessions and self.sessions[args[0]]["inflight"]:
             cid, which = args
             inflight = self.sessions[cid]["inflight"]
