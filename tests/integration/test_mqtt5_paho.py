@@ -12,6 +12,7 @@ from support.paho5 import Paho5
 
 SUCCESS = 0
 GRACE = 1.0  # the broker's watchdog looks four times a second; a loaded machine is slower
+LATE = 3.0  # how late a delayed will may come on a loaded machine (early is what matters)
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_will_with_delay_is_published_after_the_delay_not_at_the_drop(paho5):
     [will] = watcher.expect(1, timeout=2 + TIMEOUT)
     waited = will.timestamp - dropped_at
     assert will.payload == b"device lost"
-    assert 2 - 0.3 <= waited <= 2 + GRACE + 1, f"will published {waited:.2f} s after the drop"
+    assert 2 - 0.3 <= waited <= 2 + LATE, f"will published {waited:.2f} s after the drop"
 
 
 def test_will_delay_is_bounded_by_the_session_expiry(paho5):
@@ -107,7 +108,7 @@ def test_will_delay_is_bounded_by_the_session_expiry(paho5):
     device.drop()
     [will] = watcher.expect(1, timeout=2 + TIMEOUT)
     waited = will.timestamp - dropped_at
-    assert 2 - 0.3 <= waited <= 2 + GRACE + 1, f"will published {waited:.2f} s after the drop"
+    assert 2 - 0.3 <= waited <= 2 + LATE, f"will published {waited:.2f} s after the drop"
 
 
 def test_reconnect_within_the_will_delay_cancels_the_will(paho5):
