@@ -219,7 +219,10 @@ class Connection:
         self._stop_watcher()
         if self.closed is None:
             self._resumed = True
-            gevent.spawn(self.run)
+            if self.flusher is not None:
+                self.flusher.wake(self.run)  # in arrival order, with the others woken now
+            else:
+                gevent.spawn(self.run)
 
     def _stop_watcher(self) -> None:
         watcher, self._watcher = self._watcher, None
@@ -241,7 +244,7 @@ class Connection:
         log.warning("closing %s: %s", protocol.describe(), reason.text)
         if protocol.protocol_level >= 5 and protocol.state is CONNECTED:
             self.outbox.items.append(Disconnect(exc.reason_code))  # 5.0 section 4.13.2
-            self._close(reason, flush=True)
+            self._close(reason, flush=True, linger=True)
         elif self.decoder.protocol_level >= 5 and protocol.state is AWAIT_CONNECT:
             # A bad MQTT 5 CONNECT may be answered with a CONNACK that says why (5.0 3.2.2.2);
             # the decoder knows the level even when it refused the CONNECT itself.
@@ -269,7 +272,7 @@ class Connection:
 
     # -- closing -------------------------------------------------------------------------------
 
-    def _close(self, reason: CloseReason, flush: bool) -> None:
+    def _close(self, reason: CloseReason, flush: bool, linger: bool = False) -> None:
         if self.closed is not None:
             return
         self.closed = reason
@@ -280,4 +283,7 @@ class Connection:
             if self.on_closed is not None:
                 self.on_closed(self)
             self.outbox.close(flush)
-            self.transport.close(reason.reason_code)
+            if linger:  # from this reader, which ends now: nobody else reads the socket
+                self.transport.linger_close(reason.reason_code)
+            else:
+                self.transport.close(reason.reason_code)

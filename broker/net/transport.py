@@ -19,6 +19,7 @@ import os
 import socket as stdlib_socket
 from typing import Protocol, runtime_checkable
 
+import gevent
 from gevent import Timeout, socket
 from gevent.ssl import SSLSocket
 
@@ -29,6 +30,8 @@ class Idle(Exception):
     """Nothing arrived within the idle timeout given to `recv`; no byte was taken."""
 
 
+
+LINGER = 2.0  # seconds a closing connection reads what the client still sends (linger_close)
 @runtime_checkable
 class Transport(Protocol):
     """A byte stream carrying MQTT, whatever frames it (TCP, TLS, WebSocket)."""
@@ -69,6 +72,11 @@ class Transport(Protocol):
     def close(self, reason_code: int = 0) -> None:
         """End the stream (with a close handshake where the framing has one); from any
         greenlet, never blocking for long."""
+        ...
+
+    def linger_close(self, reason_code: int = 0) -> None:
+        """`close`, for the connection's own reader after it wrote a DISCONNECT: what the
+        client still sends is read and ignored for a moment, not answered with a reset."""
         ...
 
 
@@ -161,4 +169,23 @@ class TcpTransport:
     def close(self, reason_code: int = 0) -> None:
         with contextlib.suppress(OSError):  # already gone: nothing left to shut down
             self._sock.shutdown(stdlib_socket.SHUT_RDWR)
+        self._sock.close()
+
+    def linger_close(self, reason_code: int = 0) -> None:
+        """Close after a DISCONNECT the client may not have read yet: stop writing, then read
+        and ignore what still comes until the client closes or `LINGER` seconds pass.
+
+        A client that was still sending when the broker said goodbye (PUBRELs answering the
+        PUBRECs ahead of a DISCONNECT 0x93) would otherwise have those bytes answered by a
+        reset from the kernel, and its next write fails before it reads why it was
+        disconnected. Called from the connection's reader, which ends right after, so no
+        other greenlet reads this socket meanwhile."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(stdlib_socket.SHUT_WR)
+        gevent.spawn(self._drain_then_close)
+
+    def _drain_then_close(self) -> None:
+        with contextlib.suppress(OSError), Timeout(LINGER, False):
+            while self._sock.recv(65_536):
+                pass
         self._sock.close()

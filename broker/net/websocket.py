@@ -252,6 +252,10 @@ class WebSocketTransport:
 
     # -- closing -------------------------------------------------------------------------------
 
+    def linger_close(self, reason_code: int = 0) -> None:
+        """The close handshake already lets the client finish: a plain close."""
+        self.close(reason_code)
+
     def close(self, reason_code: int = 0) -> None:
         if not self._done:
             self._send_close(close_code(reason_code))

@@ -90,6 +90,9 @@ class FakeTransport:
     def fileno(self) -> int:
         return -1
 
+    def linger_close(self, reason_code: int = 0) -> None:
+        self.close(reason_code)
+
     def close(self, reason_code: int = 0) -> None:
         self.closed_with.append(reason_code)
 

@@ -151,6 +151,9 @@ class OneRead:
         self.sent.append(data)
         return True
 
+    def linger_close(self, reason_code: int = 0) -> None:
+        self.close(reason_code)
+
     def close(self, reason_code: int = 0) -> None:
         self.closed = True
 

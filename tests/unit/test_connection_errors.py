@@ -33,6 +33,9 @@ class BrokenTransport:
     def try_send(self, data: bytes) -> bool:
         return True
 
+    def linger_close(self, reason_code: int = 0) -> None:
+        self.close(reason_code)
+
     def close(self, reason_code: int = 0) -> None:
         self.closed_with.append(reason_code)
 
