@@ -2,9 +2,12 @@
 
 A body is one type byte followed by the record's fields in declaration order, each written by
 its kind: `str` (u16 length + UTF-8), `bytes` (u32 length), `int` (u64), `small` (u8),
-`bool` (u8), `float` (f64), `props` (MQTT 5 PUBLISH properties, as on the wire). One table
-(`RECORD_TYPES`) maps type bytes to record classes and their field kinds; adding a record
-means adding a row, never renumbering one, so old journals stay readable.
+`bool` (u8), `float` (f64), `props` (MQTT 5 PUBLISH properties, as on the wire), `ids` (u16
+count, then a u32 each). One table (`RECORD_TYPES`) maps type bytes to record classes and their
+field kinds; adding a record means adding a row, never renumbering one, so old journals stay
+readable. A record class that gained fields later has a second row, with the new fields at
+its end: the record is written with the first row (the bytes it always had) while the new
+fields hold their defaults, and with the second once one does not.
 
 Decoding never trusts the bytes: a short body, a bad type byte or bad UTF-8 raises
 `CorruptRecord`, which the journal reports with the file offset.
@@ -71,9 +74,25 @@ RECORD_TYPES: dict[int, tuple[type[Record], tuple[str, ...]]] = {
     14: (RetainedCleared, ("str",)),
     15: (MessageQueued, ("int", "str", "bytes", "small", "bool", "str", "props", "str", "small",
                          "bool", "int")),
+    # MQTT 5: the arrival time of a message with an expiry, and a delivery's subscription ids.
+    16: (MessageStored, ("int", "str", "bytes", "small", "bool", "str", "props", "float")),
+    17: (MessageQueued, ("int", "str", "bytes", "small", "bool", "str", "props", "str", "small",
+                         "bool", "int", "float", "ids")),
+    18: (OutgoingStored, ("str", "int", "small", "bool", "int", "ids")),
 }
-_TYPE_OF = {cls: type_byte for type_byte, (cls, _kinds) in RECORD_TYPES.items()}
-_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls, _kinds in RECORD_TYPES.values()}
+_TYPE_OF: dict[type, int] = {}  # class -> its first row
+_EXTENDED_TYPE_OF: dict[type, int] = {}  # class -> its row with the fields added later
+for _type_byte, (_cls, _kinds) in RECORD_TYPES.items():
+    if _cls in _TYPE_OF:
+        _EXTENDED_TYPE_OF[_cls] = _type_byte
+    else:
+        _TYPE_OF[_cls] = _type_byte
+# type byte -> the names of the fields its row writes (a first row stops before later fields)
+_FIELD_NAMES = {type_byte: tuple(f.name for f in fields(cls))[:len(kinds)]
+                for type_byte, (cls, kinds) in RECORD_TYPES.items()}
+# class -> (name, default) of each field its first row leaves out
+_LATER_FIELDS = {cls: tuple((f.name, f.default) for f in fields(cls)[len(RECORD_TYPES[first][1]):])
+                 for cls, first in _TYPE_OF.items() if cls in _EXTENDED_TYPE_OF}
 
 
 def _put_str(out: bytearray, value: str) -> None:
@@ -87,6 +106,10 @@ def _put_bytes(out: bytearray, value: bytes) -> None:
     out += value
 
 
+def _ids_field(ids: tuple[int, ...]) -> bytes:
+    return struct.pack(f">H{len(ids)}I", len(ids), *ids)
+
+
 _WRITERS: dict[str, Callable[[bytearray, Any], None]] = {
     "str": _put_str,
     "bytes": _put_bytes,
@@ -95,6 +118,7 @@ _WRITERS: dict[str, Callable[[bytearray, Any], None]] = {
     "bool": lambda out, v: out.append(1 if v else 0),
     "float": lambda out, v: out.extend(_F64.pack(v)),
     "props": lambda out, v: out.extend(encode_properties(v, "PUBLISH")),
+    "ids": lambda out, v: out.extend(_ids_field(v)),
 }
 
 
@@ -108,8 +132,11 @@ def encode_record(record: Record) -> bytes:
 def _encode_generic(record: Record) -> bytes:
     cls = type(record)
     type_byte = _TYPE_OF[cls]
+    later = _LATER_FIELDS.get(cls)
+    if later is not None and any(getattr(record, name) != default for name, default in later):
+        type_byte = _EXTENDED_TYPE_OF[cls]
     out = bytearray((type_byte,))
-    for name, kind in zip(_FIELD_NAMES[cls], RECORD_TYPES[type_byte][1], strict=True):
+    for name, kind in zip(_FIELD_NAMES[type_byte], RECORD_TYPES[type_byte][1], strict=True):
         _WRITERS[kind](out, getattr(record, name))
     return bytes(out)
 
@@ -154,15 +181,31 @@ def _message_parts(r: MessageStored | MessageQueued, type_byte: int) -> tuple[by
 
 
 def _message_queued(r: MessageQueued) -> bytes:
+    if r.received_at or r.sub_ids:
+        return b"".join((*_message_parts(r, 17), _str_field(r.client_id),
+                         _B_BOOL_Q.pack(r.out_qos, r.out_retain, r.packet_id),
+                         _F64.pack(r.received_at), _ids_field(r.sub_ids)))
     return b"".join((*_message_parts(r, 15), _str_field(r.client_id),
                      _B_BOOL_Q.pack(r.out_qos, r.out_retain, r.packet_id)))
 
 
+def _message_stored(r: MessageStored) -> bytes:
+    if r.received_at:
+        return b"".join((*_message_parts(r, 16), _F64.pack(r.received_at)))
+    return b"".join(_message_parts(r, 6))
+
+
+def _outgoing_stored(r: OutgoingStored) -> bytes:
+    head = _str_field(r.client_id) + _Q_B_BOOL_Q.pack(r.msg_id, r.qos, r.retain, r.packet_id)
+    if r.sub_ids:
+        return b"\x12" + head + _ids_field(r.sub_ids)
+    return b"\x07" + head
+
+
 _FAST_ENCODERS: dict[type, Callable[[Any], bytes]] = {
     MessageQueued: _message_queued,
-    MessageStored: lambda r: b"".join(_message_parts(r, 6)),
-    OutgoingStored: lambda r: b"\x07" + _str_field(r.client_id) + _Q_B_BOOL_Q.pack(
-        r.msg_id, r.qos, r.retain, r.packet_id),
+    MessageStored: _message_stored,
+    OutgoingStored: _outgoing_stored,
     OutgoingSent: lambda r: b"\x08" + _str_field(r.client_id) + _Q_Q.pack(r.msg_id, r.packet_id),
     OutgoingReleased: lambda r: b"\x09" + _str_field(r.client_id) + _U64.pack(r.packet_id),
     OutgoingDone: lambda r: b"\x0a" + _str_field(r.client_id) + _U64.pack(r.packet_id),
@@ -197,7 +240,23 @@ def _dec_message_queued(body: bytes) -> tuple[Record, int]:
     fields, pos = _message_fields(body)
     client_id, pos = _str_at(body, pos)
     out_qos, out_retain, packet_id = _B_BOOL_Q.unpack_from(body, pos)
-    return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id), pos + 10
+    pos += 10
+    if body[0] == 15:
+        return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id), pos
+    received_at = _F64.unpack_from(body, pos)[0]
+    sub_ids, pos = _ids_at(body, pos + 8)
+    return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id, received_at,
+                         sub_ids), pos
+
+
+def _dec_message_stored_at(body: bytes) -> tuple[Record, int]:
+    fields, pos = _message_fields(body)
+    return MessageStored(*fields, _F64.unpack_from(body, pos)[0]), pos + 8
+
+
+def _ids_at(body: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    count = _U16.unpack_from(body, pos)[0]
+    return struct.unpack_from(f">{count}I", body, pos + 2), pos + 2 + 4 * count
 
 
 def _message_fields(body: bytes) -> tuple[_MessageFields, int]:
@@ -222,7 +281,10 @@ def _message_fields(body: bytes) -> tuple[_MessageFields, int]:
 def _dec_outgoing_stored(body: bytes) -> tuple[Record, int]:
     client_id, pos = _str_at(body, 1)
     msg_id, qos, retain, packet_id = _Q_B_BOOL_Q.unpack_from(body, pos)
-    return OutgoingStored(client_id, msg_id, qos, retain, packet_id), pos + 18
+    if body[0] == 7:
+        return OutgoingStored(client_id, msg_id, qos, retain, packet_id), pos + 18
+    sub_ids, pos = _ids_at(body, pos + 18)
+    return OutgoingStored(client_id, msg_id, qos, retain, packet_id, sub_ids), pos
 
 
 def _dec_outgoing_sent(body: bytes) -> tuple[Record, int]:
@@ -243,6 +305,9 @@ _FAST_DECODERS: dict[int, Callable[[bytes], tuple[Record, int]]] = {
     6: _dec_message_stored,
     15: _dec_message_queued,
     7: _dec_outgoing_stored,
+    16: _dec_message_stored_at,
+    17: _dec_message_queued,
+    18: _dec_outgoing_stored,
     8: _dec_outgoing_sent,
     9: _dec_client_and_id(OutgoingReleased),
     10: _dec_client_and_id(OutgoingDone),
@@ -292,6 +357,10 @@ def decode_record(body: bytes) -> Record:
             elif kind == "float":
                 values.append(_F64.unpack_from(body, pos)[0])
                 pos = _take(body, pos, 8)
+            elif kind == "ids":
+                ids, end = _ids_at(body, pos)
+                pos = _take(body, pos, end - pos)
+                values.append(ids)
             else:  # props
                 reader = Reader(body, pos)
                 values.append(decode_properties(reader, "PUBLISH"))
