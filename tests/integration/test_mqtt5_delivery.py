@@ -1,11 +1,12 @@
 """What an MQTT 5 subscriber receives, over real sockets with raw v5 bytes: message expiry
 (queued, the time left, across a restart), outbound topic aliases, the client's maximum
-packet size and receive maximum, and mixed 3.1.1/5 fleets."""
+packet size and receive maximum, the payload format check, and mixed 3.1.1/5 fleets."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
 from support.clients import RawClient, unique
 
 from broker.codec import (
@@ -14,6 +15,7 @@ from broker.codec import (
     Disconnect,
     PubAck,
     Publish,
+    PubRec,
     SubAck,
     SubOptions,
     Subscribe,
@@ -188,6 +190,26 @@ def test_receive_maximum_1_holds_the_second_qos1_until_the_first_is_acknowledged
     sub.send_packet(PubAck(first.packet_id), V5)
     second = sub.recv_packet()
     assert second.payload == b"second"
+    for raw in (pub, sub):
+        raw.close()
+
+
+# -- payload format ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qos, ack", [(1, PubAck), (2, PubRec)])
+def test_a_payload_that_is_not_the_utf8_it_claims_gets_0x99_and_is_not_forwarded(broker, qos,
+                                                                                   ack):
+    topic = f"v5/format/{unique()}"
+    sub = v5_client(broker.port)
+    subscribe(sub, topic, 2)
+    pub = v5_client(broker.port)
+    flagged = {"payload_format_indicator": 1}
+    reply = publish(pub, Publish(topic, b"\xff\xfe", qos, packet_id=3, properties=flagged))
+    assert isinstance(reply, ack) and reply.reason_code == ReasonCode.PAYLOAD_FORMAT_INVALID
+    publish(pub, Publish(topic, "ok ✓".encode(), 0, properties=flagged))
+    message = sub.recv_packet()  # the first to arrive is the valid one
+    assert message.payload == "ok ✓".encode()
+    assert message.properties["payload_format_indicator"] == 1
     for raw in (pub, sub):
         raw.close()
 

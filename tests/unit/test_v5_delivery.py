@@ -16,6 +16,7 @@ from broker.codec import (
     FrameDecoder,
     PubAck,
     Publish,
+    PubRec,
     SubAck,
     SubOptions,
     Subscribe,
@@ -28,6 +29,7 @@ from broker.core import session as session_module
 from broker.core.context import BrokerContext
 from broker.core.message import Message
 from broker.core.protocol import PEER_CLOSED, OpenAuthority
+from broker.errors import ReasonCode
 from broker.link.connection import Connection
 from broker.store.base import restore
 from broker.store.memory import MemoryStore
@@ -386,6 +388,33 @@ def test_a_reconnect_with_a_smaller_receive_maximum_resends_only_what_fits(ctx):
         got.append((publish.payload, publish.dup))
         back.send(PubAck(publish.packet_id))
     assert got == [(b"0", True), (b"1", True), (b"2", True), (b"new", False)]
+
+
+# -- inbound payload format ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("qos, ack", [(1, PubAck), (2, PubRec)])
+def test_a_payload_that_is_not_the_utf8_it_claims_gets_0x99_and_goes_nowhere(ctx, qos, ack):
+    sub = Client(ctx, "sub")
+    sub.subscribe("t/#", 2)
+    pub = Client(ctx, "pub")
+    pub.send(Publish("t/a", b"\xc3\x28", qos, retain=True, packet_id=5,
+                     properties={"payload_format_indicator": 1}))
+    [reply] = pub.received()
+    assert isinstance(reply, ack) and reply.reason_code == ReasonCode.PAYLOAD_FORMAT_INVALID
+    assert publishes(sub.received()) == [] and ctx.retained.get("t/a") is None
+
+
+def test_a_qos0_payload_that_is_not_utf8_is_dropped_and_valid_utf8_passes(ctx):
+    sub = Client(ctx, "sub")
+    sub.subscribe("t/#", 0)
+    pub = Client(ctx, "pub")
+    flagged = {"payload_format_indicator": 1}
+    pub.send(Publish("t/a", b"\xed\xa0\x80", properties=flagged))  # a surrogate: not UTF-8
+    pub.send(Publish("t/a", "grüße".encode(), properties=flagged))
+    [publish] = publishes(sub.received())
+    assert publish.payload == "grüße".encode()
+    assert publish.properties["payload_format_indicator"] == 1
+    assert ctx.stats.publish_dropped == 1
 
 
 # -- mixed fleets --------------------------------------------------------------------------------
