@@ -8,7 +8,7 @@ from __future__ import annotations
 class ClientLimits:
     __slots__ = ("receive_maximum", "maximum_packet_size", "topic_alias_maximum",
                  "request_problem_information", "request_response_information",
-                 "inbound_aliases", "session_expiry")
+                 "inbound_aliases", "outbound_aliases", "session_expiry")
 
     def __init__(self) -> None:
         self.receive_maximum = 65_535  # QoS 1/2 PUBLISHes the client takes unacknowledged
@@ -17,4 +17,6 @@ class ClientLimits:
         self.request_problem_information = True  # reason strings beyond CONNACK/DISCONNECT
         self.request_response_information = False
         self.inbound_aliases: dict[int, str] = {}  # alias -> topic, set by the client
+        # topic -> alias, set by the broker (core/delivery.py); None until the first
+        self.outbound_aliases: dict[str, int] | None = None
         self.session_expiry = 0  # seconds; 0xFFFFFFFF: never

@@ -152,7 +152,7 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
     proto.wait_durable(since)
     proto.peer.put(ConnAck(ReasonCode.SUCCESS, present,
                            _connack_properties(proto, packet) if v5 else {}))
-    session.attach(proto.peer)
+    session.attach(proto.peer, proto.limits)
     log.info("client connected: %s protocol=%d keepalive=%d clean=%d session_present=%d%s",
              proto.describe(), packet.protocol_level, proto.keepalive,
              int(packet.clean_start), int(present),

@@ -5,14 +5,25 @@ what sessions queue. It is immutable in meaning; the only mutable parts are cach
 forms shared by every subscriber it is sent to (so a message fanned out to 100 subscribers is
 laid out once), and whether the store already holds it. What the bytes are is the codec's
 business (codec/publish.py); which of them a message keeps, and for how long, is this one's.
+
+An MQTT 5 message expiry interval makes a message mortal: `expires_at` is its wall-clock end
+(arrival + interval), and its arrival (`received_at`) is kept in the store so the end survives
+a restart (a message stored without it counts from when it was loaded). An interval of 0 is
+taken as no expiry, as Mosquitto does.
+
+Every MQTT 3.1.1 delivery pays for what a message is built with, so the MQTT 5 caches share
+one slot, made on a message's first MQTT 5 delivery (`_V5Forms`).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..codec.properties import NO_PROPERTIES
+from ..codec.primitives import encode_utf8
+from ..codec.properties import NO_PROPERTIES, encode_properties
 from ..codec.publish import (
     PublishLayout,
     lay_out_publish,
@@ -23,14 +34,29 @@ from ..codec.publish import (
 from ..store.base import SessionStore
 from ..store.records import MessageQueued, MessageStored, OutgoingStored
 
+_NO_PROPERTY_FIELD = encode_properties(NO_PROPERTIES, "PUBLISH")  # a property length of 0
+
+
+class _V5Forms:
+    """A message's MQTT 5 wire forms: its layout with its own properties, its QoS 0 PUBLISH
+    (retain 0), and the layout carrying a remaining expiry, kept for that second."""
+
+    __slots__ = ("layout", "qos0", "expiring")
+
+    def __init__(self, layout: PublishLayout) -> None:
+        self.layout = layout
+        self.qos0: bytes | None = None
+        self.expiring: tuple[int, PublishLayout] | None = None
+
 
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
-                 "stored", "_acked_head", "_layout", "_qos0", "_qos0_retained")
+                 "stored", "expires_at", "_acked_head", "_layout", "_qos0", "_qos0_retained",
+                 "_v5")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
-                 msg_id: int = 0) -> None:
+                 msg_id: int = 0, received_at: float = 0.0) -> None:
         self.topic = topic
         self.payload = payload
         self.qos = qos
@@ -39,12 +65,26 @@ class Message:
         self.origin = origin  # client id of the publisher ("" for the broker itself)
         self.msg_id = msg_id  # identity in the store; 0 until the store needs it
         self.stored = False  # True once a MessageStored (or MessageQueued) was appended
+        self.expires_at = 0.0  # wall clock; 0: never (5.0 section 3.3.2.3.3)
+        if properties is not NO_PROPERTIES:
+            interval = properties.get("message_expiry_interval")
+            if interval:
+                self.expires_at = (received_at or time.time()) + interval
         # Wire forms the codec made, kept for the next delivery (codec/publish.py says what
         # each is).
-        self._layout: PublishLayout | None = None
+        self._layout: PublishLayout | None = None  # MQTT 3.x
         self._qos0: bytes | None = None  # the MQTT 3.x QoS 0 PUBLISH, retain 0
         self._qos0_retained: bytes | None = None  # the same with retain 1
         self._acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
+        self._v5: _V5Forms | None = None
+
+    @property
+    def received_at(self) -> float:
+        """Wall-clock arrival of a message that expires (0.0 for one that does not)."""
+        if not self.expires_at:
+            return 0.0
+        interval: int = self.properties["message_expiry_interval"]
+        return self.expires_at - interval
 
     def forward_as_received(self, forwardable: bytes) -> None:
         """Reuse what the decoder kept of the MQTT 3.x PUBLISH this message arrived in
@@ -62,16 +102,53 @@ class Message:
         return (f"Message({self.topic!r}, {len(self.payload)} bytes, qos={self.qos}, "
                 f"retain={self.retain})")
 
+    def _forms_v5(self) -> _V5Forms:
+        forms = self._v5
+        if forms is None:
+            if self.properties is NO_PROPERTIES:
+                # What every 3.x publisher and most 5.0 ones send: the topic of the 3.x
+                # layout, if there is one, and a property length of 0.
+                layout3 = self._layout
+                topic_part = layout3[0] if layout3 is not None else encode_utf8(self.topic)
+                layout: PublishLayout = (topic_part, _NO_PROPERTY_FIELD,
+                                         len(topic_part) + 1 + len(self.payload), True)
+            else:
+                layout = lay_out_publish(self.topic, self.payload, 5, self.properties)
+            forms = self._v5 = _V5Forms(layout)
+        return forms
+
     def _laid_out(self, v5: bool) -> PublishLayout:
+        """The layout at one level, kept per level: a message fanned out to both 3.1.1 and 5
+        subscribers is laid out once for each, not once per switch between them."""
+        if v5:
+            return self._forms_v5().layout
         layout = self._layout
-        if layout is None or layout[3] != v5:
-            layout = self._layout = lay_out_publish(self.topic, self.payload, 5 if v5 else 4,
-                                                    self.properties)
+        if layout is None:
+            layout = self._layout = lay_out_publish(self.topic, self.payload, 4)
+        return layout
+
+    def remaining(self, now: float) -> int:
+        """Whole seconds of life left, rounded up, never below 0: the message expiry interval
+        a delivery made at `now` carries [MQTT-3.3.2-6]."""
+        left = self.expires_at - now
+        return math.ceil(left) if left > 0 else 0  # time left, not given [MQTT-3.3.2-6]
+
+    def expiring_layout(self, remaining: int) -> PublishLayout:
+        """The MQTT 5 layout carrying `remaining` as its message expiry interval; the last one
+        is kept, so a fan-out within one second lays the message out once."""
+        forms = self._forms_v5()
+        cached = forms.expiring
+        if cached is not None and cached[0] == remaining:
+            return cached[1]
+        properties = dict(self.properties)
+        properties["message_expiry_interval"] = remaining
+        layout = lay_out_publish(self.topic, self.payload, 5, properties)
+        forms.expiring = (remaining, layout)
         return layout
 
     def qos0(self, retain: bool, protocol_level: int) -> bytes:
-        """The QoS 0 PUBLISH bytes, laid out once per message (MQTT 3.x) whatever the number of
-        subscribers."""
+        """The QoS 0 PUBLISH bytes, laid out once per message and level whatever the number
+        of subscribers (a retained one to an MQTT 5 client, rare, is laid out each time)."""
         if protocol_level < 5:
             data = self._qos0_retained if retain else self._qos0
             if data is None:
@@ -81,35 +158,53 @@ class Message:
                 else:
                     self._qos0 = data
             return data
-        return publish_qos0(self._laid_out(True), self.payload, retain)
+        forms = self._v5
+        if forms is None:
+            forms = self._forms_v5()
+        if retain:
+            return publish_qos0(forms.layout, self.payload, True)
+        data = forms.qos0
+        if data is None:
+            data = forms.qos0 = publish_qos0(forms.layout, self.payload, False)
+        return data
 
     def wire(self, qos: int, retain: bool, dup: bool, packet_id: int, protocol_level: int) -> bytes:
-        """The PUBLISH bytes for one delivery of this message."""
+        """The PUBLISH bytes for one delivery of this message, with its own properties only
+        (what differs per MQTT 5 delivery is core/delivery.py's)."""
         if not qos:
             return self.qos0(retain, protocol_level)
-        head = self._acked_head
-        if head is not None and protocol_level < 5:
-            return splice_publish(head, self.payload, qos, retain, dup, packet_id)
-        return publish_with_id(self._laid_out(protocol_level >= 5), self.payload, qos, retain,
-                               dup, packet_id)
+        if protocol_level < 5:
+            head = self._acked_head
+            if head is not None:
+                return splice_publish(head, self.payload, qos, retain, dup, packet_id)
+            return publish_with_id(self._laid_out(False), self.payload, qos, retain, dup,
+                                   packet_id)
+        forms = self._v5
+        if forms is None:
+            forms = self._forms_v5()
+        return publish_with_id(forms.layout, self.payload, qos, retain, dup, packet_id)
 
     def store_owed(self, store: SessionStore, client_id: str, qos: int, retain: bool,
-                   packet_id: int) -> None:
+                   packet_id: int, sub_ids: tuple[int, ...] = ()) -> None:
         """Record that `client_id` is owed this message (`packet_id` 0: queued): the first
         time together with the message itself, in one record, then by reference."""
         if self.stored:
-            store.append(OutgoingStored(client_id, self.msg_id, qos, retain, packet_id))
+            store.append(OutgoingStored(client_id, self.msg_id, qos, retain, packet_id, sub_ids))
             return
         self.msg_id = store.new_message_id()
         store.append(MessageQueued(self.msg_id, self.topic, self.payload, self.qos,
                                    self.retain, self.origin, self.properties, client_id, qos,
-                                   retain, packet_id))
+                                   retain, packet_id, self.received_at, sub_ids))
         self.stored = True
+
+    def record(self) -> MessageStored:
+        """This message as the store keeps it."""
+        return MessageStored(self.msg_id, self.topic, self.payload, self.qos, self.retain,
+                             self.origin, self.properties, self.received_at)
 
     def ensure_stored(self, store: SessionStore) -> None:
         """Write this message to the store once, however many sessions or topics refer to it."""
         if not self.stored:
             self.msg_id = store.new_message_id()
-            store.append(MessageStored(self.msg_id, self.topic, self.payload, self.qos,
-                                       self.retain, self.origin, self.properties))
+            store.append(self.record())
             self.stored = True

@@ -4,6 +4,8 @@ Inbound: the topic (an MQTT 5 topic alias resolved first), the ACL, then the rou
 PUBACK/PUBREC waits (a `WaitDurable` in the outbox) until what the publish wrote is durable.
 MQTT 3.1.1 cannot say "denied" or "nobody listens", so such publishes are acknowledged as
 usual; MQTT 5 says it: 0x87 not authorized, 0x10 no matching subscribers (5.0 3.4.2.1).
+An MQTT 5 payload that says it is UTF-8 (payload format indicator 1) and is not goes nowhere:
+0x99 on its PUBACK/PUBREC, dropped at QoS 0 (5.0 sections 3.3.2.3.2 and 4.13).
 Outbound acks from the client move the session's in-flight window.
 """
 
@@ -50,6 +52,9 @@ def on_publish(proto: ProtocolState, packet: Publish) -> None:
                         "3.3.1.3)", ReasonCode.RETAIN_NOT_SUPPORTED)
     if v5 and properties:
         topic, properties = _v5_topic_and_properties(proto, packet)
+        if properties.get("payload_format_indicator") == 1 and not _is_utf8(packet.payload):
+            _refuse_payload_format(proto, packet, topic)
+            return
     message = Message(topic, packet.payload, qos, packet.retain, properties, proto.client_id)
     if packet.forwardable is not None:
         message.forward_as_received(packet.forwardable)
@@ -123,6 +128,29 @@ def _v5_topic_and_properties(proto: ProtocolState,
     if _HOP_PROPERTIES.isdisjoint(properties):
         return topic, properties
     return topic, {k: v for k, v in properties.items() if k not in _HOP_PROPERTIES}
+
+
+def _is_utf8(payload: bytes) -> bool:
+    """Well-formed UTF-8 as RFC 3629 has it (no surrogates, no overlong forms): what Python's
+    strict decoder accepts."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _refuse_payload_format(proto: ProtocolState, packet: Publish, topic: str) -> None:
+    """Not forwarded, not retained; a QoS 1/2 sender is told 0x99, and a failure PUBREC
+    ends that exchange (5.0 section 4.3.3)."""
+    log.debug("%s: publish to %r refused: payload format indicator 1 but the payload is not "
+              "UTF-8", proto.describe(), topic)
+    if packet.qos == 1:
+        proto.peer.put(PubAck(packet.packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID))
+    elif packet.qos == 2:
+        proto.peer.put(PubRec(packet.packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID))
+    else:
+        proto.ctx.stats.publish_dropped += 1
 
 
 def _acknowledge_denied(proto: ProtocolState, packet: Publish) -> None:

@@ -134,7 +134,7 @@ class SessionRegistry:
                 if record is None:
                     return None
                 found = Message(record.topic, record.payload, record.qos, record.retain,
-                                record.properties, record.origin, msg_id)
+                                record.properties, record.origin, msg_id, record.received_at)
                 found.stored = True
                 messages[msg_id] = found
             return found
@@ -159,7 +159,7 @@ class SessionRegistry:
                 msg = message(entry.msg_id)
                 if msg is not None:
                     session.restore_owed(msg, entry.qos, entry.retain, entry.packet_id,
-                                         entry.released)
+                                         entry.released, entry.sub_ids)
             session.restore_incoming(stored.incoming_qos2)
             self.sessions[stored.client_id] = session
         for msg_id in state.retained.values():
@@ -192,14 +192,14 @@ class SessionRegistry:
             for packet_id, flight in session.inflight.items():
                 messages[flight.message.msg_id] = flight.message
                 body.append(OutgoingStored(cid, flight.message.msg_id, flight.qos, flight.retain,
-                                           packet_id))
+                                           packet_id, flight.sub_ids))
                 if flight.released:
                     body.append(OutgoingReleased(cid, packet_id))
-            for message, qos, retain in session.queue:
+            for message, qos, retain, sub_ids in session.queue:
                 messages[message.msg_id] = message
-                body.append(OutgoingStored(cid, message.msg_id, qos, retain, 0))
+                body.append(OutgoingStored(cid, message.msg_id, qos, retain, 0, sub_ids))
             body.extend(IncomingQos2(cid, packet_id) for packet_id in sorted(session.incoming_qos2))
         head: list[Record] = [MessageStored(m.msg_id, m.topic, m.payload, m.qos, m.retain,
-                                            m.origin, m.properties)
+                                            m.origin, m.properties, m.received_at)
                               for _msg_id, m in sorted(messages.items())]
         return head + body

@@ -14,6 +14,21 @@ Delivery rules:
 - On reconnect every in-flight message is resent with DUP=1 in order, and PUBREL is resent
   for QoS 2 messages whose PUBREC arrived [MQTT-4.4.0-1]; then the window is refilled.
 
+MQTT 5 (the connection's `ClientLimits`, given to `attach`):
+- The window is the smaller of `max_inflight_messages` and the client's receive maximum
+  [MQTT-3.3.4-9]. In-flight messages beyond it at a reconnect wait (`_held`) and are resent
+  as acknowledgements make room, before anything queued.
+- A message whose expiry interval has passed is not sent: not delivered when it arrives
+  (a retained one), dropped from the queue when its turn comes and when restored from the
+  store [MQTT-3.3.2-5]. One already sent is sent again after a reconnect (its delivery has
+  started), saying 0 seconds left once expired. Counted in `publish_expired`.
+- A delivery larger than the client's maximum packet size is not sent and counts as done:
+  no packet id is used, or the one it had is given back [MQTT-3.1.2-25]. Counted and logged
+  as a drop.
+- Each delivery carries the subscription identifiers it matched; they are kept with it in
+  the queue, in flight and in the store, so a resend carries them too. The bytes are
+  core/delivery.py's; a delivery with no bytes of its own takes the message's shared ones.
+
 The peer is duck-typed (`Peer` below) so this module stays free of sockets. Nothing here
 yields, so the lock is never held across a greenlet switch.
 """
@@ -48,6 +63,8 @@ from ..store.records import (
     Subscribed,
     Unsubscribed,
 )
+from .client_limits import ClientLimits
+from .delivery import Delivery, OwnDelivery, delivery, lay_out, new_flight
 from .message import Message
 from .stats import Stats
 
@@ -96,27 +113,9 @@ class SessionEnv:
     limits: LimitsSection
 
 
-class Delivery:
-    """A QoS 1/2 PUBLISH to a client: what its outbox writes (the message is laid out only
-    then, by `Message.wire`) and what the session keeps in flight until it is acknowledged,
-    one object for both. Nothing the outbox reads changes once it is made: a resend is a new
-    `Delivery`; `released` is the session's alone."""
-
-    __slots__ = ("message", "qos", "retain", "dup", "packet_id", "released")
-
-    def __init__(self, message: Message, qos: int, retain: bool, dup: bool, packet_id: int,
-                 released: bool = False) -> None:
-        self.message = message
-        self.qos = qos
-        self.retain = retain
-        self.dup = dup
-        self.packet_id = packet_id
-        self.released = released  # QoS 2: PUBREC received, PUBREL sent
-
-    def __repr__(self) -> str:
-        return (f"Delivery({self.message!r}, qos={self.qos}, retain={self.retain}, "
-                f"dup={self.dup}, packet_id={self.packet_id}, released={self.released})")
-
+# A queued message: the message, the QoS and retain flag it goes with, and the MQTT 5
+# subscription identifiers it carries.
+Queued = tuple[Message, int, bool, tuple[int, ...]]
 
 # Shared, read-only stand-ins for containers a session has not needed yet: most sessions
 # never queue, never see QoS 2, many never subscribe, and an empty deque alone is 760 bytes.
@@ -129,7 +128,8 @@ _NO_IDS: frozenset[int] = frozenset()
 class Session:
     __slots__ = ("env", "client_id", "persistent", "protocol_level", "expiry",
                  "disconnected_at", "subscriptions", "subscription_ids", "inflight", "queue",
-                 "queued_bytes", "incoming_qos2", "peer", "rules", "_next_packet_id", "_lock",
+                 "queued_bytes", "incoming_qos2", "peer", "link", "rules", "_held",
+                 "_next_packet_id", "_lock",
                  "_dropped_unlogged", "_drop_logged_at")
 
     def __init__(self, env: SessionEnv, client_id: str, persistent: bool,
@@ -146,10 +146,14 @@ class Session:
         # MQTT 5 subscription identifiers, of the filters that have one.
         self.subscription_ids: dict[str, int] = _NO_ENTRIES  # type: ignore[assignment]
         self.inflight: dict[int, Delivery] = _NO_ENTRIES  # type: ignore[assignment]
-        self.queue: deque[tuple[Message, int, bool]] = _NO_QUEUE  # type: ignore[assignment]
+        self.queue: deque[Queued] = _NO_QUEUE  # type: ignore[assignment]
         self.queued_bytes = 0
         self.incoming_qos2: set[int] = _NO_IDS  # type: ignore[assignment]
         self.peer: Peer | None = None
+        # What the MQTT 5 client of the attached connection asked for; None: MQTT 3.x
+        self.link: ClientLimits | None = None
+        # In flight but not resent yet on this connection: packet ids beyond the window
+        self._held: deque[int] = _NO_QUEUE  # type: ignore[assignment]
         self.rules: Rules | None = None  # ACL rules of its latest connection; None: no ACL
         self._next_packet_id = 1
         self._lock = Semaphore()  # never taken twice by one call chain: no need for RLock
@@ -165,7 +169,7 @@ class Session:
             self.inflight = {}
         return self.inflight
 
-    def _owned_queue(self) -> deque[tuple[Message, int, bool]]:
+    def _owned_queue(self) -> deque[Queued]:
         if self.queue is _NO_QUEUE:
             self.queue = deque()
         return self.queue
@@ -173,14 +177,16 @@ class Session:
     # -- restore -----------------------------------------------------------------------------
 
     def restore_owed(self, message: Message, qos: int, retain: bool, packet_id: int,
-                     released: bool) -> None:
+                     released: bool, sub_ids: tuple[int, ...] = ()) -> None:
         """From the store: one message owed, in flight under `packet_id` or (0) queued."""
         if packet_id:
-            self._owned_inflight()[packet_id] = Delivery(message, qos, retain, False, packet_id,
-                                                         released)
+            self._owned_inflight()[packet_id] = delivery(message, qos, retain, False,
+                                                          packet_id, released, sub_ids)
             self._next_packet_id = packet_id % 65_535 + 1
+        elif message.expires_at and self._expired(message):
+            pass  # while the broker was down: the store forgets it at its next compaction
         else:
-            self._owned_queue().append((message, qos, retain))
+            self._owned_queue().append((message, qos, retain, sub_ids))
             self.queued_bytes += len(message.payload)
 
     def restore_incoming(self, packet_ids: set[int]) -> None:
@@ -200,20 +206,46 @@ class Session:
 
     # -- connection life ---------------------------------------------------------------------
 
-    def attach(self, peer: Peer) -> None:
-        """A connection took over this session: resend what is owed, then refill the window."""
+    def attach(self, peer: Peer, link: ClientLimits | None = None) -> None:
+        """A connection took over this session: resend what is owed, then refill the window.
+        `link`: what the connection's MQTT 5 client asked for (the defaults if not given)."""
         with self._lock:
             self.peer = peer
-            # What is owed goes again, in order: PUBLISH with DUP, or PUBREL [MQTT-4.4.0-1]
-            inflight = self.inflight
-            for packet_id, flight in inflight.items():
+            # None exactly for an MQTT 3.x peer: deliveries test this, not the level
+            if peer.protocol_level >= 5:
+                self.link = link if link is not None else ClientLimits()
+            else:
+                self.link = None
+            self._held = _NO_QUEUE  # type: ignore[assignment]
+            window = self._window()
+            # What is owed goes again, in order: PUBLISH with DUP, or PUBREL [MQTT-4.4.0-1];
+            # a PUBLISH beyond the window waits for room [MQTT-3.3.4-9].
+            unacknowledged = 0
+            for packet_id, flight in list(self.inflight.items()):
                 if flight.released:
                     peer.put(PubRel(packet_id))
-                else:  # a new Delivery: the old one may still sit in the old connection's outbox
-                    inflight[packet_id] = flight = Delivery(flight.message, flight.qos,
-                                                            flight.retain, True, packet_id)
-                    peer.put(flight)
+                    unacknowledged += 1  # until PUBCOMP (5.0 section 4.9)
+                elif window and unacknowledged >= window:
+                    if self._held is _NO_QUEUE:
+                        self._held = deque()
+                    self._held.append(packet_id)
+                elif self._resend(packet_id, flight, peer):
+                    unacknowledged += 1
             self._fill_window()
+
+    def _resend(self, packet_id: int, old: Delivery, peer: Peer) -> bool:
+        """Send in-flight `old` again as a new Delivery (the old one may still sit in the old
+        connection's outbox); False if it is too large for this client, and so done."""
+        again = new_flight(old.message, old.qos, old.retain, True, packet_id, old.sub_ids,
+                           self.link)
+        if again is None:
+            del self.inflight[packet_id]
+            self._write(OutgoingDone(self.client_id, packet_id))
+            self._drop(old.message, self._too_large())
+            return False
+        self.inflight[packet_id] = again
+        peer.put(again)
+        return True
 
     def detach(self, peer: Peer) -> bool:
         """The connection `peer` ended; False if another connection already owns the session."""
@@ -221,6 +253,8 @@ class Session:
             if self.peer is not peer:
                 return False
             self.peer = None
+            self.link = None
+            self._held = _NO_QUEUE  # type: ignore[assignment]
             self.disconnected_at = time.time()
             self._write(SessionClosed(self.client_id, self.disconnected_at))
             return True
@@ -286,47 +320,109 @@ class Session:
     # -- outgoing ----------------------------------------------------------------------------
 
     def deliver(self, message: Message, qos: int, retain: bool = False,
-                sub_ids: tuple[int, ...] = ()) -> None:
+                sub_ids: tuple[int, ...] = ()) -> bool:
         """Send or queue one message at `qos` (already the minimum of publish and grant).
         `sub_ids`: the MQTT 5 subscription identifiers of the matching subscriptions, which
-        this delivery carries (5.0 section 3.3.4)."""
+        this delivery carries [MQTT-3.3.4-4]. False when it was not taken: dropped (counted,
+        logged), expired, or QoS 0 to an offline client."""
         peer = self.peer
         if not qos:
             if peer is None:
-                return  # QoS 0 is not queued for an offline client
+                return False  # QoS 0 is not queued for an offline client
+            if message.expires_at and self._expired(message):
+                return False
             if peer.full():
                 self._drop(message, "the client's outbox is full (it reads too slowly)")
-                return
+                return False
+            link = self.link
+            data: bytes | None
+            if link is None:  # MQTT 3.x
+                data = message.qos0(retain, 4)
+            elif (sub_ids or message.expires_at or link.topic_alias_maximum
+                  or link.maximum_packet_size):  # needs_own_layout, inlined: the hot path
+                data = lay_out(message, 0, retain, False, 0, sub_ids, link, time.time())
+                if data is None:
+                    self._drop(message, self._too_large())
+                    return False
+            else:
+                data = message.qos0(retain, 5)
             stats = self.env.stats
             stats.publish_sent += 1
             stats.publish_bytes_sent += len(message.payload)
-            peer.put(message.qos0(retain, peer.protocol_level))  # bytes: the writer just sends
-            return
+            peer.put(data)  # bytes: the writer just sends them
+            return True
+        if message.expires_at and self._expired(message):
+            return False
         with self._lock:
-            limits = self.env.limits
-            window = limits.max_inflight_messages
+            # `_window` and `_flight`, inlined: this is the hot path
+            link = self.link
+            window = self.env.limits.max_inflight_messages
+            if link is not None:
+                receive = link.receive_maximum
+                if not window or receive < window:
+                    window = receive
             if (peer is not None and not self.queue
                     and (not window or len(self.inflight) < window)):
                 packet_id = self._allocate_packet_id()
                 if packet_id:
-                    flight = Delivery(message, qos, retain, False, packet_id)
+                    flight: Delivery | None
+                    if link is not None and (sub_ids or message.expires_at
+                                             or link.topic_alias_maximum
+                                             or link.maximum_packet_size):
+                        flight = new_flight(message, qos, retain, False, packet_id, sub_ids,
+                                            link)
+                        if flight is None:  # not stored, the packet id unused [MQTT-3.1.2-25]
+                            self._drop(message, self._too_large())
+                            return False
+                    elif sub_ids:
+                        flight = OwnDelivery(message, qos, retain, False, packet_id, False,
+                                             sub_ids, None)
+                    else:
+                        flight = Delivery(message, qos, retain, False, packet_id)
                     self._owned_inflight()[packet_id] = flight
                     if self.persistent:
                         message.store_owed(self.env.store, self.client_id, qos, retain,
-                                           packet_id)
+                                           packet_id, sub_ids)
                     peer.put(flight)
-                    return
+                    return True
+            limits = self.env.limits
             size = len(message.payload)
             if limits.max_queued_messages and len(self.queue) >= limits.max_queued_messages:
                 self._drop(message, f"max_queued_messages ({limits.max_queued_messages}) reached")
-                return
+                return False
             if limits.max_queued_bytes and self.queued_bytes + size > limits.max_queued_bytes:
                 self._drop(message, f"max_queued_bytes ({limits.max_queued_bytes}) reached")
-                return
-            self._owned_queue().append((message, qos, retain))
+                return False
+            self._owned_queue().append((message, qos, retain, sub_ids))
             self.queued_bytes += size
             if self.persistent:
-                message.store_owed(self.env.store, self.client_id, qos, retain, 0)
+                message.store_owed(self.env.store, self.client_id, qos, retain, 0, sub_ids)
+            return True
+
+    def _window(self) -> int:
+        """How many QoS 1/2 PUBLISHes may await acknowledgement (0: no limit):
+        `max_inflight_messages`, lowered to an MQTT 5 client's receive maximum
+        [MQTT-3.3.4-9]."""
+        window = self.env.limits.max_inflight_messages
+        link = self.link
+        if link is not None:
+            receive = link.receive_maximum
+            if not window or receive < window:
+                return receive
+        return window
+
+    def _expired(self, message: Message) -> bool:
+        """True, counted and logged, if `message`'s expiry interval has passed: that copy is
+        not sent [MQTT-3.3.2-5]."""
+        if message.expires_at > time.time():
+            return False
+        self._drop(message, "its message expiry interval passed", expired=True)  # [MQTT-3.3.2-5]
+        return True
+
+    def _too_large(self) -> str:
+        link = self.link
+        maximum = link.maximum_packet_size if link is not None else 0
+        return f"larger than the client's maximum packet size ({maximum} bytes) [MQTT-3.1.2-25]"
 
     def _allocate_packet_id(self) -> int:
         """A packet id not in flight, or 0 when all 65,535 are."""
@@ -341,21 +437,44 @@ class Session:
 
     def _fill_window(self) -> None:
         peer = self.peer
-        if peer is None:
-            return
-        window = self.env.limits.max_inflight_messages
         queue = self.queue
-        while queue and (not window or len(self.inflight) < window):
+        held = self._held
+        if peer is None or not (queue or held):
+            return
+        window = self._window()
+        inflight = self.inflight
+        link = self.link
+        while held and (not window or len(inflight) - len(held) < window):
+            packet_id = held.popleft()
+            self._resend(packet_id, inflight[packet_id], peer)
+        if held:
+            return
+        while queue and (not window or len(inflight) < window):
             packet_id = self._allocate_packet_id()
             if not packet_id:
                 return
-            message, qos, retain = queue.popleft()
+            message, qos, retain, sub_ids = queue.popleft()
             self.queued_bytes -= len(message.payload)
-            flight = Delivery(message, qos, retain, False, packet_id)
-            self._owned_inflight()[packet_id] = flight
+            if message.expires_at and self._expired(message):
+                self._forget_queued(message, packet_id)
+                continue
+            flight = new_flight(message, qos, retain, False, packet_id, sub_ids, link)
+            if flight is None:  # as if it had been sent [MQTT-3.1.2-25]
+                self._forget_queued(message, packet_id)
+                self._drop(message, self._too_large())
+                continue
+            inflight = self._owned_inflight()
+            inflight[packet_id] = flight
             if self.persistent:
                 self.env.store.append(OutgoingSent(self.client_id, message.msg_id, packet_id))
             peer.put(flight)
+
+    def _forget_queued(self, message: Message, packet_id: int) -> None:
+        """The store's record of a queued message that will not be sent ends: the records
+        say it went into flight under the (unused) `packet_id` and was done with at once."""
+        if self.persistent:
+            self.env.store.append(OutgoingSent(self.client_id, message.msg_id, packet_id))
+            self.env.store.append(OutgoingDone(self.client_id, packet_id))
 
     def on_puback(self, packet_id: int) -> bool:
         """PUBACK from the client; False if nothing was in flight with that id (ignored, as
@@ -367,10 +486,26 @@ class Session:
             if flight.qos != 1:
                 raise ProtocolError(f"PUBACK for packet id {packet_id}, a QoS 2 message "
                                     "[MQTT-4.3.3-1]")
+            # What `_done` does, on the hottest path, without the call.
             del self.inflight[packet_id]
+            if self._held:
+                self._unhold(packet_id)
             self._write(OutgoingDone(self.client_id, packet_id))
             self._fill_window()
             return True
+
+    def _done(self, packet_id: int) -> None:
+        """The in-flight `packet_id` is acknowledged (or abandoned): free its place."""
+        del self.inflight[packet_id]
+        if self._held:
+            self._unhold(packet_id)
+        self._write(OutgoingDone(self.client_id, packet_id))
+        self._fill_window()
+
+    def _unhold(self, packet_id: int) -> None:
+        """A held message was acknowledged anyway (received on an earlier connection)."""
+        if packet_id in self._held:
+            self._held.remove(packet_id)
 
     def on_pubrec(self, packet_id: int) -> bool:
         """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-1]."""
@@ -390,9 +525,7 @@ class Session:
             flight = self.inflight.get(packet_id)
             if flight is None or not flight.released:
                 return False
-            del self.inflight[packet_id]
-            self._write(OutgoingDone(self.client_id, packet_id))
-            self._fill_window()
+            self._done(packet_id)
             return True
 
     # -- incoming QoS 2 ----------------------------------------------------------------------
@@ -422,10 +555,9 @@ class Session:
         """An MQTT 5 client's failure PUBREC (reason >= 0x80): that message is done, with no
         PUBREL (5.0 section 4.3.3); the window moves on."""
         with self._lock:
-            if self.inflight.pop(packet_id, None) is None:
+            if packet_id not in self.inflight:
                 return False
-            self._write(OutgoingDone(self.client_id, packet_id))
-            self._fill_window()
+            self._done(packet_id)
             return True
 
     def set_expiry(self, expiry: int, persistent: bool | None = None) -> None:
@@ -447,12 +579,18 @@ class Session:
         """Messages held for this client: in flight plus queued."""
         return len(self.inflight) + len(self.queue)
 
-    def _drop(self, message: Message, why: str) -> None:
-        self.env.stats.publish_dropped += 1
+    def _drop(self, message: Message, why: str, expired: bool = False) -> None:
+        """Count a message not sent to this client; log it, at most once a minute per client.
+        An expired one is the publisher's wish, not a failure: counted apart, logged at info."""
+        if expired:
+            self.env.stats.publish_expired += 1
+        else:
+            self.env.stats.publish_dropped += 1
         self._dropped_unlogged += 1
         now = time.monotonic()
         if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
-            log.warning("client %s: dropped %d message(s) since the last report, latest on %r: %s",
-                        self.client_id, self._dropped_unlogged, message.topic, why)
+            log.log(logging.INFO if expired else logging.WARNING,
+                    "client %s: dropped %d message(s) since the last report, latest on %r: %s",
+                    self.client_id, self._dropped_unlogged, message.topic, why)
             self._dropped_unlogged = 0
             self._drop_logged_at = now

@@ -11,8 +11,8 @@ import time
 
 class Stats:
     __slots__ = ("started_at", "messages_received", "messages_sent", "publish_received",
-                 "publish_sent", "publish_dropped", "bytes_received", "bytes_sent",
-                 "publish_bytes_received", "publish_bytes_sent", "clients_connected",
+                 "publish_sent", "publish_dropped", "publish_expired", "bytes_received",
+                 "bytes_sent", "publish_bytes_received", "publish_bytes_sent", "clients_connected",
                  "clients_maximum", "clients_expired", "connections_total", "sockets_total")
 
     def __init__(self) -> None:
@@ -21,7 +21,8 @@ class Stats:
         self.messages_sent = 0  # every packet sent
         self.publish_received = 0  # PUBLISH packets received
         self.publish_sent = 0  # PUBLISH packets sent
-        self.publish_dropped = 0  # messages dropped: full outbox, full queue
+        self.publish_dropped = 0  # messages dropped: full outbox, full queue, too large
+        self.publish_expired = 0  # MQTT 5 messages not sent: their expiry interval passed
         self.bytes_received = 0
         self.bytes_sent = 0
         self.publish_bytes_received = 0  # payload bytes

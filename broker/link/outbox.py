@@ -1,8 +1,10 @@
 """`Outbox`: everything one connection has to write, and the only ways it reaches the socket.
 
 Items are wire bytes (a QoS 0 PUBLISH laid out by its session), packets, `Delivery`s (a QoS
-1/2 PUBLISH, laid out here), and `WaitDurable` markers: nothing after a marker may be written
-before the store says its record is durable.
+1/2 PUBLISH, laid out here; an `OwnDelivery` may bring its own bytes), and `WaitDurable`
+markers: nothing after a marker may be written before the store says its record is durable.
+Items go out in the order they were put, never skipping one: MQTT 5 topic aliases rely on it
+(the PUBLISH that sets an alias is put, so written, before those that use it).
 
 Two writers, never at once:
 - The direct flush. A put schedules, once per hub loop iteration, `Flusher` to write every
@@ -32,7 +34,8 @@ import gevent
 from gevent.event import Event
 
 from ..codec import encode
-from ..core.session import Delivery, WaitDurable
+from ..core.delivery import Delivery, OwnDelivery
+from ..core.session import WaitDurable
 from ..errors import MQTTError, StoreUnavailable
 from ..net.transport import Transport
 
@@ -291,6 +294,13 @@ class Outbox:
                 message = item.message
                 chunks.append(message.wire(item.qos, item.retain, item.dup, item.packet_id,
                                            level))
+                publishes += 1
+                payload_bytes += len(message.payload)
+            elif kind is OwnDelivery:
+                message = item.message
+                data = item.data  # its own bytes (MQTT 5), or none: the message's shared ones
+                chunks.append(data if data is not None else
+                              message.wire(item.qos, item.retain, item.dup, item.packet_id, level))
                 publishes += 1
                 payload_bytes += len(message.payload)
             elif kind is WaitDurable:

@@ -93,6 +93,7 @@ class SysTopics:
             "publish/messages/received": stats.publish_received,
             "publish/messages/sent": stats.publish_sent,
             "publish/messages/dropped": stats.publish_dropped,
+            "publish/messages/expired": stats.publish_expired,
             "publish/bytes/received": stats.publish_bytes_received,
             "publish/bytes/sent": stats.publish_bytes_sent,
             "bytes/received": stats.bytes_received,

@@ -44,6 +44,7 @@ class StoredOutgoing:
     retain: bool
     packet_id: int = 0  # 0 while queued
     released: bool = False  # QoS 2: PUBREC received, PUBREL owed
+    sub_ids: tuple[int, ...] = ()  # MQTT 5 subscription identifiers the delivery carries
 
 
 @dataclass(slots=True)
@@ -152,7 +153,8 @@ class StoredState:
                     self.max_msg_id = record.msg_id
                 if (session := self.sessions.get(record.client_id)) is not None:
                     session.add_outgoing(StoredOutgoing(record.msg_id, record.out_qos,
-                                                        record.out_retain, record.packet_id))
+                                                        record.out_retain, record.packet_id,
+                                                        sub_ids=record.sub_ids))
             case MessageStored():
                 self.messages[record.msg_id] = record
                 if record.msg_id > self.max_msg_id:
@@ -160,7 +162,7 @@ class StoredState:
             case OutgoingStored():
                 if (session := self.sessions.get(record.client_id)) is not None:
                     session.add_outgoing(StoredOutgoing(record.msg_id, record.qos, record.retain,
-                                                        record.packet_id))
+                                                        record.packet_id, sub_ids=record.sub_ids))
             case OutgoingDone():
                 if (session := self.sessions.get(record.client_id)) is not None:
                     session.mark_done(record.packet_id)
@@ -246,7 +248,8 @@ def snapshot(state: StoredState) -> list[Record]:
         ids = session.subscription_ids
         out.extend(Subscribed(cid, f, o, ids.get(f, 0)) for f, o in session.subscriptions.items())
         for entry in session.outgoing.values():
-            out.append(OutgoingStored(cid, entry.msg_id, entry.qos, entry.retain, entry.packet_id))
+            out.append(OutgoingStored(cid, entry.msg_id, entry.qos, entry.retain, entry.packet_id,
+                                      entry.sub_ids))
             if entry.released:
                 out.append(OutgoingReleased(cid, entry.packet_id))
         out.extend(IncomingQos2(cid, pid) for pid in sorted(session.incoming_qos2))

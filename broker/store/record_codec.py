@@ -2,9 +2,12 @@
 
 A body is one type byte followed by the record's fields in declaration order, each written by
 its kind: `str` (u16 length + UTF-8), `bytes` (u32 length), `int` (u64), `small` (u8),
-`bool` (u8), `float` (f64), `props` (MQTT 5 PUBLISH properties, as on the wire). One table
-(`RECORD_TYPES`) maps type bytes to record classes and their field kinds; adding a record
-means adding a row, never renumbering one, so old journals stay readable.
+`bool` (u8), `float` (f64), `props` (MQTT 5 PUBLISH properties, as on the wire), `ids` (u16
+count, then a u32 each). One table (`RECORD_TYPES`) maps type bytes to record classes and their
+field kinds; adding a record means adding a row, never renumbering one, so old journals stay
+readable. A record class that gained fields later has a second row, with the new fields at
+its end: the record is written with the first row (the bytes it always had) while the new
+fields hold their defaults, and with the second once one does not.
 
 A record class may gain trailing fields with defaults: its old row keeps reading the fields
 it always had (the new ones take their defaults) and a new row reads them all. A record is
@@ -80,6 +83,11 @@ RECORD_TYPES: dict[int, tuple[type[Record], tuple[str, ...]]] = {
                          "bool", "int")),
     16: (Subscribed, ("str", "str", "small", "int")),  # with its subscription identifier
     17: (OutgoingWithdrawn, ("str", "int")),
+    # MQTT 5: the arrival time of a message with an expiry, and a delivery's subscription ids.
+    18: (MessageStored, ("int", "str", "bytes", "small", "bool", "str", "props", "float")),
+    19: (MessageQueued, ("int", "str", "bytes", "small", "bool", "str", "props", "str", "small",
+                         "bool", "int", "float", "ids")),
+    20: (OutgoingStored, ("str", "int", "small", "bool", "int", "ids")),
 }
 
 
@@ -112,6 +120,10 @@ def _put_bytes(out: bytearray, value: bytes) -> None:
     out += value
 
 
+def _ids_field(ids: tuple[int, ...]) -> bytes:
+    return struct.pack(f">H{len(ids)}I", len(ids), *ids)
+
+
 _WRITERS: dict[str, Callable[[bytearray, Any], None]] = {
     "str": _put_str,
     "bytes": _put_bytes,
@@ -120,6 +132,7 @@ _WRITERS: dict[str, Callable[[bytearray, Any], None]] = {
     "bool": lambda out, v: out.append(1 if v else 0),
     "float": lambda out, v: out.extend(_F64.pack(v)),
     "props": lambda out, v: out.extend(encode_properties(v, "PUBLISH")),
+    "ids": lambda out, v: out.extend(_ids_field(v)),
 }
 
 
@@ -181,15 +194,31 @@ def _message_parts(r: MessageStored | MessageQueued, type_byte: int) -> tuple[by
 
 
 def _message_queued(r: MessageQueued) -> bytes:
+    if r.received_at or r.sub_ids:
+        return b"".join((*_message_parts(r, 19), _str_field(r.client_id),
+                         _B_BOOL_Q.pack(r.out_qos, r.out_retain, r.packet_id),
+                         _F64.pack(r.received_at), _ids_field(r.sub_ids)))
     return b"".join((*_message_parts(r, 15), _str_field(r.client_id),
                      _B_BOOL_Q.pack(r.out_qos, r.out_retain, r.packet_id)))
 
 
+def _message_stored(r: MessageStored) -> bytes:
+    if r.received_at:
+        return b"".join((*_message_parts(r, 18), _F64.pack(r.received_at)))
+    return b"".join(_message_parts(r, 6))
+
+
+def _outgoing_stored(r: OutgoingStored) -> bytes:
+    head = _str_field(r.client_id) + _Q_B_BOOL_Q.pack(r.msg_id, r.qos, r.retain, r.packet_id)
+    if r.sub_ids:
+        return b"\x14" + head + _ids_field(r.sub_ids)
+    return b"\x07" + head
+
+
 _FAST_ENCODERS: dict[type, Callable[[Any], bytes]] = {
     MessageQueued: _message_queued,
-    MessageStored: lambda r: b"".join(_message_parts(r, 6)),
-    OutgoingStored: lambda r: b"\x07" + _str_field(r.client_id) + _Q_B_BOOL_Q.pack(
-        r.msg_id, r.qos, r.retain, r.packet_id),
+    MessageStored: _message_stored,
+    OutgoingStored: _outgoing_stored,
     OutgoingSent: lambda r: b"\x08" + _str_field(r.client_id) + _Q_Q.pack(r.msg_id, r.packet_id),
     OutgoingReleased: lambda r: b"\x09" + _str_field(r.client_id) + _U64.pack(r.packet_id),
     OutgoingDone: lambda r: b"\x0a" + _str_field(r.client_id) + _U64.pack(r.packet_id),
@@ -224,7 +253,23 @@ def _dec_message_queued(body: bytes) -> tuple[Record, int]:
     fields, pos = _message_fields(body)
     client_id, pos = _str_at(body, pos)
     out_qos, out_retain, packet_id = _B_BOOL_Q.unpack_from(body, pos)
-    return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id), pos + 10
+    pos += 10
+    if body[0] == 15:
+        return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id), pos
+    received_at = _F64.unpack_from(body, pos)[0]
+    sub_ids, pos = _ids_at(body, pos + 8)
+    return MessageQueued(*fields, client_id, out_qos, out_retain, packet_id, received_at,
+                         sub_ids), pos
+
+
+def _dec_message_stored_at(body: bytes) -> tuple[Record, int]:
+    fields, pos = _message_fields(body)
+    return MessageStored(*fields, _F64.unpack_from(body, pos)[0]), pos + 8
+
+
+def _ids_at(body: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    count = _U16.unpack_from(body, pos)[0]
+    return struct.unpack_from(f">{count}I", body, pos + 2), pos + 2 + 4 * count
 
 
 def _message_fields(body: bytes) -> tuple[_MessageFields, int]:
@@ -249,7 +294,10 @@ def _message_fields(body: bytes) -> tuple[_MessageFields, int]:
 def _dec_outgoing_stored(body: bytes) -> tuple[Record, int]:
     client_id, pos = _str_at(body, 1)
     msg_id, qos, retain, packet_id = _Q_B_BOOL_Q.unpack_from(body, pos)
-    return OutgoingStored(client_id, msg_id, qos, retain, packet_id), pos + 18
+    if body[0] == 7:
+        return OutgoingStored(client_id, msg_id, qos, retain, packet_id), pos + 18
+    sub_ids, pos = _ids_at(body, pos + 18)
+    return OutgoingStored(client_id, msg_id, qos, retain, packet_id, sub_ids), pos
 
 
 def _dec_outgoing_sent(body: bytes) -> tuple[Record, int]:
@@ -270,6 +318,9 @@ _FAST_DECODERS: dict[int, Callable[[bytes], tuple[Record, int]]] = {
     6: _dec_message_stored,
     15: _dec_message_queued,
     7: _dec_outgoing_stored,
+    18: _dec_message_stored_at,
+    19: _dec_message_queued,
+    20: _dec_outgoing_stored,
     8: _dec_outgoing_sent,
     9: _dec_client_and_id(OutgoingReleased),
     10: _dec_client_and_id(OutgoingDone),
@@ -319,6 +370,10 @@ def decode_record(body: bytes) -> Record:
             elif kind == "float":
                 values.append(_F64.unpack_from(body, pos)[0])
                 pos = _take(body, pos, 8)
+            elif kind == "ids":
+                ids, end = _ids_at(body, pos)
+                pos = _take(body, pos, end - pos)
+                values.append(ids)
             else:  # props
                 reader = Reader(body, pos)
                 values.append(decode_properties(reader, "PUBLISH"))

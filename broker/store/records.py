@@ -14,6 +14,11 @@ Outgoing messages of a session are keyed by message id while queued and by packe
 in flight; `OutgoingSent` moves a queued one into flight, `OutgoingReleased` records that its
 PUBREC arrived (QoS 2, PUBREL sent), and `OutgoingDone` ends it; `OutgoingWithdrawn` ends a
 queued one that was never sent.
+
+MQTT 5 added two facts to old records, each with a default that means "as before", so a
+record without them is written and read exactly as it always was: a message's wall-clock
+arrival time (`received_at`, set only when it has a message expiry interval, which counts
+from then across restarts) and the subscription identifiers a delivery carries (`sub_ids`).
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class MessageStored:
     retain: bool
     origin: str = ""
     properties: Mapping[str, Any] = NO_PROPERTIES
+    received_at: float = 0.0  # wall clock, for a message expiry interval; 0: not kept
 
 
 @dataclass(slots=True)
@@ -81,6 +87,7 @@ class OutgoingStored:
     qos: int
     retain: bool
     packet_id: int
+    sub_ids: tuple[int, ...] = ()  # MQTT 5 subscription identifiers this delivery carries
 
 
 @dataclass(slots=True)
@@ -99,14 +106,16 @@ class MessageQueued:
     out_qos: int
     out_retain: bool
     packet_id: int
+    received_at: float = 0.0
+    sub_ids: tuple[int, ...] = ()
 
     def message(self) -> MessageStored:
         return MessageStored(self.msg_id, self.topic, self.payload, self.qos, self.retain,
-                             self.origin, self.properties)
+                             self.origin, self.properties, self.received_at)
 
     def outgoing(self) -> OutgoingStored:
         return OutgoingStored(self.client_id, self.msg_id, self.out_qos, self.out_retain,
-                              self.packet_id)
+                              self.packet_id, self.sub_ids)
 
 
 @dataclass(slots=True)
