@@ -4,6 +4,17 @@ CONNACK, kept per connection. For MQTT 3.x every field keeps its default, which 
 
 from __future__ import annotations
 
+from ..config.schema import LimitsSection
+
+DEFAULT_RECEIVE_MAXIMUM = 65_535  # what MQTT 5 means when CONNECT/CONNACK say nothing
+
+
+def receive_maximum(limits: LimitsSection) -> int:
+    """The broker's receive maximum (CONNACK): how many QoS 2 PUBLISHes an MQTT 5 client may
+    have unreleased; the window the broker keeps towards clients, or 65,535 when unlimited."""
+    window = limits.max_inflight_messages
+    return window if 0 < window < DEFAULT_RECEIVE_MAXIMUM else DEFAULT_RECEIVE_MAXIMUM
+
 
 class ClientLimits:
     __slots__ = ("receive_maximum", "maximum_packet_size", "topic_alias_maximum",
@@ -11,7 +22,8 @@ class ClientLimits:
                  "inbound_aliases", "outbound_aliases", "session_expiry")
 
     def __init__(self) -> None:
-        self.receive_maximum = 65_535  # QoS 1/2 PUBLISHes the client takes unacknowledged
+        # QoS 1/2 PUBLISHes the client takes unacknowledged
+        self.receive_maximum = DEFAULT_RECEIVE_MAXIMUM
         self.maximum_packet_size = 0  # the largest packet the client accepts; 0: no limit
         self.topic_alias_maximum = 0  # aliases the client accepts from the broker
         self.request_problem_information = True  # reason strings beyond CONNACK/DISCONNECT

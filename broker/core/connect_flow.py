@@ -23,6 +23,7 @@ from typing import Any
 
 from ..codec import MQTT_3_1, MQTT_5, ConnAck, Connect, Disconnect, Will
 from ..errors import ProtocolError, ReasonCode
+from .client_limits import DEFAULT_RECEIVE_MAXIMUM, receive_maximum
 from .message import Message
 from .protocol_state import (
     AWAIT_AUTH,
@@ -40,7 +41,6 @@ from .protocol_state import (
 log = logging.getLogger("greenfly.connection")
 
 SESSION_NEVER_EXPIRES = 0xFFFF_FFFF
-DEFAULT_RECEIVE_MAXIMUM = 65_535
 MAX_PACKET_SIZE = 268_435_455  # what the remaining length can say, plus the header's bytes
 
 
@@ -93,13 +93,13 @@ def _take_v5_properties(proto: ProtocolState, packet: Connect) -> bool:
         refuse(proto, ReasonCode.BAD_AUTHENTICATION_METHOD,
                f"authentication method {props['authentication_method']!r} is not supported")
         return False
-    receive_maximum = props.get("receive_maximum", DEFAULT_RECEIVE_MAXIMUM)
-    if receive_maximum == 0:
+    client_receive = props.get("receive_maximum", DEFAULT_RECEIVE_MAXIMUM)
+    if client_receive == 0:
         raise ProtocolError("CONNECT: receive maximum 0 (5.0 section 3.1.2.11.3)")
     maximum_packet_size = props.get("maximum_packet_size", 0)
     if "maximum_packet_size" in props and maximum_packet_size == 0:
         raise ProtocolError("CONNECT: maximum packet size 0 (5.0 section 3.1.2.11.4)")
-    limits.receive_maximum = receive_maximum
+    limits.receive_maximum = client_receive
     limits.maximum_packet_size = maximum_packet_size
     limits.topic_alias_maximum = props.get("topic_alias_maximum", 0)
     limits.request_problem_information = props.get("request_problem_information", 1) == 1
@@ -170,9 +170,9 @@ def _connack_properties(proto: ProtocolState, packet: Connect) -> dict[str, Any]
     if max_keepalive and packet.keepalive > max_keepalive:
         proto.keepalive = max_keepalive
         props["server_keep_alive"] = max_keepalive  # 5.0 section 3.2.2.3.14
-    window = limits.max_inflight_messages
-    if window and window < DEFAULT_RECEIVE_MAXIMUM:
-        props["receive_maximum"] = window
+    ours = receive_maximum(limits)
+    if ours < DEFAULT_RECEIVE_MAXIMUM:
+        props["receive_maximum"] = ours
     if limits.max_packet_size < MAX_PACKET_SIZE:
         props["maximum_packet_size"] = limits.max_packet_size
     if limits.max_topic_alias:

@@ -26,8 +26,8 @@ from ..codec import (
     encode_pubcomp_success,
     encode_pubrec_success,
 )
-from ..config.schema import LimitsSection
 from ..errors import MQTTError, ProtocolError, ReasonCode, StoreUnavailable
+from .client_limits import receive_maximum
 from .message import Message
 from .protocol_state import ProtocolState
 
@@ -93,13 +93,6 @@ def on_publish(proto: ProtocolState, packet: Publish) -> None:
         proto.peer.put(PubRec(packet.packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS))
     else:
         proto.peer.put(encode_pubrec_success(packet.packet_id))
-
-
-def receive_maximum(limits: LimitsSection) -> int:
-    """How many QoS 2 PUBLISHes an MQTT 5 client may have unreleased (CONNACK's receive
-    maximum): the window the broker keeps towards clients, or 65,535 when unlimited."""
-    window = limits.max_inflight_messages
-    return window if 0 < window < 65_535 else 65_535
 
 
 def _v5_topic_and_properties(proto: ProtocolState,
