@@ -17,6 +17,19 @@ from broker.codec import Connect, FrameDecoder, SubOptions, Subscribe, encode
 TIMEOUT = 5.0
 
 
+def take(source: queue.Queue[Any], n: int, timeout: float = TIMEOUT) -> list[Any]:
+    """Up to `n` items from `source`, waiting at most `timeout` in all: fewer means the rest
+    did not come in time (the caller says what was missing)."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        try:
+            out.append(source.get(timeout=max(0.001, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    return out
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -158,15 +171,10 @@ class PahoClient:
                 raise TimeoutError(f"{self.client_id}: publish to {topic} not acknowledged")
 
     def expect(self, n: int = 1, timeout: float = TIMEOUT) -> list[paho.MQTTMessage]:
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            left = deadline - time.monotonic()
-            try:
-                out.append(self.messages.get(timeout=max(left, 0.001)))
-            except queue.Empty:
-                raise AssertionError(f"{self.client_id}: got {len(out)} of {n} messages: "
-                                     f"{[(m.topic, m.payload) for m in out]}") from None
+        out = take(self.messages, n, timeout)
+        if len(out) < n:
+            raise AssertionError(f"{self.client_id}: got {len(out)} of {n} messages: "
+                                 f"{[(m.topic, m.payload) for m in out]}")
         return out
 
     def expect_none(self, wait: float = 0.3) -> None:

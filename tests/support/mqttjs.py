@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from support.clients import TIMEOUT
+from support.clients import TIMEOUT, take
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 DRIVER = JS_DIR / "mqttjs-driver.js"
@@ -120,14 +120,10 @@ class MqttJs:
         self.call("end")
 
     def expect(self, n: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            try:
-                out.append(self.messages.get(timeout=max(0.001, deadline - time.monotonic())))
-            except queue.Empty:
-                raise AssertionError(f"MQTT.js got {len(out)} of {n} messages: {out}; "
-                                     f"errors: {self.errors}") from None
+        out = take(self.messages, n, timeout)
+        if len(out) < n:
+            raise AssertionError(f"MQTT.js got {len(out)} of {n} messages: {out}; "
+                                 f"errors: {self.errors}")
         return out
 
     def kill(self) -> None:

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from support.clients import TIMEOUT, unique
+from support.clients import TIMEOUT, take, unique
 
 
 def properties(packet_type: int, **values: Any) -> Properties | None:
@@ -120,14 +120,10 @@ class Paho5:
         return self._wait_ack(info.mid, f"PUBLISH {topic}", timeout)
 
     def expect(self, n: int = 1, timeout: float = TIMEOUT) -> list[paho.MQTTMessage]:
-        out: list[paho.MQTTMessage] = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            try:
-                out.append(self.messages.get(timeout=max(0.001, deadline - time.monotonic())))
-            except queue.Empty:
-                raise AssertionError(f"{self.client_id}: got {len(out)} of {n} messages: "
-                                     f"{[(m.topic, m.payload) for m in out]}") from None
+        out = take(self.messages, n, timeout)
+        if len(out) < n:
+            raise AssertionError(f"{self.client_id}: got {len(out)} of {n} messages: "
+                                 f"{[(m.topic, m.payload) for m in out]}")
         return out
 
     def next_disconnect(self, timeout: float = TIMEOUT) -> tuple[int, Properties | None]:

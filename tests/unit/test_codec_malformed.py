@@ -8,7 +8,15 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import pytest
-from support.wire import C1_CONNECT_BODY_TAIL, MQISDP, MQTT, drain, h, varint
+from support.wire import (
+    C1_CONNECT_BODY_TAIL,
+    MQISDP,
+    MQTT,
+    drain,
+    first_error_bytewise,
+    h,
+    varint,
+)
 
 from broker.codec import CONNECT_PACKET_LIMIT, Connect, FrameDecoder, Publish
 from broker.errors import (
@@ -199,15 +207,7 @@ def test_malformed_input_raises_its_error_and_reason_fed_whole(bad: Bad):
 @pytest.mark.parametrize("bad", _bad_params())
 def test_malformed_input_raises_its_error_fed_one_byte_at_a_time(bad: Bad):
     decoder = FrameDecoder(server_side=bad.server_side, protocol_level=bad.level)
-    wire = h(bad.wire)
-    raised = None
-    for i in range(len(wire)):
-        decoder.feed(wire[i:i + 1])
-        try:
-            assert decoder.next_packet() is None
-        except MQTTError as exc:
-            raised = exc
-            break
+    raised, _at = first_error_bytewise(decoder, h(bad.wire))
     assert type(raised) is bad.error
     assert raised.reason_code == bad.reason
 

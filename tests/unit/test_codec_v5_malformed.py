@@ -11,7 +11,7 @@ import re
 from typing import Any, NamedTuple
 
 import pytest
-from support.wire import MQTT, h
+from support.wire import MQTT, first_error_bytewise, h
 
 from broker import errors
 from broker.codec import FrameDecoder
@@ -233,17 +233,10 @@ def test_v5_bad_input_raises_its_error_and_reason_fed_whole(bad: Bad):
 def test_v5_bad_input_raises_its_error_fed_one_byte_at_a_time(bad: Bad):
     decoder = FrameDecoder(server_side=bad.server_side, protocol_level=5)
     wire = h(bad.wire)
-    raised = None
-    for i in range(len(wire)):
-        decoder.feed(wire[i:i + 1])
-        try:
-            assert decoder.next_packet() is None
-        except MQTTError as exc:
-            raised = exc
-            break
+    raised, at = first_error_bytewise(decoder, wire)
     assert type(raised) is bad.error
     assert raised.reason_code == bad.reason
-    assert i == len(wire) - 1, "raised before the packet was complete"
+    assert at == len(wire) - 1, "raised before the packet was complete"
 
 
 def test_the_same_bytes_are_fine_from_the_side_that_may_send_them():
