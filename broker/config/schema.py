@@ -89,6 +89,10 @@ class BrokerSection:
     response_information: str | None = option(
         text, None, "MQTT 5 request/response: a topic prefix offered to clients that ask for "
         "response information (CONNACK carries PREFIX/<client id>); not set: none offered")
+    reveal_denials: bool = option(
+        boolean, True, "MQTT 5: a publish or subscription the ACL refuses is answered 0x87 not "
+        "authorized; false: 0x80 unspecified error, which does not tell the client that a rule "
+        "protects the topic")
 
 
 @dataclass(frozen=True, slots=True)

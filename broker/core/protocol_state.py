@@ -154,6 +154,13 @@ class ProtocolState:
         if seq != since and not store.is_durable(seq):
             self.peer.put(WaitDurable(seq))
 
+    def denied(self) -> ReasonCode:
+        """The MQTT 5 code for what the ACL refuses: 0x87, or 0x80 for a broker that does not
+        reveal why (5.0 sections 3.4.2.1 and 3.9.3 allow it)."""
+        if self.ctx.config.broker.reveal_denials:
+            return ReasonCode.NOT_AUTHORIZED
+        return ReasonCode.UNSPECIFIED_ERROR
+
     def connected_session(self) -> Session:
         """The session of a CONNECTED protocol (a handler runs only then)."""
         session = self.session

@@ -149,12 +149,12 @@ def _refuse_payload_format(proto: ProtocolState, packet: Publish, topic: str) ->
 def _acknowledge_denied(proto: ProtocolState, packet: Publish) -> None:
     v5 = proto.protocol_level >= MQTT_5
     if packet.qos == 1:
-        proto.peer.put(PubAck(packet.packet_id, ReasonCode.NOT_AUTHORIZED) if v5
+        proto.peer.put(PubAck(packet.packet_id, proto.denied()) if v5
                        else encode_puback_success(packet.packet_id))
     elif packet.qos == 2:
         if v5:
             # A failure PUBREC ends the exchange: no PUBREL follows (5.0 section 4.3.3).
-            proto.peer.put(PubRec(packet.packet_id, ReasonCode.NOT_AUTHORIZED))
+            proto.peer.put(PubRec(packet.packet_id, proto.denied()))
             return
         # The id still goes through the exactly-once flow so that PUBREL finds it.
         since = proto.ctx.store.seq

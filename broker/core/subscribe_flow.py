@@ -2,7 +2,8 @@
 answer with one code per filter, and the retained messages a new subscription is owed.
 
 MQTT 3.1.1 answers a refused filter with 0x80 and an UNSUBACK with nothing; MQTT 5 says why
-(0x87 not authorized, 0x8F invalid filter; 5.0 section 3.9.3), and whether an UNSUBSCRIBE found
+(0x87 not authorized, or 0x80 when `reveal_denials = false`; 0x8F invalid filter; 5.0
+section 3.9.3), and whether an UNSUBSCRIBE found
 anything (0x11; 5.0 section 3.11.3). An invalid filter closes a 3.1.1 connection (it has no code
 for it); a 5.0 client gets 0x8F for that filter and keeps the others.
 
@@ -57,7 +58,7 @@ def on_subscribe(proto: ProtocolState, packet: Subscribe) -> None:
             continue
         if rules is not None and not rules.can_subscribe(topic_filter):
             log.debug("%s: subscription to %r denied", proto.describe(), topic_filter)
-            granted.append(ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE)
+            granted.append(proto.denied() if v5 else SUBACK_FAILURE)
             retained_owed.append(False)
             continue
         qos = options.qos

@@ -19,6 +19,7 @@ from broker.codec import (
     PingResp,
     PubAck,
     Publish,
+    PubRec,
     SubAck,
     SubOptions,
     Subscribe,
@@ -201,6 +202,23 @@ def test_v5_suback_grants_refuses_and_says_why_per_filter(broker_factory, tmp_pa
     assert subscribe(v3, ("open/a", SubOptions(2)), ("closed/a", SubOptions(1)),
                      level=4) == (2, 0x80)
     v3.close()
+
+
+def test_v5_reveal_denials_false_answers_refusals_with_0x80(broker_factory, tmp_path):
+    """A broker that does not tell which topics a rule protects: 0x80 where 0x87 would be."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite open/#\n")
+    broker = broker_factory(f'[broker]\nacl_file = "{acl}"\nallow_anonymous = true\n'
+                            'reveal_denials = false\n')
+    raw = v5(broker.port)
+    assert subscribe(raw, ("open/a", SubOptions(1)), ("closed/a", SubOptions(1))) == (1, 0x80)
+    assert publish_acked(raw, "closed/a", b"x").reason_code == ReasonCode.UNSPECIFIED_ERROR
+    raw.send_packet(Publish("closed/b", b"x", 2, packet_id=2), V5)
+    rec = raw.recv_packet()
+    assert isinstance(rec, PubRec) and rec.reason_code == ReasonCode.UNSPECIFIED_ERROR
+    allowed = publish_acked(raw, "open/b", b"y", packet_id=3)
+    assert allowed.reason_code == ReasonCode.NO_MATCHING_SUBSCRIBERS
+    raw.close()
 
 
 def test_v5_no_local_on_a_shared_subscription_is_a_protocol_error(broker):  # [MQTT-3.8.3-4]
