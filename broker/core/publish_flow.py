@@ -3,7 +3,8 @@
 Inbound: the topic (an MQTT 5 topic alias resolved first), the ACL, then the router; the
 PUBACK/PUBREC waits (a `WaitDurable` in the outbox) until what the publish wrote is durable.
 MQTT 3.1.1 cannot say "denied" or "nobody listens", so such publishes are acknowledged as
-usual; MQTT 5 says it: 0x87 not authorized, 0x10 no matching subscribers (5.0 3.4.2.1).
+usual; MQTT 5 says it: 0x87 not authorized, 0x10 no matching subscribers, 0x97 quota exceeded
+when every subscriber dropped it (5.0 3.4.2.1).
 An MQTT 5 payload that says it is UTF-8 (payload format indicator 1) and is not goes nowhere:
 0x99 on its PUBACK/PUBREC, dropped at QoS 0 (5.0 sections 3.3.2.3.2 and 4.13).
 Outbound acks from the client move the session's in-flight window.
@@ -30,6 +31,7 @@ from ..errors import MQTTError, ProtocolError, ReasonCode, StoreUnavailable
 from .client_limits import receive_maximum
 from .message import Message
 from .protocol_state import ProtocolState
+from .router import ALL_DROPPED
 
 log = logging.getLogger("greenfly.connection")
 
@@ -76,8 +78,8 @@ def on_publish(proto: ProtocolState, packet: Publish) -> None:
     if qos == 1:
         delivered = ctx.router.publish(message)
         proto.wait_durable(since)
-        if v5 and not delivered:
-            proto.peer.put(PubAck(packet.packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS))
+        if v5 and delivered <= 0:
+            proto.peer.put(PubAck(packet.packet_id, _unrouted(delivered, message)))
         else:
             proto.peer.put(encode_puback_success(packet.packet_id))
         return
@@ -89,10 +91,22 @@ def on_publish(proto: ProtocolState, packet: Publish) -> None:
                             "(5.0 section 3.3.4)", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
         delivered = ctx.router.publish(message)
     proto.wait_durable(since)
-    if v5 and not delivered:
-        proto.peer.put(PubRec(packet.packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS))
+    if v5 and delivered <= 0:
+        code = _unrouted(delivered, message)
+        if code >= 0x80:  # a failure PUBREC ends the exchange: no PUBREL will free the id
+            session.release_qos2(packet.packet_id)  # (5.0 section 4.3.3)
+        proto.peer.put(PubRec(packet.packet_id, code))
     else:
         proto.peer.put(encode_pubrec_success(packet.packet_id))
+
+
+def _unrouted(delivered: int, message: Message) -> ReasonCode:
+    """Why nobody took a message: nobody subscribed (0x10, a success), or every subscriber's
+    limits dropped it (0x97 quota exceeded, a failure; 5.0 section 3.4.2.1) unless it was kept
+    as the topic's retained message."""
+    if delivered == ALL_DROPPED and not message.retain:
+        return ReasonCode.QUOTA_EXCEEDED
+    return ReasonCode.NO_MATCHING_SUBSCRIBERS
 
 
 def _v5_topic_and_properties(proto: ProtocolState,

@@ -32,6 +32,8 @@ from .topic_tree import TopicTree
 
 log = logging.getLogger("greenfly.router")
 
+ALL_DROPPED = -1  # Router.publish: subscribers matched, and every one dropped the message
+
 
 class Router:
     def __init__(self, tree: TopicTree, retained: RetainedMessages, registry: SessionRegistry,
@@ -51,7 +53,9 @@ class Router:
         registry.hand_over = self.hand_over  # a session's end leaves its shared groups
 
     def publish(self, message: Message, persist: bool = True) -> int:
-        """Deliver `message` to every matching session; returns how many it was handed to."""
+        """Deliver `message` to every matching session. Returns how many took it (0: nobody
+        matched), or ALL_DROPPED when subscribers matched and every one of them dropped it
+        (a full queue, a packet above its maximum): MQTT 5's "quota exceeded"."""
         if message.retain:
             self._retain(message, persist)
         targets = self.tree.match(message.topic, self._online)
@@ -60,6 +64,7 @@ class Router:
         sessions = self.registry.sessions
         pub_qos = message.qos
         delivered = 0
+        lost = 0
         topic = message.topic
         for client_id, qos, options in targets:
             session = sessions.get(client_id)
@@ -68,17 +73,22 @@ class Router:
                 if rules is not None and not rules.can_read(topic):
                     continue  # the ACL is checked per delivery, not only at SUBSCRIBE
                 if options is None:  # [MQTT-3.3.1-9]
-                    session.deliver(message, qos if qos < pub_qos else pub_qos, False)
+                    taken = session.deliver(message, qos if qos < pub_qos else pub_qos, False)
                 else:
                     if options.no_local and client_id == message.origin:
                         options = options.own  # [MQTT-3.8.3-3]
                         if options is None:
                             continue
                         qos = options.qos
-                    session.deliver(message, qos if qos < pub_qos else pub_qos,
-                                    message.retain and options.retain_as_published,
-                                    options.identifiers)  # [MQTT-3.3.4-4]
-                delivered += 1
+                    taken = session.deliver(message, qos if qos < pub_qos else pub_qos,
+                                            message.retain and options.retain_as_published,
+                                            options.identifiers)  # [MQTT-3.3.4-4]
+                if taken:
+                    delivered += 1
+                else:
+                    lost += 1
+        if lost and not delivered:
+            return ALL_DROPPED
         return delivered
 
     def _retain(self, message: Message, persist: bool) -> None:

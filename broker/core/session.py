@@ -323,12 +323,13 @@ class Session:
                 sub_ids: tuple[int, ...] = ()) -> bool:
         """Send or queue one message at `qos` (already the minimum of publish and grant).
         `sub_ids`: the MQTT 5 subscription identifiers of the matching subscriptions, which
-        this delivery carries [MQTT-3.3.4-4]. False when it was not taken: dropped (counted,
-        logged), expired, or QoS 0 to an offline client."""
+        this delivery carries [MQTT-3.3.4-4]. False when it was lost: dropped (counted,
+        logged) or expired; True when it was sent or queued, and for QoS 0 to an offline
+        client, which is owed nothing."""
         peer = self.peer
         if not qos:
             if peer is None:
-                return False  # QoS 0 is not queued for an offline client
+                return True  # QoS 0 is not queued for an offline client: nothing lost
             if message.expires_at and self._expired(message):
                 return False
             if peer.full():

@@ -14,8 +14,10 @@ from broker.codec import (
     Connect,
     Disconnect,
     PubAck,
+    PubComp,
     Publish,
     PubRec,
+    PubRel,
     SubAck,
     SubOptions,
     Subscribe,
@@ -168,7 +170,9 @@ def test_a_message_above_the_clients_maximum_packet_size_is_dropped_and_logged(b
     subscribe(sub, topic)
     pub = v5_client(broker.port)
     broker.mark_log()
-    assert publish(pub, Publish(topic, b"x" * 200, 1, packet_id=1)) == PubAck(1)
+    # Its one subscriber dropped it: a limit, so the publisher hears 0x97.
+    assert publish(pub, Publish(topic, b"x" * 200, 1, packet_id=1)) == PubAck(
+        1, ReasonCode.QUOTA_EXCEEDED)
     assert publish(pub, Publish(topic, b"small", 1, packet_id=2)) == PubAck(2)
     message = sub.recv_packet()  # the window was not held by the dropped one
     assert message.payload == b"small"
@@ -244,3 +248,25 @@ def test_a_v5_subscriber_gets_a_v311_publish_with_no_properties(broker):
     assert message.payload == b"from 3.1.1" and dict(message.properties) == {}
     for raw in (sub, old):
         raw.close()
+
+
+def test_v5_puback_says_quota_exceeded_when_every_subscriber_dropped_the_message(broker_factory):
+    broker = broker_factory("[limits]\nmax_queued_messages = 1\n")
+    topic = f"v5/quota/{unique()}"
+    persistent_subscriber_offline(broker.port, topic)
+    pub = v5_client(broker.port)
+    first = publish(pub, Publish(topic, b"queued", 1, packet_id=1))
+    assert isinstance(first, PubAck) and first.reason_code == ReasonCode.SUCCESS
+    second = publish(pub, Publish(topic, b"over", 1, packet_id=2))
+    assert isinstance(second, PubAck) and second.reason_code == ReasonCode.QUOTA_EXCEEDED
+    # QoS 2: a failure PUBREC ends the exchange, so the id is free again (PUBREL: 0x92).
+    third = publish(pub, Publish(topic, b"over", 2, packet_id=3))
+    assert isinstance(third, PubRec) and third.reason_code == ReasonCode.QUOTA_EXCEEDED
+    pub.send_packet(PubRel(3), V5)
+    comp = pub.recv_packet()
+    assert isinstance(comp, PubComp)
+    assert comp.reason_code == ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+    # Kept as the retained message, it was accepted: no failure code.
+    kept = publish(pub, Publish(topic, b"kept", 1, retain=True, packet_id=4))
+    assert isinstance(kept, PubAck) and kept.reason_code == ReasonCode.NO_MATCHING_SUBSCRIBERS
+    pub.close()
