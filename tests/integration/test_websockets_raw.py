@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import struct
 import time
@@ -429,15 +430,22 @@ def test_keepalive_timeout_over_websocket_publishes_the_will(wsbroker):
 
 # -- behind a proxy ----------------------------------------------------------------------------
 
-def test_forwarded_client_address_from_a_trusted_proxy_is_logged(wsbroker):
+@pytest.mark.parametrize(("forwarded", "client"), [
+    ("203.0.113.9", "203.0.113.9"),
+    # The right-most entry that is not a trusted proxy: what the client wrote itself
+    # (203.0.113.9 here) stands left of it and is never believed.
+    ("203.0.113.9, 10.0.0.1", "10.0.0.1"),
+    ("203.0.113.9, 127.0.0.1", "203.0.113.9"),  # a trusted hop is walked past
+])
+def test_forwarded_client_address_from_a_trusted_proxy_is_logged(wsbroker, forwarded, client):
     client_id = unique("proxied")
     wsbroker.mark_log()
     ws = RawWebSocket(wsbroker.ws_port)
-    status, _ = ws.request(extra="X-Forwarded-For: 203.0.113.9, 10.0.0.1\r\n")
+    status, _ = ws.request(extra=f"X-Forwarded-For: {forwarded}\r\n")
     assert status == 101
     ws.send_mqtt(Connect(client_id))
     assert isinstance(ws.recv_packet(), ConnAck)
-    wsbroker.wait_for_log(rf"client connected: {client_id} from 203\.0\.113\.9 ")
+    wsbroker.wait_for_log(rf"client connected: {client_id} from {re.escape(client)} ")
 
 
 def test_x_real_ip_is_used_when_there_is_no_x_forwarded_for(wsbroker):

@@ -1,0 +1,60 @@
+"""Who the client is behind a proxy, through the real nginx that `greenfly deploy` renders.
+
+- WebSocket through `greenfly deploy nginx`: a client that sends its own `X-Forwarded-For`
+  (MQTT.js with forged headers) is logged, slowed down and judged by the address nginx saw,
+  never by the address it wrote. The client binds 127.0.0.2, so its real address differs from
+  nginx's 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from support.broker import BrokerProcess
+from support.clients import unique
+from support.deploy import ws_nginx
+
+CLIENT_ADDRESS = "127.0.0.2"  # the device; nginx and the broker talk over 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def password_file(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("passwords") / "passwords"
+    subprocess.run([sys.executable, "-m", "broker", "passwd", "-I", "1000", "-c", "-b",
+                    str(path), "alice", "wonderland"], check=True, capture_output=True,
+                   timeout=60)
+    return path
+
+
+@pytest.fixture(scope="module")
+def secured(password_file, tmp_path_factory: pytest.TempPathFactory):
+    proc = BrokerProcess(tmp_path_factory.mktemp("secured"),
+                         f'[broker]\npassword_file = "{password_file}"\nallow_anonymous = false\n',
+                         websockets=True).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx(secured, tmp_path_factory: pytest.TempPathFactory):
+    front = ws_nginx(tmp_path_factory.mktemp("nginx"), secured.config_path).start()
+    yield front
+    front.stop()
+
+
+def test_a_forged_x_forwarded_for_through_nginx_is_not_the_logged_address(secured, nginx,
+                                                                         mqttjs):
+    secured.mark_log()
+    for forged in ("198.51.100.1", "198.51.100.2"):
+        client_id = unique("forger")
+        js = mqttjs()
+        js.send("connect", url=f"ws://127.0.0.1:{nginx.port}/mqtt", options={
+            "clientId": client_id, "username": "alice", "password": "guess",
+            "wsOptions": {"headers": {"X-Forwarded-For": forged},
+                          "localAddress": CLIENT_ADDRESS}})
+        assert js.next_event("error")["code"] == 4  # bad user name or password
+        line = secured.wait_for_log(rf"connection refused: {client_id} from (\S+): .*")
+        assert line.group(1) == CLIENT_ADDRESS, line.group(0)
+    assert "198.51.100" not in secured.log_text()
