@@ -160,8 +160,13 @@ class ListenerSection:
                                    "websockets only: the URL path, or a list of paths, that "
                                    "upgrade; any other path gets HTTP 404")
     trusted_proxies: tuple[str, ...] = option(
-        addresses, ("127.0.0.1", "::1"), "websockets only: peers (addresses or networks) whose "
-        "X-Forwarded-For / X-Real-IP header names the client in logs")
+        addresses, ("127.0.0.1", "::1"), "proxies (addresses or networks) believed about the "
+        "client's address: websockets: X-Forwarded-For (the right-most entry not in this list) "
+        "or X-Real-IP; mqtt with proxy_protocol: the only peers accepted")
+    proxy_protocol: bool = option(
+        boolean, False, "mqtt only: every connection starts with a PROXY protocol header "
+        "(v1 or v2, from nginx-stream's proxy_protocol on or frp) naming the client; only "
+        "trusted_proxies may connect, and one without a valid header is closed")
     allow_anonymous: bool | None = option(boolean, None, "overrides [broker] allow_anonymous "
                                           "for this listener")
     password_file: str | None = option(text, None, "overrides [broker] password_file for "
@@ -189,10 +194,16 @@ class ListenerSection:
     def check_given(values: dict[str, Any]) -> tuple[str, str] | None:
         """(key, message) when keys given together do not fit; None when they do."""
         if values.get("protocol", "mqtt") == "mqtt":
-            for key in ("path", "trusted_proxies"):
-                if key in values:
-                    return key, ('only a websockets listener has this key; add '
-                                 'protocol = "websockets" or remove it')
+            if "path" in values:
+                return "path", ('only a websockets listener has this key; add '
+                                'protocol = "websockets" or remove it')
+            if "trusted_proxies" in values and not values.get("proxy_protocol"):
+                return "trusted_proxies", ("an mqtt listener believes proxies only with "
+                                           "proxy_protocol = true; add it or remove this key")
+        elif values.get("proxy_protocol"):
+            return "proxy_protocol", ("websockets listeners take the client's address from "
+                                      "X-Forwarded-For (trusted_proxies); the PROXY protocol "
+                                      'is for protocol = "mqtt" listeners')
         if ("certfile" in values) != ("keyfile" in values):
             missing = "keyfile" if "certfile" in values else "certfile"
             return missing, "TLS needs both certfile and keyfile"

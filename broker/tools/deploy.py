@@ -136,12 +136,15 @@ def make_plan(config: Config, args: argparse.Namespace) -> Plan:
 
 
 def _plain_listener(config: Config, protocol: str) -> ListenerSection | None:
-    """The first listener of `protocol` without TLS of its own (the proxy terminates TLS)."""
-    for listener in config.listeners:
-        if listener.protocol == protocol and not getattr(listener, "certfile", None):
-            if listener.port == 0:
-                raise DeployError(f"the {protocol} listener on {listener.bind} has port 0 "
-                                  "(a random port): a proxy needs a fixed one")
-            return listener
-    return None
+    """The first listener of `protocol` without TLS of its own (the proxy terminates TLS);
+    one with `proxy_protocol = true` first, since it is there for proxies."""
+    candidates = sorted((item for item in config.listeners if item.protocol == protocol
+                         and not item.certfile), key=lambda item: not item.proxy_protocol)
+    if not candidates:
+        return None
+    listener = candidates[0]
+    if listener.port == 0:
+        raise DeployError(f"the {protocol} listener on {listener.bind} has port 0 "
+                          "(a random port): a proxy needs a fixed one")
+    return listener
 

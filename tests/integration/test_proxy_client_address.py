@@ -4,6 +4,9 @@
   (MQTT.js with forged headers) is logged, slowed down and judged by the address nginx saw,
   never by the address it wrote. The client binds 127.0.0.2, so its real address differs from
   nginx's 127.0.0.1.
+- TCP through `greenfly deploy nginx-stream` (Debian's stream module) to a `proxy_protocol =
+  true` listener: nginx's PROXY header names the device, and the broker logs it (connected,
+  refused, slowed down), not nginx's 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import subprocess
 import sys
 
 import pytest
-from support.broker import BrokerProcess
-from support.clients import unique
-from support.deploy import ws_nginx
+from support.broker import BrokerProcess, free_port
+from support.clients import RawClient, unique
+from support.deploy import Nginx, deploy, ws_nginx
+
+from broker.codec import ConnAck
 
 CLIENT_ADDRESS = "127.0.0.2"  # the device; nginx and the broker talk over 127.0.0.1
 
@@ -35,6 +40,31 @@ def secured(password_file, tmp_path_factory: pytest.TempPathFactory):
                          websockets=True).start()
     yield proc
     proc.stop()
+
+
+PROXIED_LISTENER = ('[[listener]]\nbind = "127.0.0.1"\nport = 0\nprotocol = "mqtt"\n'
+                    "proxy_protocol = true\n")
+
+
+@pytest.fixture(scope="module")
+def proxied(password_file, tmp_path_factory: pytest.TempPathFactory):
+    """A broker whose second mqtt listener takes the PROXY protocol (and gets nginx-stream)."""
+    proc = BrokerProcess(tmp_path_factory.mktemp("proxied"),
+                         f'[broker]\npassword_file = "{password_file}"\n'
+                         f"allow_anonymous = false\n{PROXIED_LISTENER}").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stream_nginx(proxied, tmp_path_factory: pytest.TempPathFactory):
+    port = free_port()
+    conf = deploy("nginx-stream", proxied.config_path, "--listen", f"127.0.0.1:{port}",
+                  "--no-tls")
+    assert "proxy_protocol on;" in conf
+    front = Nginx(tmp_path_factory.mktemp("nginx-stream"), stream=conf, ports=(port,)).start()
+    yield front
+    front.stop()
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +88,21 @@ def test_a_forged_x_forwarded_for_through_nginx_is_not_the_logged_address(secure
         line = secured.wait_for_log(rf"connection refused: {client_id} from (\S+): .*")
         assert line.group(1) == CLIENT_ADDRESS, line.group(0)
     assert "198.51.100" not in secured.log_text()
+
+
+def test_the_device_address_through_nginx_stream_is_logged(proxied, stream_nginx):
+    client_id = unique("device")
+    device = RawClient(stream_nginx.port, source=CLIENT_ADDRESS)
+    assert device.connect(client_id, username="alice", password=b"wonderland") == \
+        ConnAck(0, False)
+    proxied.wait_for_log(rf"client connected: {client_id} from 127\.0\.0\.2:\d+ ")
+
+
+def test_wrong_passwords_through_nginx_stream_are_judged_by_the_device_address(proxied,
+                                                                              stream_nginx):
+    client_id = unique("guesser")
+    device = RawClient(stream_nginx.port, source=CLIENT_ADDRESS)
+    assert device.connect(client_id, username="alice", password=b"guess").reason_code == 0x86
+    line = proxied.wait_for_log(rf"connection refused: {client_id} from (\S+): .*")
+    assert line.group(1).startswith(f"{CLIENT_ADDRESS}:"), line.group(0)
+    assert f"from {CLIENT_ADDRESS}" in line.group(0).split(": ", 2)[-1]  # the slow-down's count
