@@ -73,8 +73,9 @@ class BrokerSection:
     connect_timeout: float = option(number(0.1, 3600), 10.0,
                                     "seconds a new socket has to complete CONNECT")
     allow_anonymous: bool | None = option(
-        boolean, None, "accept clients without a user name; when not set: true only if every "
-        "listener binds to a loopback address")
+        boolean, None, "accept clients without a user name; when not set: only from a "
+        "client whose real address (behind a trusted proxy, the one it names) is loopback, "
+        "and only if every listener binds to a loopback address")
     password_file: str | None = option(
         text, None, "Mosquitto-format password file (user:$7$...); clients must then log in "
         "unless anonymous clients are allowed")
@@ -250,15 +251,43 @@ def is_loopback(bind: str) -> bool:
     return bind.startswith(LOOPBACK) or bind == "0:0:0:0:0:0:0:1"
 
 
-def anonymous_allowed(config: Config, listener: ListenerSection) -> tuple[bool, str]:
-    """Whether `listener` accepts clients without a user name, and why (for the log)."""
+# Whether a listener accepts clients without a user name: always, never, or only from a
+# client whose real address (behind a proxy: the one the proxy names) is a loopback address.
+ANONYMOUS_ALLOWED, ANONYMOUS_REFUSED, ANONYMOUS_LOOPBACK = "allowed", "refused", "loopback"
+ANONYMOUS_WORDS = {ANONYMOUS_ALLOWED: "allowed", ANONYMOUS_REFUSED: "refused",
+                   ANONYMOUS_LOOPBACK: "allowed from loopback addresses only"}
+
+
+def anonymous_policy(config: Config, listener: ListenerSection) -> tuple[str, str]:
+    """How `listener` treats clients without a user name (ANONYMOUS_*), and why (for the log).
+
+    Not set, with every listener on loopback, the broker looks private, but a proxy (nginx,
+    frp) on the same machine makes it public while its own peer stays 127.0.0.1: so it is
+    the client's real address, not the listener's, that must be loopback."""
     if listener.allow_anonymous is not None:
-        return listener.allow_anonymous, "set on this listener"
+        return (ANONYMOUS_ALLOWED if listener.allow_anonymous else ANONYMOUS_REFUSED,
+                "set on this listener")
     if config.broker.allow_anonymous is not None:
-        return config.broker.allow_anonymous, "set in [broker]"
+        return (ANONYMOUS_ALLOWED if config.broker.allow_anonymous else ANONYMOUS_REFUSED,
+                "set in [broker]")
     public = [f"{item.bind}:{item.port}" for item in config.listeners
               if not is_loopback(item.bind)]
     if public:
-        return False, (f"not set, and {', '.join(public)} is not a loopback address: set "
-                       "allow_anonymous = true to accept clients without a user name")
-    return True, "not set, and every listener binds to a loopback address"
+        return ANONYMOUS_REFUSED, (f"not set, and {', '.join(public)} is not a loopback "
+                                   "address: set allow_anonymous = true to accept clients "
+                                   "without a user name")
+    return ANONYMOUS_LOOPBACK, ("not set, and every listener binds to a loopback address; a "
+                                "client behind a proxy is judged by the address the proxy "
+                                "names")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a loopback IP address (127.0.0.0/8, ::1, IPv4-mapped 127.x); False for any
+    other address or anything that is not one."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

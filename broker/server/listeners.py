@@ -86,8 +86,7 @@ class Listener:
     def start(self) -> None:
         self._server.start()
         log.info("listening: %s; anonymous clients %s (%s)", self.describe(),
-                 "allowed" if self.security.allow_anonymous else "refused",
-                 self.security.anonymous_why)
+                 self.security.anonymous_words, self.security.anonymous_why)
 
     def stop(self) -> None:
         self._server.close()

@@ -111,7 +111,7 @@ def nginx_stream(plan: Plan) -> str:
            "    proxy_pass greenfly_mqtt;\n"]
     if mqtt.proxy_protocol:
         out.append("    # The listener has proxy_protocol = true: a PROXY protocol header names "
-                   "the device,\n    # so greenfly's log and its login slow-down "
+                   "the device,\n    # so greenfly's log, login slow-down and anonymous rule "
                    "see its address.\n    proxy_protocol on;\n")
     if plan.tls:
         out.append(f"    ssl_certificate     {plan.cert};\n"

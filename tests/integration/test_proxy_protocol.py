@@ -14,16 +14,23 @@ import time
 import pytest
 from support.clients import RawClient, unique
 
-from broker.codec import ConnAck, Connect
+from broker.codec import MQTT_5, ConnAck, Connect
 from broker.net.proxy_header import encode_v1, encode_v2
 
-PROXIED = ('[broker]\nconnect_timeout = 1\n'
+PROXIED = ('[broker]\nconnect_timeout = 1\n{broker}'
            '[[listener]]\nbind = "127.0.0.1"\nport = 0\nproxy_protocol = true\n')
 
 
 @pytest.fixture
 def proxied(broker_factory):
-    return broker_factory(PROXIED)
+    """Anonymous clients allowed from anywhere: these tests are about the address."""
+    return broker_factory(PROXIED.format(broker="allow_anonymous = true\n"))
+
+
+@pytest.fixture
+def by_default(broker_factory):
+    """allow_anonymous not set, every listener on loopback."""
+    return broker_factory(PROXIED.format(broker=""))
 
 
 def proxied_port(proc) -> int:
@@ -108,3 +115,39 @@ def test_a_peer_that_is_not_a_trusted_proxy_is_refused(proxied):
 def test_the_plain_listener_beside_it_is_unchanged(proxied):
     raw = RawClient(proxied.port)
     assert raw.connect(unique()) == ConnAck(0, False)
+
+
+# -- anonymous clients: the real address decides -----------------------------------------------
+
+REMOTE = encode_v1(("203.0.113.9", 51234), ("192.0.2.1", 8883))
+
+
+def test_an_anonymous_client_the_proxy_names_as_remote_is_refused_with_5(by_default):
+    client_id = unique("anon")
+    raw = RawClient(proxied_port(by_default))
+    raw.send(REMOTE)
+    raw.send_packet(Connect(client_id))
+    assert raw.recv_bytes(4) == bytes.fromhex("20020005")  # 3.1.1: not authorised
+    by_default.wait_for_log(rf"connection refused: {client_id} from 203\.0\.113\.9:51234: "
+                            r"anonymous clients are allowed from loopback addresses only, and "
+                            r"203\.0\.113\.9 is remote \(allow_anonymous not set\)")
+
+
+def test_an_mqtt5_anonymous_remote_client_gets_0x87(by_default):
+    raw = RawClient(proxied_port(by_default), protocol_level=MQTT_5)
+    raw.send(encode_v2(("2001:db8::7", 51234), ("2001:db8::1", 8883)))
+    raw.send_packet(Connect(unique("anon5"), protocol_level=MQTT_5), MQTT_5)
+    assert raw.recv_packet().reason_code == 0x87
+
+
+@pytest.mark.parametrize("header", [encode_v1(("127.0.0.1", 40000), ("127.0.0.1", 1883)),
+                                    encode_v2(None)])
+def test_an_anonymous_client_on_this_machine_is_still_welcome(by_default, header):
+    raw = RawClient(proxied_port(by_default))
+    raw.send(header)
+    assert raw.connect(unique("local")) == ConnAck(0, False)
+
+
+def test_the_start_up_log_says_anonymous_clients_are_for_loopback_only(by_default):
+    by_default.wait_for_log(r"listening: mqtt on 127\.0\.0\.1:\d+ \(PROXY protocol\); "
+                            r"anonymous clients allowed from loopback addresses only \(not set")
