@@ -19,6 +19,7 @@ import sys
 
 from . import __version__
 from .config.description import describe
+from .config.exposure import exposures
 from .config.loading import load_default, load_file
 from .config.schema import Config
 from .errors import ConfigError
@@ -89,6 +90,8 @@ def check_command(path: str | None, args: argparse.Namespace) -> int:
     print(f"{path or 'embedded default config'}: OK")
     for line in describe(config):
         print(f"  {line}")
+    for warning in exposures(config):
+        print(f"greenfly check: WARNING: {warning}", file=sys.stderr)
     for hook in CHECK_HOOKS:
         status = hook(config, args)
         if status:

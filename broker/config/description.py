@@ -6,21 +6,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .schema import SECTIONS, Config, anonymous_allowed
+from .schema import ANONYMOUS_WORDS, SECTIONS, Config, anonymous_policy
 
 
 def describe(config: Config) -> list[str]:
     """Human-readable lines saying what this configuration would do (for `greenfly check`)."""
     lines = [f"{listener.protocol} on {listener.bind}:{listener.port}"
              + (f" at {', '.join(listener.path)}" if listener.protocol == "websockets" else "")
+             + (" (PROXY protocol)" if listener.proxy_protocol else "")
              for listener in config.listeners]
     persistence = config.persistence
     lines.append(f"sessions journaled in {config.broker.data_dir} (fsync = {persistence.fsync})"
                  if persistence.enabled else "sessions kept in memory only (persistence off)")
     for listener in config.listeners:
-        allowed, why = anonymous_allowed(config, listener)
+        policy, why = anonymous_policy(config, listener)
         where = f"{listener.bind}:{listener.port}"
-        lines.append(f"{where}: anonymous clients {'allowed' if allowed else 'refused'} ({why})")
+        lines.append(f"{where}: anonymous clients {ANONYMOUS_WORDS[policy]} ({why})")
         password_file = listener.password_file or config.broker.password_file
         if password_file:
             lines.append(f"{where}: passwords from {password_file}")

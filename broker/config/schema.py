@@ -73,8 +73,9 @@ class BrokerSection:
     connect_timeout: float = option(number(0.1, 3600), 10.0,
                                     "seconds a new socket has to complete CONNECT")
     allow_anonymous: bool | None = option(
-        boolean, None, "accept clients without a user name; when not set: true only if every "
-        "listener binds to a loopback address")
+        boolean, None, "accept clients without a user name; when not set: only from a "
+        "client whose real address (behind a trusted proxy, the one it names) is loopback, "
+        "and only if every listener binds to a loopback address")
     password_file: str | None = option(
         text, None, "Mosquitto-format password file (user:$7$...); clients must then log in "
         "unless anonymous clients are allowed")
@@ -164,8 +165,13 @@ class ListenerSection:
                                    "websockets only: the URL path, or a list of paths, that "
                                    "upgrade; any other path gets HTTP 404")
     trusted_proxies: tuple[str, ...] = option(
-        addresses, ("127.0.0.1", "::1"), "websockets only: peers (addresses or networks) whose "
-        "X-Forwarded-For / X-Real-IP header names the client in logs")
+        addresses, ("127.0.0.1", "::1"), "proxies (addresses or networks) believed about the "
+        "client's address: websockets: X-Forwarded-For (the right-most entry not in this list) "
+        "or X-Real-IP; mqtt with proxy_protocol: the only peers accepted")
+    proxy_protocol: bool = option(
+        boolean, False, "mqtt only: every connection starts with a PROXY protocol header "
+        "(v1 or v2, from nginx-stream's proxy_protocol on or frp) naming the client; only "
+        "trusted_proxies may connect, and one without a valid header is closed")
     allow_anonymous: bool | None = option(boolean, None, "overrides [broker] allow_anonymous "
                                           "for this listener")
     password_file: str | None = option(text, None, "overrides [broker] password_file for "
@@ -193,10 +199,16 @@ class ListenerSection:
     def check_given(values: dict[str, Any]) -> tuple[str, str] | None:
         """(key, message) when keys given together do not fit; None when they do."""
         if values.get("protocol", "mqtt") == "mqtt":
-            for key in ("path", "trusted_proxies"):
-                if key in values:
-                    return key, ('only a websockets listener has this key; add '
-                                 'protocol = "websockets" or remove it')
+            if "path" in values:
+                return "path", ('only a websockets listener has this key; add '
+                                'protocol = "websockets" or remove it')
+            if "trusted_proxies" in values and not values.get("proxy_protocol"):
+                return "trusted_proxies", ("an mqtt listener believes proxies only with "
+                                           "proxy_protocol = true; add it or remove this key")
+        elif values.get("proxy_protocol"):
+            return "proxy_protocol", ("websockets listeners take the client's address from "
+                                      "X-Forwarded-For (trusted_proxies); the PROXY protocol "
+                                      'is for protocol = "mqtt" listeners')
         if ("certfile" in values) != ("keyfile" in values):
             missing = "keyfile" if "certfile" in values else "certfile"
             return missing, "TLS needs both certfile and keyfile"
@@ -243,15 +255,43 @@ def is_loopback(bind: str) -> bool:
     return bind.startswith(LOOPBACK) or bind == "0:0:0:0:0:0:0:1"
 
 
-def anonymous_allowed(config: Config, listener: ListenerSection) -> tuple[bool, str]:
-    """Whether `listener` accepts clients without a user name, and why (for the log)."""
+# Whether a listener accepts clients without a user name: always, never, or only from a
+# client whose real address (behind a proxy: the one the proxy names) is a loopback address.
+ANONYMOUS_ALLOWED, ANONYMOUS_REFUSED, ANONYMOUS_LOOPBACK = "allowed", "refused", "loopback"
+ANONYMOUS_WORDS = {ANONYMOUS_ALLOWED: "allowed", ANONYMOUS_REFUSED: "refused",
+                   ANONYMOUS_LOOPBACK: "allowed from loopback addresses only"}
+
+
+def anonymous_policy(config: Config, listener: ListenerSection) -> tuple[str, str]:
+    """How `listener` treats clients without a user name (ANONYMOUS_*), and why (for the log).
+
+    Not set, with every listener on loopback, the broker looks private, but a proxy (nginx,
+    frp) on the same machine makes it public while its own peer stays 127.0.0.1: so it is
+    the client's real address, not the listener's, that must be loopback."""
     if listener.allow_anonymous is not None:
-        return listener.allow_anonymous, "set on this listener"
+        return (ANONYMOUS_ALLOWED if listener.allow_anonymous else ANONYMOUS_REFUSED,
+                "set on this listener")
     if config.broker.allow_anonymous is not None:
-        return config.broker.allow_anonymous, "set in [broker]"
+        return (ANONYMOUS_ALLOWED if config.broker.allow_anonymous else ANONYMOUS_REFUSED,
+                "set in [broker]")
     public = [f"{item.bind}:{item.port}" for item in config.listeners
               if not is_loopback(item.bind)]
     if public:
-        return False, (f"not set, and {', '.join(public)} is not a loopback address: set "
-                       "allow_anonymous = true to accept clients without a user name")
-    return True, "not set, and every listener binds to a loopback address"
+        return ANONYMOUS_REFUSED, (f"not set, and {', '.join(public)} is not a loopback "
+                                   "address: set allow_anonymous = true to accept clients "
+                                   "without a user name")
+    return ANONYMOUS_LOOPBACK, ("not set, and every listener binds to a loopback address; a "
+                                "client behind a proxy is judged by the address the proxy "
+                                "names")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a loopback IP address (127.0.0.0/8, ::1, IPv4-mapped 127.x); False for any
+    other address or anything that is not one."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

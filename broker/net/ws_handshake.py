@@ -10,15 +10,16 @@ Rules:
   client spelled it (a client offering only `mqttv3.1` gets `mqttv3.1`); a client offering
   neither is still served, with no `Sec-WebSocket-Protocol` header (logged at debug). No
   extension is ever negotiated, so frames stay plain.
-- Behind a trusted proxy (`trusted_proxies`) the address in logs is the first
-  `X-Forwarded-For` entry, else `X-Real-IP`, when it parses as an IP address.
+- Behind a trusted proxy (`trusted_proxies`) the client is the right-most `X-Forwarded-For`
+  entry that is not itself a trusted proxy (real_address.py: the entries left of it are the
+  client's own words), else `X-Real-IP`; that address is what logs, the login slow-down and
+  the anonymous rule see.
 - Bytes the client sent right behind the request are handed to the transport, not lost.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import logging
 import socket as stdlib_socket
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ import h11
 from gevent import socket
 from wsproto.utilities import generate_accept_token
 
+from .real_address import TrustedProxies, parse_ip
 from .transport import RECV_SIZE, format_address
 from .websocket import WebSocketTransport, drop
 
@@ -62,7 +64,7 @@ class WebSocketEndpoint:
 
     def __init__(self, paths: Iterable[str], trusted_proxies: Iterable[str]) -> None:
         self.paths = frozenset(paths)
-        self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self.trusted = TrustedProxies(trusted_proxies)
 
     def accept(self, sock: socket.socket, address: object, timeout: float,
                max_message_size: int) -> WebSocketTransport | None:
@@ -177,20 +179,16 @@ class WebSocketEndpoint:
         """The proxy's client (X-Forwarded-For, X-Real-IP) for a trusted peer, else the peer."""
         if not self.trusted or not isinstance(address, tuple):
             return peer
-        try:
-            ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
-        except ValueError:
+        if not self.trusted.trusts(parse_ip(str(address[0]))):
             return peer
-        if getattr(ip, "ipv4_mapped", None) is not None:
-            ip = ip.ipv4_mapped
-        if not any(ip in net for net in self.trusted):
-            return peer
-        forwarded = headers.get(b"x-forwarded-for") or headers.get(b"x-real-ip")
-        if not forwarded:
-            return peer
-        first = forwarded[0].split(b",", 1)[0].strip().decode("latin-1")
-        try:
-            return str(ipaddress.ip_address(first))
-        except ValueError:
-            log.debug("ignoring forwarded address %r from proxy %s", first, peer)
-            return peer
+        forwarded = headers.get(b"x-forwarded-for")
+        if forwarded:
+            client, why = self.trusted.forwarded_client(forwarded)
+            if why:
+                log.debug("X-Forwarded-For from proxy %s: %s", peer, why)
+            return client or peer
+        real_ip = headers.get(b"x-real-ip", [b""])[0].decode("latin-1")
+        ip = parse_ip(real_ip) if real_ip else None
+        if real_ip and ip is None:
+            log.debug("ignoring X-Real-IP %r from proxy %s", real_ip, peer)
+        return str(ip) if ip else peer

@@ -19,6 +19,7 @@ from gevent.server import StreamServer
 from gevent.ssl import SSLSocket
 
 from ..config.schema import Config, ListenerSection
+from ..net.proxy_accept import ProxyProtocolEndpoint
 from ..net.tls import build_ssl_context, certificate_identity
 from ..net.transport import TcpTransport, Transport, format_address
 from ..net.ws_handshake import WebSocketEndpoint
@@ -63,6 +64,9 @@ class Listener:
         self._websocket: WebSocketEndpoint | None = None
         if config.protocol == "websockets":
             self._websocket = WebSocketEndpoint(config.path, config.trusted_proxies)
+        self._proxied: ProxyProtocolEndpoint | None = None
+        if config.proxy_protocol:
+            self._proxied = ProxyProtocolEndpoint(config.trusted_proxies, self.describe)
         self._server = _Server((config.bind, config.port), self._handle, backlog=BACKLOG)
 
     @property
@@ -75,13 +79,14 @@ class Listener:
             ("mqtts" if self.ssl_context else "mqtt")
         if self._websocket is not None:
             return f"{scheme} on {where} at {', '.join(self.config.path)}"
+        if self.config.proxy_protocol:
+            return f"{scheme} on {where} (PROXY protocol)"
         return f"{scheme} on {where}"
 
     def start(self) -> None:
         self._server.start()
         log.info("listening: %s; anonymous clients %s (%s)", self.describe(),
-                 "allowed" if self.security.allow_anonymous else "refused",
-                 self.security.anonymous_why)
+                 self.security.anonymous_words, self.security.anonymous_why)
 
     def stop(self) -> None:
         self._server.close()
@@ -122,6 +127,11 @@ class Listener:
         """TLS and WebSocket handshakes: the transport and the TLS client identity, or None
         (and a log line) if a handshake failed."""
         settings = self._settings()
+        if self._proxied is not None:
+            # Before TLS: the proxy writes its header ahead of everything, the handshake too.
+            address = self._proxied.accept(sock, address, settings.broker.connect_timeout)
+            if address is None:
+                return None
         identity = None
         if self.ssl_context is not None:
             tls = self._tls_handshake(sock, address, settings.broker.connect_timeout)

@@ -28,7 +28,15 @@ from gevent.event import AsyncResult
 
 from ..auth.acl import Acl, Rules, load_acl_file
 from ..auth.passwords import PasswordHash, load_password_file
-from ..config.schema import Config, ListenerSection, anonymous_allowed
+from ..config.schema import (
+    ANONYMOUS_ALLOWED,
+    ANONYMOUS_LOOPBACK,
+    ANONYMOUS_WORDS,
+    Config,
+    ListenerSection,
+    anonymous_policy,
+    is_loopback_host,
+)
 from ..core.protocol import AuthRequest, AuthResult
 from ..errors import ReasonCode
 from ..net.tls import build_ssl_context
@@ -64,11 +72,11 @@ class FailureTracker:
 
 
 class ListenerSecurity:
-    def __init__(self, listener: ListenerSection, allow_anonymous: bool, why: str,
+    def __init__(self, listener: ListenerSection, anonymous: str, why: str,
                  passwords: dict[str, PasswordHash] | None, acl: Acl | None,
                  failures: FailureTracker) -> None:
         self.listener = listener
-        self.allow_anonymous = allow_anonymous
+        self.anonymous = anonymous  # config.schema's ANONYMOUS_*
         self.anonymous_why = why
         self.passwords = passwords
         self.acl = acl
@@ -82,12 +90,12 @@ class ListenerSecurity:
     def build(cls, config: Config, listener: ListenerSection,
               failures: FailureTracker) -> ListenerSecurity:
         """Read the password and ACL files this listener uses; ConfigError if they are bad."""
-        allowed, why = anonymous_allowed(config, listener)
+        anonymous, why = anonymous_policy(config, listener)
         password_file = listener.password_file or config.broker.password_file
         acl_file = listener.acl_file or config.broker.acl_file
         passwords = load_password_file(password_file) if password_file else None
         acl = load_acl_file(acl_file) if acl_file else None
-        return cls(listener, allowed, why, passwords, acl, failures)
+        return cls(listener, anonymous, why, passwords, acl, failures)
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -102,11 +110,11 @@ class ListenerSecurity:
                                     "no client certificate identity")
             return AuthResult(ReasonCode.SUCCESS, identity)
         if username is None or self.passwords is None:
-            if self.allow_anonymous:
+            if self.anonymous_from(host):
                 return AuthResult(ReasonCode.SUCCESS, username)
             if username is None:
                 return self._refuse(host, ReasonCode.NOT_AUTHORIZED, None,
-                                    "anonymous clients are not allowed")
+                                    self.anonymous_refusal(host))
             return self._refuse(host, ReasonCode.NOT_AUTHORIZED, username,
                                 "no password file to check the user against")
         entry = self.passwords.get(username)
@@ -131,6 +139,24 @@ class ListenerSecurity:
         self._good[key] = encoded
         self.failures.forget(host)
         return AuthResult(ReasonCode.SUCCESS, username)
+
+    # -- who is anonymous from where ------------------------------------------------------
+
+    @property
+    def anonymous_words(self) -> str:
+        return ANONYMOUS_WORDS[self.anonymous]
+
+    def anonymous_from(self, host: str) -> bool:
+        """Whether a client without credentials at `host` (its real address: behind a
+        trusted proxy, the one the proxy names) may connect."""
+        return self.anonymous == ANONYMOUS_ALLOWED or (
+            self.anonymous == ANONYMOUS_LOOPBACK and is_loopback_host(host))
+
+    def anonymous_refusal(self, host: str) -> str:
+        if self.anonymous == ANONYMOUS_LOOPBACK:
+            return (f"anonymous clients are allowed from loopback addresses only, and {host} "
+                    "is remote (allow_anonymous not set)")
+        return "anonymous clients are not allowed"
 
     def _verify(self, key: bytes, entry: PasswordHash, secret: str) -> bool:
         """Hash in the threadpool; identical checks already running are waited for, not

@@ -25,8 +25,10 @@ import argparse
 import os
 import re
 import sys
+import textwrap
 from typing import Any
 
+from ..config.exposure import anonymous_exposure
 from ..config.loading import load_default, load_file
 from ..config.schema import Config, ListenerSection
 from ..errors import ConfigError
@@ -89,6 +91,10 @@ def _handler(args: argparse.Namespace, path: str | None) -> int:
     except DeployError as exc:
         print(f"greenfly deploy {args.tool}: {exc}", file=sys.stderr)
         return 2
+    warnings = exposures(args.tool, config)
+    for warning in warnings:
+        print(f"greenfly deploy {args.tool}: WARNING: {warning}", file=sys.stderr)
+        text = "".join(f"# {line}\n" for line in textwrap.wrap(f"WARNING: {warning}", 92)) + text
     sys.stdout.write(text)
     if config.limits.max_keepalive in (0, MQTT_MAX_KEEPALIVE) and args.tool not in (
             "systemd", "supervisor"):
@@ -97,6 +103,23 @@ def _handler(args: argparse.Namespace, path: str | None) -> int:
               "max_keepalive (e.g. 300) to let proxies drop dead connections sooner",
               file=sys.stderr)
     return 0
+
+
+# tool -> the listener protocols its file forwards clients to
+FORWARDS_TO = {"nginx": ("websockets",), "nginx-stream": ("mqtt",),
+               "frpc": ("mqtt", "websockets"), "frps": ("mqtt", "websockets")}
+
+
+def exposures(tool: str, config: Config) -> list[str]:
+    """Warnings for each listener this tool's file would put on the internet while it takes
+    anonymous clients (config/exposure.py)."""
+    found = []
+    for protocol in FORWARDS_TO.get(tool, ()):
+        listener = _plain_listener(config, protocol)
+        warning = anonymous_exposure(config, listener) if listener is not None else None
+        if warning is not None:
+            found.append(warning)
+    return found
 
 
 def render(tool: str, config: Config, args: argparse.Namespace) -> str:
@@ -136,12 +159,15 @@ def make_plan(config: Config, args: argparse.Namespace) -> Plan:
 
 
 def _plain_listener(config: Config, protocol: str) -> ListenerSection | None:
-    """The first listener of `protocol` without TLS of its own (the proxy terminates TLS)."""
-    for listener in config.listeners:
-        if listener.protocol == protocol and not getattr(listener, "certfile", None):
-            if listener.port == 0:
-                raise DeployError(f"the {protocol} listener on {listener.bind} has port 0 "
-                                  "(a random port): a proxy needs a fixed one")
-            return listener
-    return None
+    """The first listener of `protocol` without TLS of its own (the proxy terminates TLS);
+    one with `proxy_protocol = true` first, since it is there for proxies."""
+    candidates = sorted((item for item in config.listeners if item.protocol == protocol
+                         and not item.certfile), key=lambda item: not item.proxy_protocol)
+    if not candidates:
+        return None
+    listener = candidates[0]
+    if listener.port == 0:
+        raise DeployError(f"the {protocol} listener on {listener.bind} has port 0 "
+                          "(a random port): a proxy needs a fixed one")
+    return listener
 

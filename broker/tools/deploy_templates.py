@@ -73,7 +73,10 @@ def nginx(plan: Plan) -> str:
                    "        proxy_set_header Upgrade $http_upgrade;\n"
                    "        proxy_set_header Connection $greenfly_connection;\n"
                    "        proxy_set_header Host $host;\n"
-                   "        # greenfly takes the client's address from these (trusted_proxies).\n"
+                   "        # nginx appends the address it saw to X-Forwarded-For. greenfly "
+                   "walks it from the\n        # right and takes the first address not in "
+                   "trusted_proxies, so what a client\n        # writes in the header itself "
+                   "is never taken for its address.\n"
                    "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
                    "        proxy_set_header X-Real-IP $remote_addr;\n"
                    "        proxy_set_header X-Forwarded-Proto $scheme;\n"
@@ -97,13 +100,19 @@ def nginx_stream(plan: Plan) -> str:
            "# Install (stream context; Debian's libnginx-mod-stream loads the module): put this "
            "file in\n# /etc/nginx/stream.d/greenfly-stream.conf and add, at the end of "
            "/etc/nginx/nginx.conf, outside http { }:\n"
-           "#     stream { include /etc/nginx/stream.d/*.conf; }\n"
-           "# greenfly logs these clients as 127.0.0.1 (a TCP proxy passes no client address);\n"
-           "# nginx's stream log has the real ones.\n\n"
-           f"upstream greenfly_mqtt {{\n    server {plan.upstream(mqtt)};\n}}\n\n",
+           "#     stream { include /etc/nginx/stream.d/*.conf; }\n",
+           "" if mqtt.proxy_protocol else
+           "# This listener has no proxy_protocol = true, so greenfly sees every client as "
+           "127.0.0.1\n# (a TCP proxy passes no client address); nginx's stream log has the "
+           "real ones.\n",
+           f"\nupstream greenfly_mqtt {{\n    server {plan.upstream(mqtt)};\n}}\n\n",
            "server {\n" + _listens(plan.listen, 8883 if plan.tls else 1883,
                                    " ssl" if plan.tls else ""),
            "    proxy_pass greenfly_mqtt;\n"]
+    if mqtt.proxy_protocol:
+        out.append("    # The listener has proxy_protocol = true: a PROXY protocol header names "
+                   "the device,\n    # so greenfly's log, login slow-down and anonymous rule "
+                   "see its address.\n    proxy_protocol on;\n")
     if plan.tls:
         out.append(f"    ssl_certificate     {plan.cert};\n"
                    f"    ssl_certificate_key {plan.key};\n"
@@ -188,6 +197,11 @@ def frpc(plan: Plan) -> str:
                    "# frps opens this port on its proxyBindAddr (127.0.0.1), behind nginx's TLS "
                    "on 8883.\n"
                    f"remotePort = {mqtt.port}\n")
+        if mqtt.proxy_protocol:
+            out.append("# The listener has proxy_protocol = true: frpc writes a PROXY header "
+                       "naming the address\n# frps accepted the connection from, ahead of "
+                       "nginx's own (greenfly reads both).\n"
+                       'transport.proxyProtocolVersion = "v2"\n')
     if ws is not None:
         paths = ", ".join(f'"{p}"' for p in ws.path)
         out.append("\n[[proxies]]\n"

@@ -219,3 +219,51 @@ def test_what_cannot_work_is_refused_with_a_reason(tmp_path, args, message):
     config = write_config(tmp_path, "[[listener]]\nport = 1883\n")
     result = greenfly("deploy", *args, "-c", str(config), check=False)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+# -- a proxy must not publish a broker that takes anonymous clients ------------------------------
+
+ANONYMOUS_WARNING = "WARNING: behind a proxy, the "
+
+
+@pytest.mark.parametrize(("tool", "broker", "listener", "says"), [
+    # allow_anonymous not set, everything on loopback: anonymous clients come from loopback
+    # only, but a TCP proxy without the PROXY protocol makes everyone 127.0.0.1.
+    ("nginx-stream", "", "port = 1883\n", "mqtt listener 127.0.0.1:1883 would accept anyone "
+     "on the internet without a user name: with allow_anonymous not set it accepts anonymous "
+     "clients from loopback addresses, and a TCP proxy (nginx-stream, frp) makes every client "
+     "look like 127.0.0.1"),
+    ("frpc", "", "port = 1883\n", "mqtt listener 127.0.0.1:1883 would accept"),
+    ("nginx", "", 'port = 9001\nprotocol = "websockets"\ntrusted_proxies = ["10.0.0.0/8"]\n',
+     "127.0.0.1 is not in its trusted_proxies"),
+    ("nginx-stream", "allow_anonymous = true\n", "port = 1883\nproxy_protocol = true\n",
+     "mqtt listener 127.0.0.1:1883 accepts anyone on the internet without a user name "
+     "(allow_anonymous = true, set in [broker])"),
+])
+def test_deploy_and_check_warn_loudly_when_a_proxy_would_let_anonymous_clients_in(
+        tmp_path, tool, broker, listener, says):
+    config = write_config(tmp_path, f"{broker}[[listener]]\n{listener}")
+    result = greenfly("deploy", tool, "-c", str(config))
+    assert f"greenfly deploy {tool}: {ANONYMOUS_WARNING}" in result.stderr
+    assert says in result.stderr, result.stderr
+    assert result.stdout.startswith(f"# {ANONYMOUS_WARNING}")  # in the file too
+    checked = greenfly("check", "-c", str(config))
+    assert f"greenfly check: {ANONYMOUS_WARNING}" in checked.stderr and says in checked.stderr
+
+
+@pytest.mark.parametrize(("tool", "broker", "listener"), [
+    ("nginx-stream", "", "port = 1883\nproxy_protocol = true\n"),  # the proxy names clients
+    ("nginx", "", 'port = 9001\nprotocol = "websockets"\n'),  # nginx's X-Forwarded-For
+    ("nginx-stream", "allow_anonymous = false\n", "port = 1883\n"),
+    ("nginx-stream", "", 'bind = "0.0.0.0"\nport = 1883\n'),  # not set, public: refused
+])
+def test_no_warning_when_the_real_address_or_a_password_decides(tmp_path, tool, broker,
+                                                                listener):
+    config = write_config(tmp_path, f"{broker}[[listener]]\n{listener}")
+    assert "WARNING" not in greenfly("deploy", tool, "-c", str(config)).stderr
+    assert "WARNING" not in greenfly("check", "-c", str(config)).stderr
+
+
+def test_the_kit_warns_of_nothing():
+    for tool in ("nginx", "nginx-stream", "frpc", "frps"):
+        assert "WARNING" not in greenfly("deploy", tool, "-c", str(SAMPLE)).stderr

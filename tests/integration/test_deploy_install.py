@@ -97,7 +97,7 @@ def test_install_into_a_prefix_twice_changes_nothing_and_the_broker_runs(tmp_pat
                                   stdout=out, stderr=subprocess.STDOUT,
                                   env={**os.environ, "NOTIFY_SOCKET": ""})
     try:
-        [(_, port), _ws] = wait_for_listening(log, 2, proc=broker)
+        [(_, port), _proxied, _ws] = wait_for_listening(log, 3, proc=broker)
         ok = greenfly("probe", f"mqtt://127.0.0.1:{port}", "-u", "admin", "-P", "s3cret")
         assert ok.stdout.endswith("ok\n")
         refused = greenfly("probe", f"mqtt://127.0.0.1:{port}", check=False)

@@ -97,7 +97,7 @@ def test_supervisord_runs_restarts_after_kill_9_and_reloads_on_hup(workdir):
     try:
         wait_until(supervisord.running_pid, 15, "greenfly to be RUNNING")
         first = supervisord.running_pid()
-        [(_, port), _ws] = wait_for_listening(log, 2)  # the config says port 0
+        [(_, port), _proxied, _ws] = wait_for_listening(log, 3)  # the config says port 0
         round_trip(port)
 
         seen = len(log.read_text())
@@ -105,7 +105,7 @@ def test_supervisord_runs_restarts_after_kill_9_and_reloads_on_hup(workdir):
         wait_until(lambda: supervisord.running_pid() not in (None, first), 15,
                    "supervisord to restart greenfly")
         second = supervisord.running_pid()
-        [(_, port), _ws] = wait_for_listening(log, 2, after=seen)  # the new run's ports
+        [(_, port), _proxied, _ws] = wait_for_listening(log, 3, after=seen)  # the new run's ports
         round_trip(port)
 
         assert "greenfly: signalled" in supervisord.ctl("signal", "HUP", "greenfly")

@@ -140,7 +140,8 @@ def test_anonymous_default_depends_on_loopback_and_says_why(tmp_path):
         assert result.returncode == 0, result.stderr
         return result.stdout
     loopback = check('[[listener]]\nbind = "127.0.0.1"\nport = 1883\n')
-    assert "anonymous clients allowed (not set, and every listener binds to a loopback" in loopback
+    assert ("anonymous clients allowed from loopback addresses only (not set, and every "
+            "listener binds to a loopback") in loopback
     public = check('[[listener]]\nbind = "127.0.0.1"\nport = 1883\n'
                    '[[listener]]\nbind = "0.0.0.0"\nport = 8883\n')
     assert public.count("anonymous clients refused (not set, and 0.0.0.0:8883 is not a " \

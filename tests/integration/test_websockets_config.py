@@ -46,7 +46,12 @@ def test_check_describes_a_websocket_listener_with_its_paths(tmp_path):
     ('port = 1883\npath = "/mqtt"', 3, "listener[0].path",
      'only a websockets listener has this key; add protocol = "websockets"'),
     ('port = 1883\nprotocol = "mqtt"\ntrusted_proxies = []', 4, "listener[0].trusted_proxies",
-     "only a websockets listener has this key"),
+     "an mqtt listener believes proxies only with proxy_protocol = true"),
+    ('port = 9001\nprotocol = "websockets"\nproxy_protocol = true', 4,
+     "listener[0].proxy_protocol", "websockets listeners take the client's address from "
+     "X-Forwarded-For"),
+    ('port = 1883\nproxy_protocol = "yes"', 3, "listener[0].proxy_protocol",
+     "expected true or false"),
     ('port = 9001\nprotocol = "websockets"\npath = "mqtt"', 4, "listener[0].path",
      "expected a URL path such as \"/mqtt\""),
     ('port = 9001\nprotocol = "websockets"\npath = []', 4, "listener[0].path",

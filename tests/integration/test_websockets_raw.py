@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import struct
 import time
@@ -429,15 +430,23 @@ def test_keepalive_timeout_over_websocket_publishes_the_will(wsbroker):
 
 # -- behind a proxy ----------------------------------------------------------------------------
 
-def test_forwarded_client_address_from_a_trusted_proxy_is_logged(wsbroker):
+@pytest.mark.parametrize(("forwarded", "client"), [
+    ("203.0.113.9", "203.0.113.9"),
+    # The right-most entry that is not a trusted proxy: what the client wrote itself
+    # (203.0.113.9 here) stands left of it and is never believed.
+    ("203.0.113.9, 10.0.0.1", "10.0.0.1"),
+    ("203.0.113.9, 127.0.0.1", "203.0.113.9"),  # a trusted hop is walked past
+])
+def test_forwarded_client_address_from_a_trusted_proxy_is_logged(wsbroker, forwarded, client):
     client_id = unique("proxied")
     wsbroker.mark_log()
     ws = RawWebSocket(wsbroker.ws_port)
-    status, _ = ws.request(extra="X-Forwarded-For: 203.0.113.9, 10.0.0.1\r\n")
+    status, _ = ws.request(extra=f"X-Forwarded-For: {forwarded}\r\n")
     assert status == 101
     ws.send_mqtt(Connect(client_id))
     assert isinstance(ws.recv_packet(), ConnAck)
-    wsbroker.wait_for_log(rf"client connected: {client_id} from 203\.0\.113\.9 ")
+    # Refused, being anonymous and remote (see below), and logged with the address.
+    wsbroker.wait_for_log(rf"connection refused: {client_id} from {re.escape(client)}: ")
 
 
 def test_x_real_ip_is_used_when_there_is_no_x_forwarded_for(wsbroker):
@@ -446,7 +455,27 @@ def test_x_real_ip_is_used_when_there_is_no_x_forwarded_for(wsbroker):
     assert ws.request(extra="X-Real-IP: 2001:db8::7\r\n")[0] == 101
     ws.send_mqtt(Connect(client_id))
     assert isinstance(ws.recv_packet(), ConnAck)
-    wsbroker.wait_for_log(rf"client connected: {client_id} from 2001:db8::7 ")
+    wsbroker.wait_for_log(rf"connection refused: {client_id} from 2001:db8::7: ")
+
+
+@pytest.mark.parametrize(("forwarded", "refused"), [
+    ("203.0.113.9", 0x87),  # on the wire, 3.1.1's return code 5 (MQTT 5: test_proxy_protocol)
+    ("2001:db8::7, 127.0.0.1", 0x87),
+    ("127.0.0.1", 0),  # a client on this machine, through the proxy: loopback
+    ("::ffff:127.0.0.5", 0),
+])
+def test_anonymous_through_a_proxy_is_judged_by_the_forwarded_address(wsbroker, forwarded,
+                                                                      refused):
+    # allow_anonymous not set and every listener on loopback: anonymous clients are welcome
+    # from this machine only, and behind nginx "this machine" is what nginx says it is not.
+    client_id = unique("anon")
+    ws = RawWebSocket(wsbroker.ws_port)
+    assert ws.request(extra=f"X-Forwarded-For: {forwarded}\r\n")[0] == 101
+    ws.send_mqtt(Connect(client_id))
+    assert ws.recv_packet().reason_code == refused
+    if refused:
+        wsbroker.wait_for_log(rf"connection refused: {client_id} from \S+: anonymous clients "
+                              r"are allowed from loopback addresses only, and \S+ is remote")
 
 
 def test_forwarded_header_from_an_untrusted_peer_is_ignored(broker_factory):

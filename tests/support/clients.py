@@ -37,8 +37,12 @@ def unique(prefix: str = "t") -> str:
 class RawClient:
     """A TCP socket speaking MQTT bytes; packets read back with the client-side decoder."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", protocol_level: int = 4) -> None:
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    def __init__(self, port: int, host: str = "127.0.0.1", protocol_level: int = 4,
+                 source: str | None = None) -> None:
+        """`source`: the local address to connect from (127.0.0.2, say: a client whose
+        address differs from a proxy's 127.0.0.1)."""
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT,
+                                             source_address=(source, 0) if source else None)
         self.decoder = FrameDecoder(server_side=False, protocol_level=protocol_level)
 
     def send(self, data: bytes) -> None:

@@ -80,13 +80,18 @@ def installed_layout(root: Path) -> Layout:
     return Layout(root, config)
 
 
+SAMPLE_PORTS = ("1883", "1884", "9001")  # mqtt, mqtt for the proxies (PROXY protocol), ws
+
+
 def any_ports(config: Path) -> None:
-    """Put the sample configuration's listeners (1883 and 9001) on port 0, to run the broker
+    """Put the sample configuration's listeners (`SAMPLE_PORTS`) on port 0, to run the broker
     beside other tests: its log names the ports it picked. `greenfly deploy` refuses port 0
     (a proxy needs a fixed one), so render first."""
     text = config.read_text()
-    assert "port = 1883" in text and "port = 9001" in text
-    config.write_text(text.replace("port = 1883", "port = 0").replace("port = 9001", "port = 0"))
+    for port in SAMPLE_PORTS:
+        assert f"port = {port}" in text
+        text = text.replace(f"port = {port}", "port = 0")
+    config.write_text(text)
 
 
 class Nginx:

@@ -60,11 +60,7 @@ class MqttJs:
              **fields: Any) -> dict[str, Any]:
         """Send one command and return its answer; `check=False` returns a failed answer
         (with "error" and, for an MQTT 5 refusal, "code") instead of failing the test."""
-        self._next_id += 1
-        command = {"op": op, "id": self._next_id, **fields}
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
+        command = self.send(op, **fields)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -76,6 +72,16 @@ class MqttJs:
                 if check:
                     assert "error" not in event, f"MQTT.js: {op} failed: {event['error']}"
                 return event
+
+    def send(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one command without waiting for its answer (a refused connect answers with
+        an "error" event only: see `next_event`); the command sent."""
+        self._next_id += 1
+        command = {"op": op, "id": self._next_id, **fields}
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return command
 
     def _stderr(self) -> str:
         if self.proc.poll() is None:
