@@ -211,6 +211,10 @@ class ListenerSection:
 class LogSection:
     level: str = option(choice("debug", "info", "warning", "error"), "info",
                         "log level: debug, info, warning or error")
+    drop_log_interval: float = option(
+        number(0.05, 86_400), 60.0, "seconds between a client's lines about dropped messages: "
+        "the first drop is logged at once, the rest summed per client and logged with their "
+        "count every interval")
 
 
 @dataclass(frozen=True, slots=True)

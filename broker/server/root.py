@@ -63,7 +63,8 @@ class Broker:
         for listener in self.listeners:
             listener.start()
         self.sys_topics.start()
-        self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions)]
+        self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions),
+                       gevent.spawn(self._report_drops)]
         self._tasks += self.notify.ready("; ".join(item.describe() for item in self.listeners))
 
     def serve_forever(self) -> None:
@@ -84,6 +85,7 @@ class Broker:
         for connection in list(self.connections):
             connection.terminate(SERVER_SHUTDOWN)
         self.store.close()
+        self.ctx.env.drops.flush()  # the drops since the last report, before the process goes
         self._stopped.set()
         log.info("stopped")
 
@@ -134,6 +136,13 @@ class Broker:
                         log.info("closing %s: no CONNECT within %gs", connection.transport.address,
                                  self.config.broker.connect_timeout)
                     connection.terminate(CONNECT_TIMEOUT if late else KEEPALIVE_TIMEOUT)
+
+    def _report_drops(self) -> None:
+        """Every `drop_log_interval`: one line per client with the drops not said yet, so a
+        burst is reported in full without waiting for a later drop."""
+        while True:
+            gevent.sleep(self.config.log.drop_log_interval)
+            self.ctx.env.drops.flush()
 
     def _expire_sessions(self) -> None:
         """Discard persistent sessions offline for longer than persistent_client_expiration."""
