@@ -102,6 +102,10 @@ class LimitsSection:
                                       "(0 = no limit)")
     max_queued_bytes: int = option(integer(0, 2**62), 0,
                                    "payload bytes queued per client (0 = no limit)")
+    max_outbox_bytes: int = option(integer(0, 2**62), 1_048_576,
+                                   "bytes waiting to be written to one client (beyond what "
+                                   "its socket holds) before QoS 0 messages to it are dropped, "
+                                   "counted and logged (0 = no limit)")
     max_packet_size: int = option(integer(20, 268_435_460), 268_435_455,
                                   "largest packet accepted, header included")
     max_topic_alias: int = option(integer(0, 65_535), 10,

@@ -35,6 +35,7 @@ from ..core.context import BrokerContext
 from ..core.protocol import (
     AWAIT_CONNECT,
     CONNECTED,
+    GONE,
     PEER_CLOSED,
     AuthRequest,
     ClientProtocol,
@@ -282,7 +283,8 @@ class Connection:
         finally:
             if self.on_closed is not None:
                 self.on_closed(self)
-            self.outbox.close(flush)
+            self.outbox.close(flush)  # which lets go of this connection
+            self.protocol.peer = GONE  # so does the protocol: nothing cyclic is left
             if linger:  # from this reader, which ends now: nobody else reads the socket
                 self.transport.linger_close(reason.reason_code)
             else:

@@ -25,6 +25,7 @@ from ..store.base import SessionStore
 from ..store.memory import MemoryStore
 from .journal_writer import JournalStore
 from .listeners import Listener
+from .memory import MemoryReturn
 from .notify import Notifier
 from .security import FailureTracker, ListenerSecurity
 from .sys_topics import SysTopics
@@ -46,6 +47,7 @@ class Broker:
         self.flusher = Flusher()
         self._closed_callback = self._connection_closed  # one bound method for every connection
         self.failures = FailureTracker()
+        self.memory = MemoryReturn()  # glibc's free pages back to the system after closes
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
                                    ListenerSecurity.build(config, listener, self.failures))
                           for listener in config.listeners]
@@ -113,6 +115,7 @@ class Broker:
 
     def _connection_closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
+        self.memory.closed += 1
         listener = connection.protocol.source
         if isinstance(listener, Listener):
             listener.connection_closed()
@@ -127,6 +130,7 @@ class Broker:
             if ticks % 4 == 0:  # once a second is plenty for idle writers
                 for connection in self.connections:
                     connection.reap_idle_writer(now)
+                self.memory.tick()
             for will in self.ctx.wills.due(now):  # MQTT 5 wills whose delay has passed
                 self.ctx.router.publish(will)
             for connection in [c for c in self.connections if c.deadline <= now]:

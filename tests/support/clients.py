@@ -37,8 +37,17 @@ def unique(prefix: str = "t") -> str:
 class RawClient:
     """A TCP socket speaking MQTT bytes; packets read back with the client-side decoder."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", protocol_level: int = 4) -> None:
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    def __init__(self, port: int, host: str = "127.0.0.1", protocol_level: int = 4,
+                 rcvbuf: int = 0) -> None:
+        """`rcvbuf`: a receive buffer this small (bytes) before connecting, so a client that
+        stops reading leaves what the broker sends in the broker, not in the kernel."""
+        if rcvbuf:
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(TIMEOUT)
+            self.sock.connect((host, port))
+        else:
+            self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.decoder = FrameDecoder(server_side=False, protocol_level=protocol_level)
 
     def send(self, data: bytes) -> None:
