@@ -131,6 +131,9 @@ class _Gone:
     def terminate(self, reason: object) -> None:
         pass
 
+    def produce(self, feed: object) -> None:
+        pass
+
 
 GONE: Peer = _Gone()
 

@@ -90,6 +90,12 @@ class Peer(Protocol):
         """Close the connection now, from another greenlet (takeover)."""
         ...
 
+    def produce(self, feed: Callable[[int], bool]) -> None:
+        """Call `feed(budget)` whenever the outbox has room for about `budget` more bytes
+        (and after each read), until it returns True: what is owed in bulk goes at the pace
+        the client reads, after what feeds were given before."""
+        ...
+
 
 class WaitDurable:
     """Outbox marker: what follows may be written only once record `seq` is durable."""
@@ -392,6 +398,11 @@ class Session:
             if self.persistent:
                 message.store_owed(self.env.store, self.client_id, qos, retain, 0, sub_ids)
             return True
+
+    def window_full(self) -> bool:
+        """True when a QoS 1/2 delivery now would wait in the queue."""
+        window = self._window()
+        return bool(self.queue) or (bool(window) and len(self.inflight) >= window)
 
     def _window(self) -> int:
         """How many QoS 1/2 PUBLISHes may await acknowledgement (0: no limit):

@@ -92,6 +92,9 @@ class Connection:
     def full(self) -> bool:
         return self.outbox.full()
 
+    def produce(self, feed: Callable[[int], bool]) -> None:
+        self.outbox.produce(feed)
+
     def terminate(self, reason: CloseReason) -> None:
         """Close now, from any greenlet: takeover, watchdog, server shutdown. An MQTT 5
         client is told why first, with a DISCONNECT (5.0 section 3.14)."""
@@ -161,6 +164,8 @@ class Connection:
                         stats.messages_received += received
                         self._close(protocol.close_after_flush, flush=True)
                         return
+                if self.outbox.producers:  # an acknowledgement may have opened the window
+                    self.outbox.refill()
                 if self.flusher is not None:
                     self.flusher.flush_now()  # before waiting for the socket again
                 now = time.monotonic()

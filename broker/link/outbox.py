@@ -25,6 +25,9 @@ QoS 1/2 ones, also those taken by the writer and not sent yet), and sessions the
 (counted and logged by the session); QoS 1/2 are bounded by the session's in-flight window.
 What one write joins is at most `SEND_SLICE` bytes: the bytes of a message are shared by
 every subscriber's outbox, so a slow reader holds a copy of one slice of them, not of all.
+Producers (`produce`: the retained messages a new subscription is owed) put what they have
+in bulk only while less than half the bound waits, refilled after every write and every read,
+so a client that reads gets all of it, at its pace, with nothing dropped.
 A closed outbox lets go of its items and of its connection at once: no reference cycle is
 left for the collector, so a slow reader's memory is freed the moment it leaves.
 """
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
     from ..core.protocol import ClientProtocol
 
 SEND_SLICE = 65_536  # bytes joined for one write: what a slow reader holds a copy of
+PRODUCE_BUDGET = 262_144  # bytes producers may put at once when the outbox has no bound
 WRITER_IDLE_EXIT = 1.0  # seconds an idle writer greenlet lingers before the watchdog ends it
 FLUSH_ON_CLOSE_TIMEOUT = 2.0  # seconds a closing connection may spend writing its last bytes
 
@@ -139,7 +143,7 @@ class Owner(Protocol):
 
 
 class Outbox:
-    __slots__ = ("closed", "items", "owner", "size", "_awaiting", "_barrier",
+    __slots__ = ("closed", "items", "owner", "producers", "size", "_awaiting", "_barrier",
                  "_dirty", "_env", "_flusher", "_idle_since", "_sending", "_wake", "_writer")
 
     def __init__(self, owner: Owner, flusher: Flusher | None) -> None:
@@ -149,6 +153,7 @@ class Outbox:
         self.size = 0  # bytes in `items`: wire bytes, and the payloads of QoS 1/2 deliveries
         self._sending = 0  # bytes the writer took from `items` and has not written yet
         self._env = owner.ctx.env  # its `limits` follow a reload
+        self.producers: list[Callable[[int], bool]] = []  # in the order they were given
         self._barrier: WaitDurable | None = None  # the WaitDurable still in `items`, if any
         self._awaiting = False  # a store callback (`on_durable`) is registered
         self._flusher = flusher  # None: always a writer greenlet (tests, transports that block)
@@ -193,6 +198,27 @@ class Outbox:
         limit = self._env.limits.max_outbox_bytes
         return bool(limit) and self.size + self._sending >= limit
 
+    # -- producers ---------------------------------------------------------------------------
+
+    def produce(self, feed: Callable[[int], bool]) -> None:
+        """Have `feed(budget)` put about `budget` more bytes whenever less than half the bound
+        waits, until it returns True (done); feeds run one after the other."""
+        if self.closed:
+            return
+        self.producers.append(feed)
+        if len(self.producers) == 1:
+            self.refill()
+
+    def refill(self) -> None:
+        """Let the producers put more, if there is room (after a write, after a read)."""
+        producers = self.producers
+        while producers and not self.closed:
+            bound = self._env.limits.max_outbox_bytes or 2 * PRODUCE_BUDGET
+            room = bound // 2 - self.size - self._sending
+            if room <= 0 or not producers[0](room):
+                return  # called again when the outbox drains, or after the next read
+            producers.pop(0)
+
     # -- the direct flush ----------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -222,6 +248,8 @@ class Outbox:
             self._spawn_writer()
         elif rest:
             self._await_durable(rest[0])
+        if self.producers:
+            self.refill()
 
     def _try_send(self, chunks: list[bytes], transport: Transport) -> _Encoded | None:
         """Write `chunks` without blocking, a slice at a time while the socket takes them
@@ -299,6 +327,8 @@ class Outbox:
                 items, self.items = self.items, []
                 self._barrier = None
                 self._write_blocking(items)
+                if self.producers:
+                    self.refill()
         except gevent.GreenletExit:
             pass  # reaped while idle
         except (OSError, MQTTError) as exc:
@@ -422,4 +452,5 @@ class Outbox:
         # is let go: no cycle is left for the collector (whose oldest generation rarely runs).
         self.items = []
         self.size = 0
+        self.producers = []
         self.owner = None  # type: ignore[assignment]
