@@ -57,7 +57,7 @@ class Broker:
             path.write_text(
                 f'[broker]\ndata_dir = "{data}"\nsys_interval = 0\n\n'
                 "[limits]\nmax_inflight_messages = 0\nmax_queued_messages = 0\n"
-                "max_queued_bytes = 0\n\n"
+                "max_queued_bytes = 0\nmax_outbox_bytes = 0\n\n"
                 f'[persistence]\nenabled = true\nfsync = "{self.options.fsync}"\n\n'
                 f'[[listener]]\nbind = "127.0.0.1"\nport = {self.tcp_port}\nprotocol = "mqtt"\n\n'
                 f'[[listener]]\nbind = "127.0.0.1"\nport = {self.ws_port}\n'

@@ -107,6 +107,10 @@ class LimitsSection:
                                       "(0 = no limit)")
     max_queued_bytes: int = option(integer(0, 2**62), 0,
                                    "payload bytes queued per client (0 = no limit)")
+    max_outbox_bytes: int = option(integer(0, 2**62), 1_048_576,
+                                   "bytes waiting to be written to one client (beyond what "
+                                   "its socket holds) before QoS 0 messages to it are dropped, "
+                                   "counted and logged (0 = no limit)")
     max_packet_size: int = option(integer(20, 268_435_460), 268_435_455,
                                   "largest packet accepted, header included")
     max_topic_alias: int = option(integer(0, 65_535), 10,
@@ -227,6 +231,10 @@ class ListenerSection:
 class LogSection:
     level: str = option(choice("debug", "info", "warning", "error"), "info",
                         "log level: debug, info, warning or error")
+    drop_log_interval: float = option(
+        number(0.05, 86_400), 60.0, "seconds between a client's lines about dropped messages: "
+        "the first drop is logged at once, the rest summed per client and logged with their "
+        "count every interval")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..config.schema import Config
 from ..store.base import SessionStore
 from .disconnect_watch import DisconnectWatch
+from .drop_log import DropLog
 from .held_wills import HeldWills
 from .registry import SessionRegistry
 from .retained import RetainedMessages
@@ -38,7 +39,7 @@ class BrokerContext:
         stats = Stats()
         tree = TopicTree()
         retained = RetainedMessages()
-        env = SessionEnv(store, stats, config.limits)
+        env = SessionEnv(store, stats, config.limits, DropLog(config.log.drop_log_interval))
         registry = SessionRegistry(env, tree)
         router = Router(tree, retained, registry, store, stats)
         return cls(config, stats, store, tree, retained, registry, router, env)
@@ -47,3 +48,4 @@ class BrokerContext:
         """Apply a reloaded configuration to everything that reads it live."""
         self.config = config
         self.env.limits = config.limits
+        self.env.drops.interval = config.log.drop_log_interval

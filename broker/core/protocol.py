@@ -45,6 +45,7 @@ from .protocol_state import (
     CLOSED,
     CONNECT_TIMEOUT,
     CONNECTED,
+    GONE,
     KEEPALIVE_TIMEOUT,
     PEER_CLOSED,
     SERVER_SHUTDOWN,
@@ -59,7 +60,8 @@ from .protocol_state import (
 )
 
 __all__ = ["AWAIT_AUTH", "AWAIT_CONNECT", "CLIENT_DISCONNECT", "CLOSED", "CONNECTED",
-           "CONNECT_TIMEOUT", "KEEPALIVE_TIMEOUT", "PEER_CLOSED", "SERVER_SHUTDOWN", "TAKEOVER",
+           "CONNECT_TIMEOUT", "GONE", "KEEPALIVE_TIMEOUT", "PEER_CLOSED", "SERVER_SHUTDOWN",
+           "TAKEOVER",
            "AuthRequest", "AuthResult", "Authority", "ClientProtocol", "CloseReason",
            "OpenAuthority", "SecuritySource"]
 

@@ -115,6 +115,29 @@ class _Open:
 _OPEN = _Open()
 
 
+class _Gone:
+    """The peer of a protocol whose connection has closed: takes nothing, is always full.
+    The connection hands it over as it closes, so no reference cycle between the two is left
+    for the collector, and the connection's memory is freed as soon as nobody uses it."""
+
+    protocol_level = 0
+
+    def put(self, item: object) -> None:
+        pass
+
+    def full(self) -> bool:
+        return True
+
+    def terminate(self, reason: object) -> None:
+        pass
+
+    def produce(self, feed: object) -> None:
+        pass
+
+
+GONE: Peer = _Gone()
+
+
 class ProtocolState:
     __slots__ = ("ctx", "peer", "address", "source", "identity", "rules", "state",
                  "client_id", "protocol_level", "keepalive", "clean", "username", "will",

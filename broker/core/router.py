@@ -5,7 +5,7 @@ message to each subscriber's session at min(publish QoS, granted QoS). Deliverie
 subscribers that already existed carry retain=0 [MQTT-3.3.1-9], unless one of the MQTT 5
 subscriptions it matched asked to retain as published (5.0 section 3.8.3.1); retained
 messages sent in answer to a SUBSCRIBE carry retain=1 [MQTT-3.3.1-6] [MQTT-3.3.1-8]
-(`send_retained`). A client's own message skips its no-local subscriptions [MQTT-3.8.3-3];
+(`retained_feed`). A client's own message skips its no-local subscriptions [MQTT-3.8.3-3];
 each delivery carries the identifiers of every subscription it matched [MQTT-3.3.4-4].
 
 Shared groups (5.0 section 4.8.2): a member that leaves its group, by unsubscribing or with
@@ -26,6 +26,7 @@ from ..topics import matches, parse_shared
 from .message import Message
 from .registry import SessionRegistry
 from .retained import RetainedMessages
+from .retained_feed import RetainedFeed
 from .session import Session
 from .stats import Stats
 from .topic_tree import TopicTree
@@ -101,19 +102,16 @@ class Router:
             message.ensure_stored(self.store)
             self.store.append(RetainedSet(message.topic, message.msg_id))
 
-    def send_retained(self, session: Session, topic_filter: str, granted_qos: int,
-                      identifier: int = 0) -> int:
-        """After a SUBSCRIBE: the retained messages the new filter matches, with retain=1 and
-        the subscription's identifier."""
+    def retained_feed(self, session: Session, topic_filter: str, granted_qos: int,
+                      identifier: int = 0) -> RetainedFeed:
+        """After a SUBSCRIBE: the retained messages the new filter matches, to be sent with
+        retain=1 and the subscription's identifier as the client reads (`Peer.produce`)."""
         found = self.retained.match(topic_filter)
         rules = session.rules
         if rules is not None:
             found = [message for message in found if rules.can_read(message.topic)]
-        sub_ids = (identifier,) if identifier else ()
-        for message in found:  # [MQTT-3.3.1-6]
-            qos = message.qos if message.qos < granted_qos else granted_qos
-            session.deliver(message, qos, True, sub_ids)  # [MQTT-3.3.1-8]
-        return len(found)
+        return RetainedFeed(session, self.retained, found, granted_qos,
+                            (identifier,) if identifier else ())
 
     def hand_over(self, session: Session, leaving: list[str], ending: bool) -> int:
         """`session`'s client leaves the shared groups `leaving` (`$share/...` filters it no

@@ -35,7 +35,6 @@ yields, so the lock is never held across a greenlet switch.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -65,12 +64,9 @@ from ..store.records import (
 )
 from .client_limits import ClientLimits
 from .delivery import Delivery, OwnDelivery, delivery, lay_out, new_flight
+from .drop_log import DropLog
 from .message import Message
 from .stats import Stats
-
-log = logging.getLogger("greenfly.session")
-
-DROP_LOG_INTERVAL = 60.0
 
 
 class Peer(Protocol):
@@ -94,6 +90,12 @@ class Peer(Protocol):
         """Close the connection now, from another greenlet (takeover)."""
         ...
 
+    def produce(self, feed: Callable[[int], bool]) -> None:
+        """Call `feed(budget)` whenever the outbox has room for about `budget` more bytes
+        (and after each read), until it returns True: what is owed in bulk goes at the pace
+        the client reads, after what feeds were given before."""
+        ...
+
 
 class WaitDurable:
     """Outbox marker: what follows may be written only once record `seq` is durable."""
@@ -111,6 +113,7 @@ class SessionEnv:
     store: SessionStore
     stats: Stats
     limits: LimitsSection
+    drops: DropLog
 
 
 # A queued message: the message, the QoS and retain flag it goes with, and the MQTT 5
@@ -129,8 +132,7 @@ class Session:
     __slots__ = ("env", "client_id", "persistent", "protocol_level", "expiry",
                  "disconnected_at", "subscriptions", "subscription_ids", "inflight", "queue",
                  "queued_bytes", "incoming_qos2", "peer", "link", "rules", "_held",
-                 "_next_packet_id", "_lock",
-                 "_dropped_unlogged", "_drop_logged_at")
+                 "_next_packet_id", "_lock")
 
     def __init__(self, env: SessionEnv, client_id: str, persistent: bool,
                  protocol_level: int = 4, expiry: int = 0) -> None:
@@ -157,8 +159,6 @@ class Session:
         self.rules: Rules | None = None  # ACL rules of its latest connection; None: no ACL
         self._next_packet_id = 1
         self._lock = Semaphore()  # never taken twice by one call chain: no need for RLock
-        self._dropped_unlogged = 0
-        self._drop_logged_at = -DROP_LOG_INTERVAL
 
     def __repr__(self) -> str:
         return (f"Session({self.client_id!r}, persistent={self.persistent}, "
@@ -400,6 +400,11 @@ class Session:
                 message.store_owed(self.env.store, self.client_id, qos, retain, 0, sub_ids)
             return True
 
+    def window_full(self) -> bool:
+        """True when a QoS 1/2 delivery now would wait in the queue."""
+        window = self._window()
+        return bool(self.queue) or (bool(window) and len(self.inflight) >= window)
+
     def _window(self) -> int:
         """How many QoS 1/2 PUBLISHes may await acknowledgement (0: no limit):
         `max_inflight_messages`, lowered to an MQTT 5 client's receive maximum
@@ -581,17 +586,10 @@ class Session:
         return len(self.inflight) + len(self.queue)
 
     def _drop(self, message: Message, why: str, expired: bool = False) -> None:
-        """Count a message not sent to this client; log it, at most once a minute per client.
-        An expired one is the publisher's wish, not a failure: counted apart, logged at info."""
+        """Count a message not sent to this client; the drop log says it (core/drop_log.py).
+        An expired one is the publisher's wish, not a failure: counted apart."""
         if expired:
             self.env.stats.publish_expired += 1
         else:
             self.env.stats.publish_dropped += 1
-        self._dropped_unlogged += 1
-        now = time.monotonic()
-        if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
-            log.log(logging.INFO if expired else logging.WARNING,
-                    "client %s: dropped %d message(s) since the last report, latest on %r: %s",
-                    self.client_id, self._dropped_unlogged, message.topic, why)
-            self._dropped_unlogged = 0
-            self._drop_logged_at = now
+        self.env.drops.note(self.client_id, message.topic, why, expired)

@@ -74,7 +74,9 @@ def on_subscribe(proto: ProtocolState, packet: Subscribe) -> None:
     for (topic_filter, _options), code, owed in zip(packet.subscriptions, granted,
                                                     retained_owed, strict=True):
         if owed:  # retain handling (5.0 section 3.8.3.1)
-            ctx.router.send_retained(session, topic_filter, code, identifier)
+            # sent as the client reads them (core/retained_feed.py), never dropped for it
+            proto.peer.produce(ctx.router.retained_feed(session, topic_filter, code,
+                                                        identifier))
 
 
 def _subscription_identifier(packet: Subscribe) -> int:

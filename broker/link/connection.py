@@ -35,6 +35,7 @@ from ..core.context import BrokerContext
 from ..core.protocol import (
     AWAIT_CONNECT,
     CONNECTED,
+    GONE,
     PEER_CLOSED,
     AuthRequest,
     ClientProtocol,
@@ -90,6 +91,9 @@ class Connection:
 
     def full(self) -> bool:
         return self.outbox.full()
+
+    def produce(self, feed: Callable[[int], bool]) -> None:
+        self.outbox.produce(feed)
 
     def terminate(self, reason: CloseReason) -> None:
         """Close now, from any greenlet: takeover, watchdog, server shutdown. An MQTT 5
@@ -160,6 +164,8 @@ class Connection:
                         stats.messages_received += received
                         self._close(protocol.close_after_flush, flush=True)
                         return
+                if self.outbox.producers:  # an acknowledgement may have opened the window
+                    self.outbox.refill()
                 if self.flusher is not None:
                     self.flusher.flush_now()  # before waiting for the socket again
                 now = time.monotonic()
@@ -282,7 +288,8 @@ class Connection:
         finally:
             if self.on_closed is not None:
                 self.on_closed(self)
-            self.outbox.close(flush)
+            self.outbox.close(flush)  # which lets go of this connection
+            self.protocol.peer = GONE  # so does the protocol: nothing cyclic is left
             if linger:  # from this reader, which ends now: nobody else reads the socket
                 self.transport.linger_close(reason.reason_code)
             else:

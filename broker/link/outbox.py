@@ -19,15 +19,24 @@ Two writers, never at once:
 A `WaitDurable` the store has not satisfied yet costs no greenlet either: the outbox asks
 the store to call it back after the commit (`on_durable`) and flushes again then, so one
 group commit releases fifty publishers' PUBACKs without fifty greenlet switches.
-The outbox never blocks a publisher: `full()` tells sessions to drop QoS 0 (counted and
-logged by the session); QoS 1/2 are bounded by the session's in-flight window.
+The outbox never blocks a publisher, and what it holds is bounded in bytes: `full()` says
+when it holds `max_outbox_bytes` or more (wire bytes of QoS 0 PUBLISHes and payload bytes of
+QoS 1/2 ones, also those taken by the writer and not sent yet), and sessions then drop QoS 0
+(counted and logged by the session); QoS 1/2 are bounded by the session's in-flight window.
+What one write joins is at most `SEND_SLICE` bytes: the bytes of a message are shared by
+every subscriber's outbox, so a slow reader holds a copy of one slice of them, not of all.
+Producers (`produce`: the retained messages a new subscription is owed) put what they have
+in bulk only while less than half the bound waits, refilled after every write and every read,
+so a client that reads gets all of it, at its pace, with nothing dropped.
+A closed outbox lets go of its items and of its connection at once: no reference cycle is
+left for the collector, so a slow reader's memory is freed the moment it leaves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
@@ -43,16 +52,33 @@ if TYPE_CHECKING:
     from ..core.context import BrokerContext
     from ..core.protocol import ClientProtocol
 
-OUTBOX_LIMIT = 10_000  # items waiting for a slow reader before QoS 0 is dropped
+SEND_SLICE = 65_536  # bytes joined for one write: what a slow reader holds a copy of
+PRODUCE_BUDGET = 262_144  # bytes producers may put at once when the outbox has no bound
 WRITER_IDLE_EXIT = 1.0  # seconds an idle writer greenlet lingers before the watchdog ends it
 FLUSH_ON_CLOSE_TIMEOUT = 2.0  # seconds a closing connection may spend writing its last bytes
 
 
-class _Unsent(bytes):
-    """A direct flush the transport could not take (TLS, a WebSocket frame in progress):
-    sent first by the writer, counted in the stats already."""
+class _Encoded:
+    """Wire bytes encoded (and counted in the stats) that a direct flush did not write (TLS,
+    a WebSocket frame in progress, a socket that took only part): sent first by the writer."""
 
-    __slots__ = ()
+    __slots__ = ("chunks", "size")
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.size = sum(map(len, chunks))
+
+
+def _slices(chunks: list[bytes]) -> Iterator[bytes]:
+    """`chunks` joined into writes of about `SEND_SLICE` bytes (a bigger chunk goes alone)."""
+    start = size = 0
+    for end, chunk in enumerate(chunks, 1):
+        size += len(chunk)
+        if size >= SEND_SLICE:
+            yield chunks[start] if end - start == 1 else b"".join(chunks[start:end])
+            start, size = end, 0
+    if start < len(chunks):
+        yield chunks[start] if len(chunks) - start == 1 else b"".join(chunks[start:])
 
 
 class Flusher:
@@ -117,13 +143,17 @@ class Owner(Protocol):
 
 
 class Outbox:
-    __slots__ = ("closed", "items", "owner", "_awaiting", "_barrier", "_dirty", "_flusher",
-                 "_idle_since", "_wake", "_writer")
+    __slots__ = ("closed", "items", "owner", "producers", "size", "_awaiting", "_barrier",
+                 "_dirty", "_env", "_flusher", "_idle_since", "_sending", "_wake", "_writer")
 
     def __init__(self, owner: Owner, flusher: Flusher | None) -> None:
         self.items: list[Any] = []
         self.owner = owner
         self.closed = False
+        self.size = 0  # bytes in `items`: wire bytes, and the payloads of QoS 1/2 deliveries
+        self._sending = 0  # bytes the writer took from `items` and has not written yet
+        self._env = owner.ctx.env  # its `limits` follow a reload
+        self.producers: list[Callable[[int], bool]] = []  # in the order they were given
         self._barrier: WaitDurable | None = None  # the WaitDurable still in `items`, if any
         self._awaiting = False  # a store callback (`on_durable`) is registered
         self._flusher = flusher  # None: always a writer greenlet (tests, transports that block)
@@ -144,6 +174,12 @@ class Outbox:
                     barrier.seq = item.seq
                 return
             self._barrier = item
+        else:
+            kind = type(item)
+            if kind is bytes:
+                self.size += len(item)
+            elif kind is Delivery or kind is OwnDelivery:
+                self.size += len(item.message.payload)
         self.items.append(item)
         if self._writer is not None:
             wake = self._wake
@@ -157,7 +193,31 @@ class Outbox:
                 self._flusher.add(self)
 
     def full(self) -> bool:
-        return len(self.items) >= OUTBOX_LIMIT
+        """True when QoS 0 deliveries should be dropped: `max_outbox_bytes` (0: no limit) are
+        waiting already. A message bigger than the limit still goes to an empty outbox."""
+        limit = self._env.limits.max_outbox_bytes
+        return bool(limit) and self.size + self._sending >= limit
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def produce(self, feed: Callable[[int], bool]) -> None:
+        """Have `feed(budget)` put about `budget` more bytes whenever less than half the bound
+        waits, until it returns True (done); feeds run one after the other."""
+        if self.closed:
+            return
+        self.producers.append(feed)
+        if len(self.producers) == 1:
+            self.refill()
+
+    def refill(self) -> None:
+        """Let the producers put more, if there is room (after a write, after a read)."""
+        producers = self.producers
+        while producers and not self.closed:
+            bound = self._env.limits.max_outbox_bytes or 2 * PRODUCE_BUDGET
+            room = bound // 2 - self.size - self._sending
+            if room <= 0 or not producers[0](room):
+                return  # called again when the outbox drains, or after the next read
+            producers.pop(0)
 
     # -- the direct flush ----------------------------------------------------------------------
 
@@ -172,11 +232,10 @@ class Outbox:
             chunks, rest = self._encode(items)
             transport = self.owner.transport
             if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                if transport.try_send(data):  # written, or its end held by the transport
-                    self.owner.ctx.stats.bytes_sent += len(data)
-                else:  # this transport cannot write without blocking now
-                    rest.insert(0, _Unsent(data))
+                left = self._try_send(chunks, transport)
+                if left is not None:  # for the writer, first
+                    rest.insert(0, left)
+                    self.size += left.size
         except (OSError, MQTTError) as exc:
             self.closed = True
             # We may be in the hub (the Flusher's callback), where nothing may block; closing
@@ -189,6 +248,35 @@ class Outbox:
             self._spawn_writer()
         elif rest:
             self._await_durable(rest[0])
+        if self.producers:
+            self.refill()
+
+    def _try_send(self, chunks: list[bytes], transport: Transport) -> _Encoded | None:
+        """Write `chunks` without blocking, a slice at a time while the socket takes them
+        whole; what is left for the writer (the end of a slice stays in the transport)."""
+        stats = self.owner.ctx.stats
+        if len(chunks) == 1:
+            data = chunks[0]
+            if not transport.try_send(data):  # this transport cannot write without blocking
+                return _Encoded(chunks)
+            stats.bytes_sent += len(data)
+            return None
+        sent = 0
+        for data in _slices(chunks):
+            if not transport.try_send(data):
+                break
+            stats.bytes_sent += len(data)
+            sent += len(data)
+            if transport.unsent:  # the socket is full: the rest waits for the writer
+                break
+        else:
+            return None
+        # Back to chunks for what was not handed over, so no big join is held meanwhile.
+        at = 0
+        while sent > 0:
+            sent -= len(chunks[at])
+            at += 1
+        return _Encoded(chunks[at:]) if at < len(chunks) else None
 
     def _await_durable(self, barrier: WaitDurable) -> None:
         """The head of `items` waits for the store: fail now if the store cannot write, else
@@ -239,6 +327,8 @@ class Outbox:
                 items, self.items = self.items, []
                 self._barrier = None
                 self._write_blocking(items)
+                if self.producers:
+                    self.refill()
         except gevent.GreenletExit:
             pass  # reaped while idle
         except (OSError, MQTTError) as exc:
@@ -270,9 +360,26 @@ class Outbox:
                 items = items[1:]
 
     def _send(self, chunks: list[bytes]) -> None:
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.owner.transport.sendall(data)
-        self.owner.ctx.stats.bytes_sent += len(data)
+        """Write `chunks`, blocking, a slice at a time; they count as waiting until written."""
+        transport = self.owner.transport
+        stats = self.owner.ctx.stats
+        if len(chunks) == 1:
+            data = chunks[0]
+            self._sending = len(data)
+            try:
+                transport.sendall(data)
+            finally:
+                self._sending = 0
+            stats.bytes_sent += len(data)
+            return
+        self._sending = sum(map(len, chunks))
+        try:
+            for data in _slices(chunks):
+                transport.sendall(data)
+                stats.bytes_sent += len(data)
+                self._sending -= len(data)
+        finally:
+            self._sending = 0
 
     def _encode(self, items: list[Any]) -> tuple[list[bytes], list[Any]]:
         """Wire bytes for every item up to the first `WaitDurable` the store has not satisfied
@@ -282,14 +389,17 @@ class Outbox:
         stats = owner.ctx.stats
         store = owner.ctx.store
         chunks: list[bytes] = []
-        publishes = payload_bytes = 0
+        publishes = payload_bytes = raw_bytes = encoded = 0
         rest: list[Any] = []
         for index, item in enumerate(items):
             kind = type(item)
-            if kind is bytes or kind is _Unsent:
-                # A QoS 0 PUBLISH laid out (and counted) by its session, or the end of a
-                # direct flush that did not fit (counted then).
+            if kind is bytes:  # a QoS 0 PUBLISH laid out (and counted) by its session
                 chunks.append(item)
+                raw_bytes += len(item)
+            elif kind is _Encoded:  # the end of a direct flush that was not written
+                chunks.extend(item.chunks)
+                raw_bytes += item.size
+                encoded += len(item.chunks)
             elif kind is Delivery:
                 message = item.message
                 chunks.append(message.wire(item.qos, item.retain, item.dup, item.packet_id,
@@ -311,8 +421,8 @@ class Outbox:
                 chunks.append(encode(item, level))
         stats.publish_sent += publishes
         stats.publish_bytes_sent += payload_bytes
-        unsent = 1 if chunks and type(chunks[0]) is _Unsent else 0  # only ever first
-        stats.messages_sent += len(chunks) - unsent
+        stats.messages_sent += len(chunks) - encoded  # those were counted when first encoded
+        self.size -= raw_bytes + payload_bytes
         return chunks, rest
 
     # -- closing -------------------------------------------------------------------------------
@@ -338,3 +448,9 @@ class Outbox:
         if writer is not None and writer is not current:
             writer.kill(block=False)
         self._writer = None
+        # What was not written is dropped now, and the connection, which holds this outbox,
+        # is let go: no cycle is left for the collector (whose oldest generation rarely runs).
+        self.items = []
+        self.size = 0
+        self.producers = []
+        self.owner = None  # type: ignore[assignment]

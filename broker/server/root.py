@@ -25,6 +25,7 @@ from ..store.base import SessionStore
 from ..store.memory import MemoryStore
 from .journal_writer import JournalStore
 from .listeners import Listener
+from .memory import MemoryReturn
 from .notify import Notifier
 from .security import FailureTracker, ListenerSecurity
 from .sys_topics import SysTopics
@@ -46,6 +47,7 @@ class Broker:
         self.flusher = Flusher()
         self._closed_callback = self._connection_closed  # one bound method for every connection
         self.failures = FailureTracker()
+        self.memory = MemoryReturn()  # glibc's free pages back to the system after closes
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
                                    ListenerSecurity.build(config, listener, self.failures))
                           for listener in config.listeners]
@@ -63,7 +65,8 @@ class Broker:
         for listener in self.listeners:
             listener.start()
         self.sys_topics.start()
-        self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions)]
+        self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions),
+                       gevent.spawn(self._report_drops)]
         self._tasks += self.notify.ready("; ".join(item.describe() for item in self.listeners))
 
     def serve_forever(self) -> None:
@@ -84,6 +87,7 @@ class Broker:
         for connection in list(self.connections):
             connection.terminate(SERVER_SHUTDOWN)
         self.store.close()
+        self.ctx.env.drops.flush()  # the drops since the last report, before the process goes
         self._stopped.set()
         log.info("stopped")
 
@@ -111,6 +115,7 @@ class Broker:
 
     def _connection_closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
+        self.memory.closed += 1
         listener = connection.protocol.source
         if isinstance(listener, Listener):
             listener.connection_closed()
@@ -125,6 +130,7 @@ class Broker:
             if ticks % 4 == 0:  # once a second is plenty for idle writers
                 for connection in self.connections:
                     connection.reap_idle_writer(now)
+                self.memory.tick()
             for will in self.ctx.wills.due(now):  # MQTT 5 wills whose delay has passed
                 self.ctx.router.publish(will)
             for connection in [c for c in self.connections if c.deadline <= now]:
@@ -134,6 +140,13 @@ class Broker:
                         log.info("closing %s: no CONNECT within %gs", connection.transport.address,
                                  self.config.broker.connect_timeout)
                     connection.terminate(CONNECT_TIMEOUT if late else KEEPALIVE_TIMEOUT)
+
+    def _report_drops(self) -> None:
+        """Every `drop_log_interval`: one line per client with the drops not said yet, so a
+        burst is reported in full without waiting for a later drop."""
+        while True:
+            gevent.sleep(self.config.log.drop_log_interval)
+            self.ctx.env.drops.flush()
 
     def _expire_sessions(self) -> None:
         """Discard persistent sessions offline for longer than persistent_client_expiration."""

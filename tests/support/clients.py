@@ -38,11 +38,18 @@ class RawClient:
     """A TCP socket speaking MQTT bytes; packets read back with the client-side decoder."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", protocol_level: int = 4,
-                 source: str | None = None) -> None:
+                 source: str | None = None, rcvbuf: int = 0) -> None:
         """`source`: the local address to connect from (127.0.0.2, say: a client whose
-        address differs from a proxy's 127.0.0.1)."""
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT,
-                                             source_address=(source, 0) if source else None)
+        address differs from a proxy's 127.0.0.1). `rcvbuf`: a receive buffer this small
+        (bytes) before connecting, so a client that stops reading leaves what the broker
+        sends in the broker, not in the kernel."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
         self.decoder = FrameDecoder(server_side=False, protocol_level=protocol_level)
 
     def send(self, data: bytes) -> None:

@@ -26,7 +26,6 @@ from broker.codec import (
     Subscribe,
 )
 from broker.errors import ReasonCode
-from broker.link import outbox
 from broker.store.memory import MemoryStore
 
 
@@ -126,8 +125,9 @@ def test_a_failed_store_closes_the_connection_without_the_acknowledgement(broker
     assert pub.transport.closed_with == [ReasonCode.UNSPECIFIED_ERROR]
 
 
-def test_qos0_is_dropped_and_counted_when_the_outbox_is_full(broker, store, monkeypatch):
-    monkeypatch.setattr(outbox, "OUTBOX_LIMIT", 3)
+def test_qos0_is_dropped_and_counted_when_the_outbox_is_full(store):
+    # each QoS 0 PUBLISH below is 8 bytes: three fill 24, the fourth and fifth are dropped
+    broker = InProcessBroker("[limits]\nmax_outbox_bytes = 24\n", store=store)
     sub = persistent_subscriber(broker, store, qos=1)
     pub = broker.connected("pub")
     pub.send(*(Publish("t/0", bytes([i])) for i in range(5)),

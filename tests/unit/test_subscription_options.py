@@ -44,6 +44,10 @@ class Peer:
     def terminate(self, reason: Any) -> None:
         pass
 
+    def produce(self, feed: Any) -> None:
+        while not feed(1 << 30):
+            pass
+
     def take(self, kind: type) -> list[Any]:
         found = [item for item in self.items if isinstance(item, kind)]
         self.items = [item for item in self.items if not isinstance(item, kind)]
