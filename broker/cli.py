@@ -6,7 +6,8 @@ Every other subcommand lives in its own module, which registers it (`register(co
 config_option)`) and gives it a handler `(args, config_path) -> exit code`; `TOOLS` lists them.
 Signals while running: SIGTERM and SIGINT stop gracefully; SIGHUP re-reads the configuration
 file and applies what can change live, keeping the running one if the new file is broken.
-Exit codes: 0 fine, 1 cannot start (e.g. port in use), 2 bad configuration, 3 damaged journal.
+Exit codes: 0 fine, 1 cannot start (port in use, data_dir locked by another broker), 2 bad
+configuration, 3 damaged journal.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .config.description import describe
 from .config.loading import load_default, load_file
 from .config.schema import Config
 from .errors import ConfigError
+from .store.dir_lock import DataDirInUse
 from .store.journal_file import JournalCorrupt
 from .tools import deploy, journal, passwd, probe
 
@@ -170,6 +172,10 @@ def run(path: str | None) -> int:
                   "greenfly check --salvage%s", exc.path, exc.offset, exc.reason,
                   f" -c {path}" if path else "")
         return 3
+    except DataDirInUse as exc:
+        log.error("cannot start: %s. Stop that broker, or give this one a data_dir of its own "
+                  "(two brokers on one journal corrupt each other)", exc)
+        return 1
     except OSError as exc:
         log.error("cannot start: %s", exc)
         broker.stop()

@@ -18,6 +18,8 @@ side, which needs a greenlet and the hub's threadpool, so it lives in the I/O la
   records still pending at that instant are dropped (the snapshot contains them), and the
   snapshot is written to a temporary file, fsynced, renamed over the journal, and the
   directory fsynced. A crash at any moment leaves either the old journal or the new one.
+- One broker per data directory (`store/dir_lock.py`): `load` takes the directory's lock
+  before it reads anything and `close` gives it back.
 - Recovery (`load`): a torn final frame is truncated and logged; a bad frame anywhere else
   stops start-up with `JournalCorrupt` (file, offset, and the salvage command), never silently.
 """
@@ -35,6 +37,7 @@ from gevent.event import Event
 
 from ..errors import StoreUnavailable
 from ..store.base import StoredState, restore
+from ..store.dir_lock import DataDirLock
 from ..store.journal_file import HEADER, JOURNAL_NAME, JournalCorrupt, fsync_dir, scan_journal
 from ..store.record_codec import encode_frame
 from ..store.records import Record
@@ -69,11 +72,20 @@ class JournalStore:
         self._writer: gevent.Greenlet | None = None
         self._closing = False
         self._last_fsync = time.monotonic()
+        self._lock = DataDirLock(data_dir)
 
     # -- start -------------------------------------------------------------------------------
 
     def load(self) -> StoredState:
         os.makedirs(self.data_dir, exist_ok=True)
+        self._lock.acquire()  # DataDirInUse if another broker runs here: before any read
+        try:
+            return self._load_locked()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _load_locked(self) -> StoredState:
         tmp = self.path + ".tmp"
         if os.path.exists(tmp):
             os.unlink(tmp)  # a compaction that never reached its rename
@@ -148,6 +160,7 @@ class JournalStore:
             writer.join(timeout=10)
             writer.kill(block=False)
         if self._fd < 0:
+            self._lock.release()
             return
         error = self._write(b"".join(self._pending), sync=True)
         if error is not None:
@@ -158,6 +171,7 @@ class JournalStore:
         self._pending.clear()
         os.close(self._fd)
         self._fd = -1
+        self._lock.release()
 
     # -- the writer greenlet -----------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""`greenfly inspect` and `greenfly check --salvage`: the journal, read without a broker."""
+"""`greenfly inspect` and `greenfly check --salvage`: the journal, read without a broker.
+
+Both read without the data directory's lock (a running broker keeps it) and say when a
+broker is running there; salvage, which rewrites the journal, takes the lock and refuses
+while a broker holds it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from ..config.loading import load_default, load_file
 from ..config.schema import Config
 from ..errors import ConfigError
 from ..store.base import restore
+from ..store.dir_lock import DataDirInUse, DataDirLock, holder
 from ..store.journal_file import JOURNAL_NAME, salvage, scan_journal
 
 
@@ -27,7 +33,22 @@ def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
 
 def check_hook(config: Config, args: argparse.Namespace) -> int:
     """`greenfly check --salvage`: repair the journal in the configuration's data_dir."""
-    return salvage_command(config.broker.data_dir) if args.salvage else 0
+    if not config.persistence.enabled:
+        return 0
+    if not args.salvage:
+        note_running_broker(config.broker.data_dir)
+        return 0
+    return salvage_command(config.broker.data_dir)
+
+
+def note_running_broker(data_dir: str) -> int | None:
+    """Say so when a broker runs on `data_dir`: what is read may change under it."""
+    pid = holder(data_dir)
+    if pid is not None:
+        print(f"  note: a greenfly broker is running on {data_dir} "
+              f"({f'PID {pid}' if pid else 'PID unknown'}); its journal is read as it is "
+              "now, while it may still be writing")
+    return pid
 
 
 def _inspect_handler(args: argparse.Namespace, path: str | None) -> int:
@@ -50,6 +71,7 @@ def inspect_command(data_dir: str) -> int:
     found = scan_journal(path)
     state = restore(found.records)
     print(f"{path}: {found.size} bytes, {len(found.records)} records")
+    note_running_broker(data_dir)
     if found.torn_tail:
         print(f"  torn final frame: {found.torn_tail} bytes at offset {found.good_end} "
               "(truncated at the next start)")
@@ -75,7 +97,16 @@ def salvage_command(data_dir: str) -> int:
     if not os.path.exists(path):
         print(f"{path}: no journal, nothing to salvage")
         return 0
-    found, backup = salvage(path)
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()  # the journal is rewritten: never under a running broker
+    except DataDirInUse as exc:
+        print(f"greenfly: cannot salvage: {exc}; stop it first", file=sys.stderr)
+        return 1
+    try:
+        found, backup = salvage(path)
+    finally:
+        lock.release()
     if backup is None:
         print(f"{path}: not damaged, nothing to salvage ({len(found.records)} records)")
         return 0
