@@ -20,7 +20,8 @@ side, which needs a greenlet and the hub's threadpool, so it lives in the I/O la
   directory fsynced. A crash at any moment leaves either the old journal or the new one.
 - One broker per data directory (`store/dir_lock.py`): `load` takes the directory's lock
   before it reads anything and `close` gives it back.
-- Recovery (`load`): a torn final frame is truncated and logged; a bad frame anywhere else
+- Recovery (`load`): a torn final frame is truncated and logged, its bytes kept beside the
+  journal (`greenfly.journal.torn-<time>`); a bad frame anywhere else
   stops start-up with `JournalCorrupt` (file, offset, and the salvage command), never silently.
 """
 
@@ -38,7 +39,14 @@ from gevent.event import Event
 from ..errors import StoreUnavailable
 from ..store.base import StoredState, restore
 from ..store.dir_lock import DataDirLock
-from ..store.journal_file import HEADER, JOURNAL_NAME, JournalCorrupt, fsync_dir, scan_journal
+from ..store.journal_file import (
+    HEADER,
+    JOURNAL_NAME,
+    JournalCorrupt,
+    fsync_dir,
+    save_cut,
+    scan_journal,
+)
 from ..store.record_codec import encode_frame
 from ..store.records import Record
 
@@ -98,9 +106,11 @@ class JournalStore:
                 raise JournalCorrupt(self.path, *found.damage)
             records, good_end = found.records, found.good_end
             if found.torn_tail:
+                kept = save_cut(self.path, found.good_end)
                 log.warning("%s: truncating a torn final frame of %d bytes at offset %d "
-                            "(the broker stopped while writing it; it was never acknowledged)",
-                            self.path, found.torn_tail, found.good_end)
+                            "(the broker stopped while writing it; it was never acknowledged); "
+                            "the cut bytes are kept in %s", self.path, found.torn_tail,
+                            found.good_end, kept)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         if good_end < len(HEADER):  # a new journal, or one whose header never reached disk
             os.ftruncate(self._fd, 0)

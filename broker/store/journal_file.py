@@ -1,22 +1,31 @@
 """The journal file: its header, its frames, and reading it back without a broker.
 
 `greenfly.journal` is a versioned header, then frames `length | crc32 | body` (see
-`record_codec`). `scan_journal` reads every record and tells a torn final frame (a crash
-mid-write: truncate it) from damage before the end (stop, name the offset, offer
-`salvage`, which keeps every record before the damage and copies the original aside). This
-module does plain file I/O only; the writing side with its greenlet and threadpool is
+`record_codec`). `scan_journal` reads every record and tells a torn final frame from damage:
+- A torn tail is what a crash mid-write leaves: the last frame cut short (its header, or a
+  length running past the end of the file, or a CRC that fails on the very last frame).
+  It was never acknowledged; start-up truncates it, keeping the cut bytes beside the
+  journal (`save_cut`).
+- A length that runs past the end is a torn tail only when nothing intact follows it: a
+  flipped bit in the length field of a record in the middle also runs past the end, and
+  reading that as a torn tail would truncate every acknowledged record after it. So the
+  bytes after it are searched for an intact frame (a length that fits, a matching CRC, a
+  body that decodes); if one is found, it is damage.
+- Damage stops start-up (the broker names file and offset) and `salvage` repairs it.
+This module does plain file I/O only; the writing side with its greenlet and threadpool is
 `broker/server/journal_writer.py`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import zlib
 from dataclasses import dataclass, field
 
-from .record_codec import FRAME_HEADER, MAX_RECORD, CorruptRecord, decode_record
+from .record_codec import FRAME_HEADER, MAX_RECORD, RECORD_TYPES, CorruptRecord, decode_record
 from .records import Record
 
 JOURNAL_NAME = "greenfly.journal"
@@ -81,7 +90,13 @@ def scan_journal(path: str) -> JournalScan:
                 result.damage = (pos, f"frame length {length} is impossible")
                 break
             if end > size:
-                result.torn_tail = size - pos
+                follows = next_intact_frame(data, pos + 1)
+                if follows is not None:
+                    result.damage = (pos, f"frame length {length} runs past the end of the "
+                                     f"journal, but an intact record follows at offset "
+                                     f"{follows}")
+                else:
+                    result.torn_tail = size - pos
                 break
             body = data[pos + header_size:end]
             if crc32(body) != crc:
@@ -98,12 +113,62 @@ def scan_journal(path: str) -> JournalScan:
     return result
 
 
+# A byte that can begin a record body: where an intact frame's body may start.
+_TYPE_BYTE = re.compile(b"[" + b"".join(re.escape(bytes((t,))) for t in sorted(RECORD_TYPES))
+                        + b"]")
+
+
+def next_intact_frame(data: bytes, start: int) -> int | None:
+    """The offset of the first intact frame at or after `start` (its length fits in the
+    file, its CRC matches, its body decodes), or None. Only bytes that can begin a body
+    are tried, so the search runs at C speed over bytes that cannot."""
+    header_size = FRAME_HEADER.size
+    size = len(data)
+    for match in _TYPE_BYTE.finditer(data, start + header_size):
+        pos = match.start() - header_size
+        length, crc = FRAME_HEADER.unpack_from(data, pos)
+        end = pos + header_size + length
+        if length == 0 or end > size or zlib.crc32(data[pos + header_size:end]) != crc:
+            continue
+        try:
+            decode_record(data[pos + header_size:end])
+        except CorruptRecord:
+            continue
+        return pos
+    return None
+
+
+def aside_name(path: str, tag: str) -> str:
+    """A new file name beside `path` for bytes kept aside: `<path>.<tag>-<time>`."""
+    base = f"{path}.{tag}-{time.strftime('%Y%m%dT%H%M%S')}"
+    name, n = base, 1
+    while os.path.exists(name):
+        n += 1
+        name = f"{base}.{n}"
+    return name
+
+
+def save_cut(path: str, offset: int) -> str:
+    """Copy the bytes of `path` from `offset` to its end into a new file beside it (fsynced),
+    before they are truncated: nothing is cut without a copy."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        cut = fh.read()
+    name = aside_name(path, "torn")
+    with open(name, "wb") as out:
+        out.write(cut)
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(os.path.dirname(path) or ".")
+    return name
+
+
 def salvage(path: str) -> tuple[JournalScan, str | None]:
     """Keep every record before the first damage: the original is copied aside first."""
     found = scan_journal(path)
     if found.damage is None and not found.torn_tail:
         return found, None
-    backup = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+    backup = aside_name(path, "damaged")
     shutil.copy2(path, backup)
     with open(path, "r+b") as fh:
         if found.good_end < len(HEADER):
