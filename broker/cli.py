@@ -168,8 +168,8 @@ def run(path: str | None) -> int:
         broker.serve_forever()
     except JournalCorrupt as exc:
         log.error("cannot start: the session journal %s is damaged at offset %d (%s). Nothing "
-                  "was changed. To keep every record before that offset and start, run: "
-                  "greenfly check --salvage%s", exc.path, exc.offset, exc.reason,
+                  "was changed. To keep every intact record, before and after it, and start, "
+                  "run: greenfly check --salvage%s", exc.path, exc.offset, exc.reason,
                   f" -c {path}" if path else "")
         return 3
     except DataDirInUse as exc:

@@ -11,7 +11,8 @@
   reading that as a torn tail would truncate every acknowledged record after it. So the
   bytes after it are searched for an intact frame (a length that fits, a matching CRC, a
   body that decodes); if one is found, it is damage.
-- Damage stops start-up (the broker names file and offset) and `salvage` repairs it.
+- Damage stops start-up (the broker names file and offset) and `salvage` repairs it,
+  keeping every intact record before and after the damage (`salvage.py`).
 This module does plain file I/O only; the writing side with its greenlet and threadpool is
 `broker/server/journal_writer.py`.
 """
@@ -19,14 +20,14 @@ This module does plain file I/O only; the writing side with its greenlet and thr
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 import zlib
 from dataclasses import dataclass, field
 
-from .record_codec import FRAME_HEADER, MAX_RECORD, RECORD_TYPES, CorruptRecord, decode_record
+from .record_codec import FRAME_HEADER, MAX_RECORD, CorruptRecord, decode_record
 from .records import Record
+from .salvage import Resynced, next_intact_frame, resync
 
 JOURNAL_NAME = "greenfly.journal"
 MAGIC = b"GREENFLY-JOURNAL"
@@ -113,31 +114,6 @@ def scan_journal(path: str) -> JournalScan:
     return result
 
 
-# A byte that can begin a record body: where an intact frame's body may start.
-_TYPE_BYTE = re.compile(b"[" + b"".join(re.escape(bytes((t,))) for t in sorted(RECORD_TYPES))
-                        + b"]")
-
-
-def next_intact_frame(data: bytes, start: int) -> int | None:
-    """The offset of the first intact frame at or after `start` (its length fits in the
-    file, its CRC matches, its body decodes), or None. Only bytes that can begin a body
-    are tried, so the search runs at C speed over bytes that cannot."""
-    header_size = FRAME_HEADER.size
-    size = len(data)
-    for match in _TYPE_BYTE.finditer(data, start + header_size):
-        pos = match.start() - header_size
-        length, crc = FRAME_HEADER.unpack_from(data, pos)
-        end = pos + header_size + length
-        if length == 0 or end > size or zlib.crc32(data[pos + header_size:end]) != crc:
-            continue
-        try:
-            decode_record(data[pos + header_size:end])
-        except CorruptRecord:
-            continue
-        return pos
-    return None
-
-
 def aside_name(path: str, tag: str) -> str:
     """A new file name beside `path` for bytes kept aside: `<path>.<tag>-<time>`."""
     base = f"{path}.{tag}-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -163,22 +139,32 @@ def save_cut(path: str, offset: int) -> str:
     return name
 
 
-def salvage(path: str) -> tuple[JournalScan, str | None]:
-    """Keep every record before the first damage: the original is copied aside first."""
+def salvage(path: str) -> tuple[JournalScan, Resynced | None, str | None]:
+    """Keep every intact record, before and after the damage (`salvage.resync`): the
+    original is copied aside first, and the repaired journal replaces it by a rename, so a
+    crash during salvage leaves one or the other. Returns the scan, what was kept, and the
+    copy's name (None for both when there was nothing to repair)."""
     found = scan_journal(path)
     if found.damage is None and not found.torn_tail:
-        return found, None
+        return found, None, None
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if data[:len(MAGIC)] == MAGIC and data[len(MAGIC):len(MAGIC) + 2] != HEADER[len(MAGIC):-2]:
+        raise ValueError(f"{path} is a journal of another version ({found.damage}): "
+                         "not salvaged; run the greenfly that wrote it")
+    start = len(HEADER) if data[:len(HEADER)] == HEADER else 0
+    kept = resync(data, start)
     backup = aside_name(path, "damaged")
     shutil.copy2(path, backup)
-    with open(path, "r+b") as fh:
-        if found.good_end < len(HEADER):
-            fh.seek(0)
-            fh.write(HEADER)
-            found.good_end = len(HEADER)
-        fh.truncate(found.good_end)
+    tmp = path + ".salvage"
+    with open(tmp, "wb") as fh:
+        fh.write(HEADER)
+        fh.writelines(kept.frames)
         fh.flush()
         os.fsync(fh.fileno())
-    return found, backup
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+    return found, kept, backup
 
 
 def fsync_dir(path: str) -> None:

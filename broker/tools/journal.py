@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..store.base import restore
 from ..store.dir_lock import DataDirInUse, DataDirLock, holder
 from ..store.journal_file import JOURNAL_NAME, salvage, scan_journal
+from ..store.salvage import Resynced, describe, losses
 
 
 def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
@@ -27,8 +28,8 @@ def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
     inspect.set_defaults(handler=_inspect_handler)
     commands.choices["check"].add_argument(
         "--salvage", action="store_true",
-        help="repair a damaged journal: keep every record before the damage (the original "
-        "is copied aside first)")
+        help="repair a damaged journal: keep every intact record, before and after the "
+        "damage, and say what was lost (the original is copied aside first)")
 
 
 def check_hook(config: Config, args: argparse.Namespace) -> int:
@@ -78,7 +79,7 @@ def inspect_command(data_dir: str) -> int:
     if found.damage:
         offset, reason = found.damage
         print(f"  DAMAGED at offset {offset}: {reason}; records after it are not shown "
-              "(`greenfly check --salvage` keeps everything before it)")
+              "(`greenfly check --salvage` keeps every intact record, before and after it)")
     print(f"sessions: {len(state.sessions)}")
     for session in sorted(state.sessions.values(), key=lambda s: s.client_id):
         inflight = sum(1 for e in session.outgoing.values() if e.packet_id)
@@ -104,14 +105,51 @@ def salvage_command(data_dir: str) -> int:
         print(f"greenfly: cannot salvage: {exc}; stop it first", file=sys.stderr)
         return 1
     try:
-        found, backup = salvage(path)
+        found, kept, backup = salvage(path)
+    except ValueError as exc:
+        print(f"greenfly: cannot salvage: {exc}", file=sys.stderr)
+        return 1
     finally:
         lock.release()
-    if backup is None:
+    if kept is None or backup is None:
         print(f"{path}: not damaged, nothing to salvage ({len(found.records)} records)")
         return 0
-    dropped = found.size - found.good_end
-    where = f" at offset {found.damage[0]} ({found.damage[1]})" if found.damage else ""
-    print(f"{path}: damaged{where}; kept {len(found.records)} records before it, "
-          f"dropped {dropped} bytes. The original is saved as {backup}.", file=sys.stderr)
+    for line in salvage_report(path, kept, backup):
+        print(line, file=sys.stderr)
     return 0
+
+
+def salvage_report(path: str, kept: Resynced, backup: str) -> list[str]:
+    """What salvage did, in bytes and then in the user's terms: sessions, messages, topics."""
+    out = [f"{path}: salvaged. The original is saved as {backup}."]
+    lost_bytes = 0
+    for damage in kept.damage:
+        size = damage.end - damage.start
+        where = f"  offset {damage.start} ({damage.reason}), {size} bytes: "
+        if damage.recovered is not None:
+            out.append(where + "only the length field was damaged; the record itself is "
+                       f"intact (its CRC matches) and kept: {describe(damage.recovered)}")
+            continue
+        lost_bytes += size
+        if damage.torn:
+            out.append(where + "a final record cut short by a crash mid-write (never "
+                       "acknowledged), dropped")
+            continue
+        guess = ("; it held, probably, " + "; ".join(describe(r) for r in damage.probably)
+                 if damage.probably else "")
+        out.append(where + f"damaged, dropped{guess}")
+    out.append(f"kept {len(kept.records)} intact record(s), {kept.after_damage} of them after "
+               f"the damage; dropped {lost_bytes} bytes")
+    lost = losses(kept.records).lines()
+    guessed = [record for damage in kept.damage for record in damage.probably]
+    if lost or guessed:
+        out.append("what was lost, as the records that survive tell it:")
+        out += [f"  {line}" for line in lost]
+        out += [f"  probably {describe(record)} (its record failed its CRC)"
+                for record in guessed]
+    elif any(not damage.recovered and not damage.torn for damage in kept.damage):
+        out.append("what was lost: nothing the surviving records refer to (an acknowledgement "
+                   "or a subscription change may be among the dropped bytes)")
+    else:
+        out.append("nothing acknowledged was lost")
+    return out
