@@ -28,6 +28,7 @@ side, which needs a greenlet and the hub's threadpool, so it lives in the I/O la
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -53,6 +54,8 @@ from ..store.records import Record
 log = logging.getLogger("greenfly.journal")
 
 RETRY_INTERVAL = 1.0
+# Out of room (a file-size limit counts: the journal can grow no further either way).
+DISK_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
 class JournalStore:
@@ -79,6 +82,7 @@ class JournalStore:
         self._on_durable: list[tuple[int, Callable[[], None]]] = []
         self._writer: gevent.Greenlet | None = None
         self._closing = False
+        self._closed = Event()  # set by `close`: a writer waiting to retry stops waiting
         self._last_fsync = time.monotonic()
         self._lock = DataDirLock(data_dir)
 
@@ -165,6 +169,7 @@ class JournalStore:
         """Write and fsync everything pending, then release the file."""
         self._closing = True
         self._wake.set()
+        self._closed.set()
         writer = self._writer
         if writer is not None:
             writer.join(timeout=10)
@@ -205,7 +210,9 @@ class JournalStore:
             error = pool.apply(self._write, (data, sync))
             if error is not None:
                 self._write_failed(error)
-                gevent.sleep(RETRY_INTERVAL)
+                if self._closing:
+                    return  # `close` tries once more and says what could not be written
+                self._closed.wait(RETRY_INTERVAL)  # the retry, or `close`, which ends this
                 continue
             del self._pending[:count]
             if sync:
@@ -248,7 +255,8 @@ class JournalStore:
         return None
 
     def _write_failed(self, exc: OSError) -> None:
-        reason = f"{exc.strerror or exc} (errno {exc.errno})"
+        kind = "disk full" if exc.errno in DISK_FULL else "disk error"
+        reason = f"{kind}: {exc.strerror or exc} (errno {exc.errno})"
         if self.failure is None:
             log.error("JOURNAL WRITE FAILED: %s: %s. QoS 1/2 publishes are refused (no PUBACK) "
                       "until writes succeed again; QoS 0 and subscriptions keep working. "

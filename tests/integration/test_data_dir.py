@@ -3,13 +3,18 @@ full disk. Real processes, a real lock file and a real full filesystem."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from support.broker import BrokerProcess
-from support.clients import RawClient, unique
+from support.clients import RawClient, publish_many, unique
 
-from broker.codec import ConnAck
+from broker.codec import MQTT_5, ConnAck, Connect, Publish, SubOptions, Subscribe
 
 GREENFLY = [sys.executable, "-m", "broker"]
 
@@ -72,3 +77,86 @@ def test_the_lock_dies_with_the_broker_even_after_kill_9(broker_factory, tmp_pat
         assert RawClient(second.port).connect(unique("after-kill")) == ConnAck(0, False)
     finally:
         second.stop()
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB filesystem (tmpfs; CI runs as root) for the broker's data_dir."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"cannot mount a tmpfs (needs root): {done.stderr}"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write `path` until the filesystem has not one byte left."""
+    with open(path, "wb", buffering=0) as fh:
+        for chunk in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    fh.write(b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+@pytest.fixture
+def broker_on_small_disk(small_disk: Path, tmp_path: Path) -> Iterator[BrokerProcess]:
+    config = (f'[broker]\ndata_dir = "{small_disk / "data"}"\nsys_interval = 0\n\n'
+              '[[listener]]\nbind = "127.0.0.1"\nport = 0\n')
+    proc = BrokerProcess(tmp_path / "broker", config_text=config).start()
+    yield proc
+    proc.stop()  # before the filesystem goes
+
+
+def test_full_disk_resumes_sessions_and_refuses_new_persistent_ones_saying_disk_full(
+        broker_on_small_disk, small_disk):
+    proc = broker_on_small_disk
+    keeper = unique("keeper")
+    topic = f"{keeper}/t"
+    raw = RawClient(proc.port)
+    assert raw.connect(keeper, clean=False) == ConnAck(0, False)
+    raw.send_packet(Subscribe(1, ((topic, SubOptions(1)),)))
+    assert raw.recv_packet().reason_codes == (1,)
+    raw.close()
+    proc.wait_for_log(rf"client disconnected: {keeper} ")
+    publisher = RawClient(proc.port)
+    publisher.connect()
+    publish_many(publisher, topic, [b"before the disk filled"])
+    _fill(small_disk / "filler")
+    # The broker finds out at its next write: a QoS 1 message it cannot journal (bigger than
+    # whatever is left of the journal's last page) is refused.
+    proc.mark_log()
+    publisher.send_packet(Publish(topic, b"x" * 20000, 1, packet_id=2))
+    assert publisher.closed_by_broker(5)
+    proc.wait_for_log(r"JOURNAL WRITE FAILED: .*No space left on device")
+    # Resuming needs no new bytes on disk before its CONNACK, and gets what it was owed.
+    back = RawClient(proc.port)
+    assert back.connect(keeper, clean=False) == ConnAck(0, True)
+    owed = back.recv_packet()
+    assert isinstance(owed, Publish) and owed.payload == b"before the disk filled"
+    # A new persistent session cannot be promised: 0x03 (MQTT 5: 0x97), and the log says why.
+    newcomer = unique("newcomer")
+    refused_v3 = RawClient(proc.port)
+    refused_v3.send_packet(Connect(newcomer, clean_start=False, keepalive=60))
+    assert refused_v3.recv_bytes(4) == b"\x20\x02\x00\x03"  # CONNACK 0x03
+    assert refused_v3.closed_by_broker()
+    proc.wait_for_log(rf"connection refused: {newcomer} .*disk full")
+    v5 = RawClient(proc.port, protocol_level=MQTT_5)
+    v5.send_packet(Connect(unique("v5-newcomer"), MQTT_5, True, 60,
+                           properties={"session_expiry_interval": 300}), MQTT_5)
+    refused = v5.recv_packet()
+    assert refused.reason_code == 0x97 and "disk full" in refused.properties["reason_string"]
+    assert "protocol error" not in proc.log_text()
+    # Clean sessions write nothing, so they are still welcome.
+    assert RawClient(proc.port).connect(unique("clean"), clean=True) == ConnAck(0, False)
+    # Room again: the broker writes again by itself, and new persistent sessions are taken.
+    os.unlink(small_disk / "filler")
+    proc.wait_for_log(r"journal writes work again")
+    assert RawClient(proc.port).connect(unique("later"), clean=False) == ConnAck(0, False)
