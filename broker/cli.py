@@ -25,7 +25,7 @@ from .config.schema import Config
 from .errors import ConfigError
 from .store.dir_lock import DataDirInUse
 from .store.journal_file import JournalCorrupt
-from .tools import deploy, journal, passwd, probe
+from .tools import deploy, journal, passwd, preflight, probe
 
 log = logging.getLogger("greenfly")
 
@@ -88,6 +88,12 @@ def check_command(path: str | None, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"greenfly: configuration error: {exc}", file=sys.stderr)
         return 2
+    if not args.salvage:  # salvage is there to repair what this would find
+        status = preflight.startup_checks(config, path)
+        if status:
+            print(f"{path or 'embedded default config'}: the configuration is valid, but the "
+                  "broker would not start (above)", file=sys.stderr)
+            return status
     print(f"{path or 'embedded default config'}: OK")
     for line in describe(config):
         print(f"  {line}")
@@ -166,6 +172,10 @@ def run(path: str | None) -> int:
     tune_gc()
     try:
         broker.serve_forever()
+    except ConfigError as exc:  # a listener that cannot listen: its file, line and key
+        log.error("cannot start: %s", exc)
+        broker.stop()
+        return 1
     except JournalCorrupt as exc:
         log.error("cannot start: the session journal %s is damaged at offset %d (%s). Nothing "
                   "was changed. To keep every intact record, before and after it, and start, "
