@@ -107,14 +107,36 @@ def next_intact_frame(data: bytes, start: int) -> int | None:
     header_size = FRAME_HEADER.size
     size = len(data)
     for match in _TYPE_BYTE.finditer(data, start + header_size):
-        pos = match.start() - header_size
+        body = match.start()
+        pos = body - header_size
         length, crc = FRAME_HEADER.unpack_from(data, pos)
-        end = pos + header_size + length
-        if length == 0 or end > size or zlib.crc32(data[pos + header_size:end]) != crc:
+        end = body + length
+        if end > size or not _plausible(data, body, end):
             continue
-        if _decodes(data[pos + header_size:end]) is not None:
+        if zlib.crc32(data[body:end]) == crc and _decodes(data[body:end]) is not None:
             return pos
     return None
+
+
+# type byte -> how many u64 fields come before its first string (a client id or topic).
+_LEADING_INTS = {t: kinds.index("str") for t, (_cls, kinds) in RECORD_TYPES.items()}
+
+
+def _plausible(data: bytes, body: int, end: int) -> bool:
+    """A cheap look before the CRC: the body's first string fits and is UTF-8. Random bytes
+    almost never pass, so a search through a large payload (a torn 50 MiB PUBLISH) does not
+    compute a CRC over megabytes at every byte that merely looks like a type byte."""
+    at = body + 1 + 8 * _LEADING_INTS[data[body]]
+    if at + 2 > end:
+        return False
+    text_end = at + 2 + ((data[at] << 8) | data[at + 1])
+    if text_end > end:
+        return False
+    try:
+        data[at + 2:text_end].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _guesses(data: bytes, pos: int, end: int) -> list[Record]:
