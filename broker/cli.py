@@ -6,7 +6,8 @@ Every other subcommand lives in its own module, which registers it (`register(co
 config_option)`) and gives it a handler `(args, config_path) -> exit code`; `TOOLS` lists them.
 Signals while running: SIGTERM and SIGINT stop gracefully; SIGHUP re-reads the configuration
 file and applies what can change live, keeping the running one if the new file is broken.
-Exit codes: 0 fine, 1 cannot start (e.g. port in use), 2 bad configuration, 3 damaged journal.
+Exit codes: 0 fine, 1 cannot start (port in use, data_dir locked by another broker), 2 bad
+configuration, 3 damaged journal.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from .config.exposure import exposures
 from .config.loading import load_default, load_file
 from .config.schema import Config
 from .errors import ConfigError
+from .store.dir_lock import DataDirInUse
 from .store.journal_file import JournalCorrupt
-from .tools import deploy, journal, passwd, probe
+from .tools import deploy, journal, passwd, preflight, probe
 
 log = logging.getLogger("greenfly")
 
@@ -87,6 +89,12 @@ def check_command(path: str | None, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"greenfly: configuration error: {exc}", file=sys.stderr)
         return 2
+    if not args.salvage:  # salvage is there to repair what this would find
+        status = preflight.startup_checks(config, path)
+        if status:
+            print(f"{path or 'embedded default config'}: the configuration is valid, but the "
+                  "broker would not start (above)", file=sys.stderr)
+            return status
     print(f"{path or 'embedded default config'}: OK")
     for line in describe(config):
         print(f"  {line}")
@@ -167,12 +175,20 @@ def run(path: str | None) -> int:
     tune_gc()
     try:
         broker.serve_forever()
+    except ConfigError as exc:  # a listener that cannot listen: its file, line and key
+        log.error("cannot start: %s", exc)
+        broker.stop()
+        return 1
     except JournalCorrupt as exc:
         log.error("cannot start: the session journal %s is damaged at offset %d (%s). Nothing "
-                  "was changed. To keep every record before that offset and start, run: "
-                  "greenfly check --salvage%s", exc.path, exc.offset, exc.reason,
+                  "was changed. To keep every intact record, before and after it, and start, "
+                  "run: greenfly check --salvage%s", exc.path, exc.offset, exc.reason,
                   f" -c {path}" if path else "")
         return 3
+    except DataDirInUse as exc:
+        log.error("cannot start: %s. Stop that broker, or give this one a data_dir of its own "
+                  "(two brokers on one journal corrupt each other)", exc)
+        return 1
     except OSError as exc:
         log.error("cannot start: %s", exc)
         broker.stop()

@@ -125,8 +125,15 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
     # The listener's security as it is now: a reload during the check has replaced it.
     proto.rules = proto.source.security.rules(proto.client_id, username)
     registry = ctx.registry
-    since = ctx.store.seq
+    if v5:
+        persistent, expiry = proto.limits.session_expiry > 0, proto.limits.session_expiry
+    else:
+        persistent, expiry = not packet.clean_start, 0
     previous = registry.get(proto.client_id)
+    resuming = previous is not None and previous.persistent and not packet.clean_start
+    if persistent and not resuming and _refused_for_store(proto):
+        return
+    since = ctx.store.seq
     if previous is not None and previous.peer is not None:
         previous.peer.terminate(TAKEOVER)  # [MQTT-3.1.4-2]
     # A will held back by its delay: a new connection to the session cancels it, one that
@@ -134,10 +141,6 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
     held = ctx.wills.take(proto.client_id)
     if held is not None and packet.clean_start:
         ctx.router.publish(held)
-    if v5:
-        persistent, expiry = proto.limits.session_expiry > 0, proto.limits.session_expiry
-    else:
-        persistent, expiry = not packet.clean_start, 0
     session, present = registry.open(proto.client_id, packet.clean_start,
                                      packet.protocol_level, expiry, persistent)
     proto.session = session
@@ -149,7 +152,10 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
     proto.state = CONNECTED
     proto.connected_at = time.monotonic()
     ctx.stats.client_connected()
-    proto.wait_durable(since)
+    if not present:
+        # A new persistent session exists once its records are on disk. A resumed one is on
+        # disk already: its CONNACK waits for no new bytes, so it resumes on a full disk.
+        proto.wait_durable(since)
     proto.peer.put(ConnAck(ReasonCode.SUCCESS, present,
                            _connack_properties(proto, packet) if v5 else {}))
     session.attach(proto.peer, proto.limits)
@@ -157,6 +163,19 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
              proto.describe(), packet.protocol_level, proto.keepalive,
              int(packet.clean_start), int(present),
              f" user={username}" if username is not None else "")
+
+
+def _refused_for_store(proto: ProtocolState) -> bool:
+    """A new persistent session is a promise the journal must keep: while it cannot be
+    written (disk full), refuse it with 0x03 (MQTT 5: 0x97 quota exceeded) and say why."""
+    failure = proto.ctx.store.failure
+    if failure is None:
+        return False
+    reason = (ReasonCode.QUOTA_EXCEEDED if proto.protocol_level >= MQTT_5
+              else ReasonCode.SERVER_UNAVAILABLE)
+    refuse(proto, reason, f"no new persistent session while the journal cannot be written: "
+           f"{failure}")
+    return True
 
 
 def _connack_properties(proto: ProtocolState, packet: Connect) -> dict[str, Any]:

@@ -18,13 +18,17 @@ side, which needs a greenlet and the hub's threadpool, so it lives in the I/O la
   records still pending at that instant are dropped (the snapshot contains them), and the
   snapshot is written to a temporary file, fsynced, renamed over the journal, and the
   directory fsynced. A crash at any moment leaves either the old journal or the new one.
-- Recovery (`load`): a torn final frame is truncated and logged; a bad frame anywhere else
+- One broker per data directory (`store/dir_lock.py`): `load` takes the directory's lock
+  before it reads anything and `close` gives it back.
+- Recovery (`load`): a torn final frame is truncated and logged, its bytes kept beside the
+  journal (`greenfly.journal.torn-<time>`); a bad frame anywhere else
   stops start-up with `JournalCorrupt` (file, offset, and the salvage command), never silently.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -35,13 +39,23 @@ from gevent.event import Event
 
 from ..errors import StoreUnavailable
 from ..store.base import StoredState, restore
-from ..store.journal_file import HEADER, JOURNAL_NAME, JournalCorrupt, fsync_dir, scan_journal
+from ..store.dir_lock import DataDirLock
+from ..store.journal_file import (
+    HEADER,
+    JOURNAL_NAME,
+    JournalCorrupt,
+    fsync_dir,
+    save_cut,
+    scan_journal,
+)
 from ..store.record_codec import encode_frame
 from ..store.records import Record
 
 log = logging.getLogger("greenfly.journal")
 
 RETRY_INTERVAL = 1.0
+# Out of room (a file-size limit counts: the journal can grow no further either way).
+DISK_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
 class JournalStore:
@@ -68,12 +82,22 @@ class JournalStore:
         self._on_durable: list[tuple[int, Callable[[], None]]] = []
         self._writer: gevent.Greenlet | None = None
         self._closing = False
+        self._closed = Event()  # set by `close`: a writer waiting to retry stops waiting
         self._last_fsync = time.monotonic()
+        self._lock = DataDirLock(data_dir)
 
     # -- start -------------------------------------------------------------------------------
 
     def load(self) -> StoredState:
         os.makedirs(self.data_dir, exist_ok=True)
+        self._lock.acquire()  # DataDirInUse if another broker runs here: before any read
+        try:
+            return self._load_locked()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _load_locked(self) -> StoredState:
         tmp = self.path + ".tmp"
         if os.path.exists(tmp):
             os.unlink(tmp)  # a compaction that never reached its rename
@@ -86,9 +110,11 @@ class JournalStore:
                 raise JournalCorrupt(self.path, *found.damage)
             records, good_end = found.records, found.good_end
             if found.torn_tail:
+                kept = save_cut(self.path, found.good_end)
                 log.warning("%s: truncating a torn final frame of %d bytes at offset %d "
-                            "(the broker stopped while writing it; it was never acknowledged)",
-                            self.path, found.torn_tail, found.good_end)
+                            "(the broker stopped while writing it; it was never acknowledged); "
+                            "the cut bytes are kept in %s", self.path, found.torn_tail,
+                            found.good_end, kept)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         if good_end < len(HEADER):  # a new journal, or one whose header never reached disk
             os.ftruncate(self._fd, 0)
@@ -143,11 +169,13 @@ class JournalStore:
         """Write and fsync everything pending, then release the file."""
         self._closing = True
         self._wake.set()
+        self._closed.set()
         writer = self._writer
         if writer is not None:
             writer.join(timeout=10)
             writer.kill(block=False)
         if self._fd < 0:
+            self._lock.release()
             return
         error = self._write(b"".join(self._pending), sync=True)
         if error is not None:
@@ -158,6 +186,7 @@ class JournalStore:
         self._pending.clear()
         os.close(self._fd)
         self._fd = -1
+        self._lock.release()
 
     # -- the writer greenlet -----------------------------------------------------------------
 
@@ -181,7 +210,9 @@ class JournalStore:
             error = pool.apply(self._write, (data, sync))
             if error is not None:
                 self._write_failed(error)
-                gevent.sleep(RETRY_INTERVAL)
+                if self._closing:
+                    return  # `close` tries once more and says what could not be written
+                self._closed.wait(RETRY_INTERVAL)  # the retry, or `close`, which ends this
                 continue
             del self._pending[:count]
             if sync:
@@ -224,7 +255,8 @@ class JournalStore:
         return None
 
     def _write_failed(self, exc: OSError) -> None:
-        reason = f"{exc.strerror or exc} (errno {exc.errno})"
+        kind = "disk full" if exc.errno in DISK_FULL else "disk error"
+        reason = f"{kind}: {exc.strerror or exc} (errno {exc.errno})"
         if self.failure is None:
             log.error("JOURNAL WRITE FAILED: %s: %s. QoS 1/2 publishes are refused (no PUBACK) "
                       "until writes succeed again; QoS 0 and subscriptions keep working. "

@@ -14,6 +14,7 @@ import time
 import gevent
 from gevent.event import Event
 
+from ..config.bind_errors import bind_failure
 from ..config.schema import Config
 from ..core.context import BrokerContext
 from ..core.protocol import AWAIT_CONNECT, CONNECT_TIMEOUT, KEEPALIVE_TIMEOUT, SERVER_SHUTDOWN
@@ -62,8 +63,11 @@ class Broker:
         if state.sessions or state.retained:
             log.info("restored %d persistent session(s), %d retained message(s)",
                      len(state.sessions), len(state.retained))
-        for listener in self.listeners:
-            listener.start()
+        for index, listener in enumerate(self.listeners):
+            try:
+                listener.start()
+            except OSError as exc:  # port in use, address not ours: say which [[listener]]
+                raise bind_failure(self.config, index, exc) from None
         self.sys_topics.start()
         self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions),
                        gevent.spawn(self._report_drops)]

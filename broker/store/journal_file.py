@@ -1,10 +1,19 @@
 """The journal file: its header, its frames, and reading it back without a broker.
 
 `greenfly.journal` is a versioned header, then frames `length | crc32 | body` (see
-`record_codec`). `scan_journal` reads every record and tells a torn final frame (a crash
-mid-write: truncate it) from damage before the end (stop, name the offset, offer
-`salvage`, which keeps every record before the damage and copies the original aside). This
-module does plain file I/O only; the writing side with its greenlet and threadpool is
+`record_codec`). `scan_journal` reads every record and tells a torn final frame from damage:
+- A torn tail is what a crash mid-write leaves: the last frame cut short (its header, or a
+  length running past the end of the file, or a CRC that fails on the very last frame).
+  It was never acknowledged; start-up truncates it, keeping the cut bytes beside the
+  journal (`save_cut`).
+- A length that runs past the end is a torn tail only when nothing intact follows it: a
+  flipped bit in the length field of a record in the middle also runs past the end, and
+  reading that as a torn tail would truncate every acknowledged record after it. So the
+  bytes after it are searched for an intact frame (a length that fits, a matching CRC, a
+  body that decodes); if one is found, it is damage.
+- Damage stops start-up (the broker names file and offset) and `salvage` repairs it,
+  keeping every intact record before and after the damage (`salvage.py`).
+This module does plain file I/O only; the writing side with its greenlet and threadpool is
 `broker/server/journal_writer.py`.
 """
 
@@ -18,6 +27,7 @@ from dataclasses import dataclass, field
 
 from .record_codec import FRAME_HEADER, MAX_RECORD, CorruptRecord, decode_record
 from .records import Record
+from .salvage import Resynced, next_intact_frame, resync
 
 JOURNAL_NAME = "greenfly.journal"
 MAGIC = b"GREENFLY-JOURNAL"
@@ -81,7 +91,13 @@ def scan_journal(path: str) -> JournalScan:
                 result.damage = (pos, f"frame length {length} is impossible")
                 break
             if end > size:
-                result.torn_tail = size - pos
+                follows = next_intact_frame(data, pos + 1)
+                if follows is not None:
+                    result.damage = (pos, f"frame length {length} runs past the end of the "
+                                     f"journal, but an intact record follows at offset "
+                                     f"{follows}")
+                else:
+                    result.torn_tail = size - pos
                 break
             body = data[pos + header_size:end]
             if crc32(body) != crc:
@@ -98,22 +114,57 @@ def scan_journal(path: str) -> JournalScan:
     return result
 
 
-def salvage(path: str) -> tuple[JournalScan, str | None]:
-    """Keep every record before the first damage: the original is copied aside first."""
+def aside_name(path: str, tag: str) -> str:
+    """A new file name beside `path` for bytes kept aside: `<path>.<tag>-<time>`."""
+    base = f"{path}.{tag}-{time.strftime('%Y%m%dT%H%M%S')}"
+    name, n = base, 1
+    while os.path.exists(name):
+        n += 1
+        name = f"{base}.{n}"
+    return name
+
+
+def save_cut(path: str, offset: int) -> str:
+    """Copy the bytes of `path` from `offset` to its end into a new file beside it (fsynced),
+    before they are truncated: nothing is cut without a copy."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        cut = fh.read()
+    name = aside_name(path, "torn")
+    with open(name, "wb") as out:
+        out.write(cut)
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(os.path.dirname(path) or ".")
+    return name
+
+
+def salvage(path: str) -> tuple[JournalScan, Resynced | None, str | None]:
+    """Keep every intact record, before and after the damage (`salvage.resync`): the
+    original is copied aside first, and the repaired journal replaces it by a rename, so a
+    crash during salvage leaves one or the other. Returns the scan, what was kept, and the
+    copy's name (None for both when there was nothing to repair)."""
     found = scan_journal(path)
     if found.damage is None and not found.torn_tail:
-        return found, None
-    backup = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        return found, None, None
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if data[:len(MAGIC)] == MAGIC and data[len(MAGIC):len(MAGIC) + 2] != HEADER[len(MAGIC):-2]:
+        raise ValueError(f"{path} is a journal of another version ({found.damage}): "
+                         "not salvaged; run the greenfly that wrote it")
+    start = len(HEADER) if data[:len(HEADER)] == HEADER else 0
+    kept = resync(data, start)
+    backup = aside_name(path, "damaged")
     shutil.copy2(path, backup)
-    with open(path, "r+b") as fh:
-        if found.good_end < len(HEADER):
-            fh.seek(0)
-            fh.write(HEADER)
-            found.good_end = len(HEADER)
-        fh.truncate(found.good_end)
+    tmp = path + ".salvage"
+    with open(tmp, "wb") as fh:
+        fh.write(HEADER)
+        fh.writelines(kept.frames)
         fh.flush()
         os.fsync(fh.fileno())
-    return found, backup
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+    return found, kept, backup
 
 
 def fsync_dir(path: str) -> None:

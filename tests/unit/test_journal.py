@@ -156,7 +156,7 @@ def test_unknown_record_type_in_the_middle_is_damage(tmp_path):
                             "unknown record type 238")
 
 
-def test_salvage_keeps_everything_before_the_damage_and_saves_the_original(tmp_path):
+def test_salvage_keeps_every_intact_record_around_the_damage_and_saves_the_original(tmp_path):
     path = tmp_path / JOURNAL_NAME
     _write_journal(path, ONE_OF_EACH[:6])
     original = path.read_bytes()
@@ -170,11 +170,12 @@ def test_salvage_keeps_everything_before_the_damage_and_saves_the_original(tmp_p
     result = subprocess.run([sys.executable, "-m", "broker", "check", "--salvage", "-c",
                              str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    assert f"damaged at offset {damage_at}" in result.stderr and "kept 3 records" in result.stderr
+    assert f"offset {damage_at} (bad CRC" in result.stderr
+    assert "kept 5 intact record(s), 2 of them after the damage" in result.stderr
     backups = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
     assert len(backups) == 1 and backups[0].read_bytes()[:damage_at] == original[:damage_at]
     store, state = _load(tmp_path)
-    assert state == restore(ONE_OF_EACH[:3])
+    assert state == restore(ONE_OF_EACH[:3] + ONE_OF_EACH[4:6])
     store.close()
 
 
