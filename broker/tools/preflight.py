@@ -4,7 +4,7 @@ A check that said OK followed by a start-up that failed is worse than no check, 
 tries what start-up does first, without keeping anything:
 - the journal in data_dir is read through, as start-up reads it: damage is exit 3 with the
   offset and the salvage command, as start-up would say;
-- each listener's address is bound and listened on, then closed at once, with the options
+- each listener's address is bound (not listened on), then closed at once, with the options
   the broker uses: a port in use or not allowed, an address this machine does not have,
   is exit 1, naming the `[[listener]]` line, as start-up would say.
 When a broker already runs on data_dir (its lock is held), a port in use is most likely its
@@ -47,7 +47,9 @@ def startup_checks(config: Config, config_path: str | None) -> int:
 
 
 def try_listen(bind: str, port: int) -> OSError | None:
-    """Bind and listen on (bind, port) as the broker would, then let go; the error, if any."""
+    """Bind (bind, port) as the broker would, then let go; the error, if any. No listen():
+    on Linux a bind with SO_REUSEADDR already fails on a port another socket listens on,
+    and a check must never accept a connection, not even for an instant."""
     if port == 0:
         return None  # any free port: nothing to collide with
     try:
@@ -60,7 +62,6 @@ def try_listen(bind: str, port: int) -> OSError | None:
             # As gevent's StreamServer does: a port with connections in TIME_WAIT is free.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
-            sock.listen(1)
     except OSError as exc:
         return exc
     return None
