@@ -43,6 +43,7 @@ from ..core.protocol import (
     SecuritySource,
 )
 from ..errors import MQTTError, ReasonCode, UnsupportedProtocolVersion
+from ..net.arrival import arrival_order, start_reader
 from ..net.transport import Idle, Transport
 from .outbox import Flusher, Outbox
 
@@ -56,7 +57,8 @@ NO_DEADLINE = float("inf")
 
 class Connection:
     __slots__ = ("ctx", "transport", "protocol", "decoder", "outbox", "closed", "deadline",
-                 "on_closed", "flusher", "_parks_at_once", "_resumed", "_watcher", "__weakref__")
+                 "on_closed", "flusher", "_order", "_parks_at_once", "_resumed", "_watcher",
+                 "__weakref__")
 
     def __init__(self, ctx: BrokerContext, transport: Transport,
                  source: SecuritySource | None = None,
@@ -68,6 +70,7 @@ class Connection:
         self.on_closed = on_closed  # told once, when the connection is closed
         self._resumed = False  # True once a reader has been started after parking
         self._watcher: Any = None  # the read watcher of a parked connection
+        self._order = arrival_order()  # wakes it in turn with the other readers
         # Only a transport that holds no bytes of its own can park while bytes may be on the
         # way: its socket's read watcher sees everything there is.
         self._parks_at_once = transport.unbuffered
@@ -225,10 +228,12 @@ class Connection:
         self._stop_watcher()
         if self.closed is None:
             self._resumed = True
-            if self.flusher is not None:
-                self.flusher.wake(self.run)  # in arrival order, with the others woken now
-            else:
-                gevent.spawn(self.run)
+            # In arrival order, with the other readers (parked or blocked) readable now.
+            self._order.ready(self._start_reader)
+
+    def _start_reader(self) -> None:
+        if self.closed is None:
+            start_reader(self.run)
 
     def _stop_watcher(self) -> None:
         watcher, self._watcher = self._watcher, None

@@ -86,31 +86,12 @@ class Flusher:
     a reader calls `flush_now` once it has handled a read, so its deliveries and replies go
     out before it waits for the socket again (one syscall and a switch sooner)."""
 
-    __slots__ = ("_dirty", "_loop", "_scheduled", "_woken")
+    __slots__ = ("_dirty", "_loop", "_scheduled")
 
     def __init__(self) -> None:
         self._dirty: list[Outbox] = []
         self._scheduled = False
         self._loop = gevent.get_hub().loop
-        self._woken: list[Callable[[], Any]] = []
-
-    def wake(self, start_reader: Callable[[], Any]) -> None:
-        """Start a parked connection's reader, in the order the sockets became readable.
-
-        libev invokes the watchers that fired in one loop iteration last-first, so readers
-        spawned straight from them would serve two clients whose bytes arrived together in
-        reverse order: a PUBLISH sent right after another client's SUBSCRIBE would overtake
-        it (MQTT promises no order across connections, but Mosquitto keeps it, and the Paho
-        interop suite relies on it). Collected here and started from one callback, last
-        first, they run in the order epoll reported them."""
-        self._woken.append(start_reader)
-        if len(self._woken) == 1:
-            self._loop.run_callback(self._start_woken)
-
-    def _start_woken(self) -> None:
-        woken, self._woken = self._woken, []
-        for start_reader in reversed(woken):
-            gevent.spawn(start_reader)
 
     def add(self, outbox: Outbox) -> None:
         self._dirty.append(outbox)

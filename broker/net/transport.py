@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket as stdlib_socket
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import gevent
 from gevent import Timeout, socket
 from gevent.ssl import SSLSocket
+
+from .arrival import arrival_order
 
 RECV_SIZE = 65_536
 
@@ -128,18 +130,84 @@ def format_address(address: object) -> str:
 
 
 class TcpTransport:
-    """Plain TCP (and, wrapped, TLS): MQTT bytes straight on the socket."""
+    """Plain TCP (and, wrapped, TLS): MQTT bytes straight on the socket.
 
-    __slots__ = ("_fd", "_sock", "_tail", "address")
+    A plain TCP read that finds nothing waits on a read watcher of its own whose callback
+    goes through the hub's `ArrivalOrder` (net/arrival.py), so a reader blocked in `recv`
+    takes its turn in the order the bytes came, with the parked readers woken at the same
+    time. TLS reads stay gevent's: its record layer reads for itself."""
+
+    __slots__ = ("_fd", "_order", "_sock", "_tail", "_waiting", "_watcher", "address")
 
     def __init__(self, sock: socket.socket, address: object) -> None:
         self._sock = sock
         self.address = format_address(address)
-        self._fd = adopt_socket(sock)  # -1 for TLS: then always sendall
+        self._fd = adopt_socket(sock)  # -1 for TLS (then always sendall), and once closed
         self._tail = b""  # what a try_send could not write yet
+        self._order = arrival_order()
+        self._watcher: Any = None  # the read watcher, made at the first wait
+        self._waiting: Any = None  # the greenlet waiting for it, while one does
 
     def recv(self, idle: Timeout | None = None) -> bytes:
-        return recv_within(self._sock, idle)
+        while True:
+            fd = self._fd
+            if fd < 0:  # TLS, or closed (the socket's own recv then raises EBADF)
+                return recv_within(self._sock, idle)
+            try:
+                return os.read(fd, RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                pass
+            self._wait_readable(idle)
+
+    def _wait_readable(self, idle: Timeout | None) -> None:
+        """Until the socket is readable and this reader's turn comes, or `idle` raises.
+        `idle` runs only here: a read that finds bytes costs no timer."""
+        watcher = self._watcher
+        if watcher is None:
+            watcher = self._watcher = self._order.loop.io(self._fd, 1)
+        hub = gevent.get_hub()
+        self._waiting = gevent.getcurrent()
+        watcher.start(self._readable)
+        if idle is not None:
+            idle.start()
+        try:
+            hub.switch()
+        except Idle:
+            self._drop_watcher()  # the connection parks: it keeps no watcher of ours
+            raise
+        finally:
+            if idle is not None:
+                idle.cancel()
+            self._waiting = None
+            watcher = self._watcher
+            if watcher is not None:  # None: closed meanwhile, or parking
+                watcher.stop()
+
+    def _readable(self) -> None:
+        """The read watcher's callback, in the hub."""
+        self._watcher.stop()  # level-triggered: once per wait is enough
+        self._order.ready(self._resume)
+
+    def _resume(self) -> None:
+        """In the hub, in arrival order, or after `close`: the waiting reader goes on (it may
+        have gone meanwhile: `idle` raised, or a close woke it first)."""
+        reader = self._waiting
+        if reader is not None:
+            reader.switch()
+
+    def _drop_watcher(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+
+    def _release(self) -> None:
+        """Before the socket closes (libev must not watch a dead descriptor): no more reads
+        of our own, and a reader waiting in one is woken to find the socket closed."""
+        self._fd = -1
+        self._drop_watcher()
+        if self._waiting is not None and self._waiting is not gevent.getcurrent():
+            self._order.loop.run_callback(self._resume)
 
     def sendall(self, data: bytes) -> None:
         tail = self._tail
@@ -167,6 +235,7 @@ class TcpTransport:
         return self._sock.fileno()
 
     def close(self, reason_code: int = 0) -> None:
+        self._release()
         with contextlib.suppress(OSError):  # already gone: nothing left to shut down
             self._sock.shutdown(stdlib_socket.SHUT_RDWR)
         self._sock.close()
@@ -180,6 +249,7 @@ class TcpTransport:
         reset from the kernel, and its next write fails before it reads why it was
         disconnected. Called from the connection's reader, which ends right after, so no
         other greenlet reads this socket meanwhile."""
+        self._release()
         with contextlib.suppress(OSError):
             self._sock.shutdown(stdlib_socket.SHUT_WR)
         gevent.spawn(self._drain_then_close)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import struct
 
+import gevent
 import pytest
 from gevent import socket
 
 from broker.errors import ReasonCode
-from broker.net.transport import TcpTransport, Transport
+from broker.net.transport import Idle, TcpTransport, Transport
 from broker.net.websocket import WebSocketTransport
 
 
@@ -79,3 +80,26 @@ def test_websocket_close_handshake_lets_a_bug_through():
     transport = WebSocketTransport(sock, "127.0.0.1:1", 1000)
     with pytest.raises(ZeroDivisionError):  # for the connection's handler to log
         transport.close(ReasonCode.SUCCESS)
+
+
+def test_a_tcp_reader_blocked_in_recv_wakes_for_bytes_for_idle_and_for_a_close():
+    # A plain TCP recv waits on a watcher of its own (net/arrival.py), not gevent's: bytes,
+    # the idle timeout and a close from another greenlet (the watchdog, a takeover) must
+    # each still end the wait.
+    ours, theirs = socket.socketpair()
+    transport = TcpTransport(ours, ("127.0.0.1", 1))
+    reader = gevent.spawn(transport.recv)
+    gevent.sleep(0.01)
+    theirs.sendall(b"\xc0\x00")
+    assert reader.get(timeout=2) == b"\xc0\x00"
+
+    with pytest.raises(Idle):
+        transport.recv(gevent.Timeout(0.01, Idle))
+
+    reader = gevent.spawn(transport.recv)
+    gevent.sleep(0.01)
+    assert not reader.ready()
+    gevent.spawn(transport.close).join()
+    with pytest.raises(OSError):
+        reader.get(timeout=2)
+    theirs.close()
