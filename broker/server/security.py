@@ -7,9 +7,11 @@
   password file invalidates it (the cache is per `ListenerSecurity`, rebuilt on reload).
 - Failed logins are refused with CONNACK 0x04 (bad user name or password) or 0x05 (not
   authorised) after a slow-down that doubles with each recent failure from the same
-  address, waited before the hash (`LoginThrottle`, in server/login_throttle.py, shared
-  by all listeners and kept across reloads): guessing gets slow, and only the guesser
-  waits. Failing addresses are shed (0x03, MQTT 5 0x89) before they reach the hash pool.
+  address or for the same user name, waited before the hash (`LoginThrottle`, in
+  server/login_throttle.py, shared by all listeners and kept across reloads): guessing gets
+  slow, and only the guesser waits. Failing addresses and user names are shed (0x03,
+  MQTT 5 0x89) before they reach the hash pool. An unknown user name costs a dummy hash as
+  dear as a known one's.
 - With `use_identity_as_username` the TLS client certificate's common name is the user name.
 - `rules()` returns the compiled ACL rules for a client, or None when the listener has no ACL
   file (everything allowed, except publishing to `$SYS`, which the protocol refuses always).
@@ -21,13 +23,20 @@ import hashlib
 import hmac
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 
 import gevent
 from gevent.event import AsyncResult
 
 from ..auth.acl import Acl, Rules, load_acl_file
-from ..auth.passwords import PasswordHash, load_password_file
+from ..auth.passwords import (
+    DEFAULT_ITERATIONS,
+    DIGEST_BYTES,
+    SALT_BYTES,
+    PasswordHash,
+    load_password_file,
+)
 from ..config.schema import Config, ListenerSection, anonymous_allowed
 from ..core.protocol import AuthRequest, AuthResult
 from ..errors import ReasonCode
@@ -45,6 +54,14 @@ def _always() -> bool:
     return True
 
 
+def dummy_hash(passwords: dict[str, PasswordHash]) -> PasswordHash:
+    """What an unknown user name is checked against: a `$7$` hash of the iteration count
+    most of the file's users have (so as dear as theirs), matching no password."""
+    counts = Counter(e.iterations for e in passwords.values() if e.scheme == "7")
+    iterations = counts.most_common(1)[0][0] if counts else DEFAULT_ITERATIONS
+    return PasswordHash("7", iterations, os.urandom(SALT_BYTES), os.urandom(DIGEST_BYTES))
+
+
 class ListenerSecurity:
     def __init__(self, listener: ListenerSection, allow_anonymous: bool, why: str,
                  passwords: dict[str, PasswordHash] | None, acl: Acl | None,
@@ -57,6 +74,7 @@ class ListenerSecurity:
         self.failures = failures
         self.pool = pool
         self.patience = patience  # seconds a check may wait for a hash thread
+        self._dummy = dummy_hash(passwords or {})
         self._key = os.urandom(32)
         self._good: dict[bytes, str] = {}
         self._running: dict[bytes, AsyncResult] = {}
@@ -101,19 +119,21 @@ class ListenerSecurity:
     def _check_password(self, username: str, password: bytes | None, host: str,
                         still_wanted: Callable[[], bool] | None) -> AuthResult:
         """The password step (server/login_throttle.py, server/hash_pool.py): a cached good
-        check at once; otherwise shed, or wait the slow-down, then hash in the hash pool."""
+        check at once; otherwise shed, or wait the slow-down, then hash in the hash pool.
+        An unknown user name is hashed against a dummy of the file's usual cost, so the
+        time taken does not say which accounts exist."""
         assert self.passwords is not None
         entry = self.passwords.get(username)
-        if entry is None or password is None:
+        if password is None:
             return self._refuse(host, ReasonCode.BAD_USER_NAME_OR_PASSWORD, username,
-                                "unknown user" if entry is None else "no password given")
+                                "no password given")
         try:
             secret = password.decode("utf-8")
         except UnicodeDecodeError:
             return self._refuse(host, ReasonCode.BAD_USER_NAME_OR_PASSWORD, username,
                                 "password is not UTF-8")
         key = hmac.new(self._key, username.encode() + b"\0" + password, hashlib.sha256).digest()
-        if self._good.get(key) == entry.encode():
+        if entry is not None and self._good.get(key) == entry.encode():
             self.failures.record(host, username, True)
             return AuthResult(ReasonCode.SUCCESS, username)
         attempt = self.failures.admit(host, username)
@@ -125,7 +145,7 @@ class ListenerSecurity:
         try:
             if attempt.delay:
                 gevent.sleep(attempt.delay)
-            ok = self._verify(key, entry, secret,
+            ok = self._verify(key, entry or self._dummy, secret,
                               lambda: wanted() and not self.failures.stale(attempt))
         except NotWanted:
             if not wanted():
@@ -135,13 +155,16 @@ class ListenerSecurity:
         except PoolBusy as exc:
             shed = (str(exc), BUSY_PAUSE)
         finally:
-            count = self.failures.finish(attempt, ok)
+            # An unknown user's dummy hash never matches, but say so rather than trust it.
+            count = self.failures.finish(attempt, None if ok is None else
+                                         bool(ok and entry is not None))
         if shed is not None:
             pause = shed[1] if shed[1] >= 0 else delay_after(max(self.failures.counts(
                 host, username)))
             return self._shed(username, shed[0], pause)
-        if not ok:
-            detail = f"wrong password (failure {count} from {host}"
+        if entry is None or not ok:
+            why = "unknown user" if entry is None else "wrong password"
+            detail = f"{why} (failure {count} from {host}"
             detail += f", refused after {attempt.delay:g}s)" if attempt.delay else ")"
             return AuthResult(ReasonCode.BAD_USER_NAME_OR_PASSWORD, username, detail)
         if len(self._good) >= CACHE_LIMIT:

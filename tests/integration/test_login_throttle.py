@@ -1,4 +1,4 @@
-"""Password guessing must cost the guesser, not everyone else (issue 13, item 4).
+"""Password guessing must cost the guesser, not everyone else (issue 13, items 4 and 5).
 
 Clients come from several loopback addresses (127.0.0.2, ...: Linux routes 127/8 to lo), so
 the broker sees several hosts. Bounds are generous (a loaded two-core machine); each is
@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import statistics
 import threading
 import time
 
 import pytest
 from support.clients import TIMEOUT, RawClient, unique
 
-from broker.auth.passwords import format_password_file, hash_password
+from broker.auth.passwords import format_password_file, hash_password, parse_hash
 from broker.codec import Connect, FrameDecoder, Publish, SubOptions, Subscribe
 
 SERVER_UNAVAILABLE_V3 = 0x88  # CONNACK 0x03, as the client-side decoder names it
@@ -150,3 +151,62 @@ def test_logins_of_clients_that_hung_up_are_dropped_unhashed(broker_factory, tmp
     assert took < 8, took  # one costly hash at most (hashing ten at once took over 10 s)
     proc.wait_for_log(r"hung up before its password was checked")
     assert proc.log_text().count("hung up before its password was checked") >= 15
+
+
+# -- item 5: per address and per user name ------------------------------------------------------
+
+
+@pytest.fixture
+def cheap_broker(broker_factory, tmp_path):
+    users = {name: hash_password(f"{name}-pw", 1000) for name in ("alice", "bob")}
+    path = tmp_path / "passwd"
+    path.write_text(format_password_file(users))
+    return broker_factory(f'[broker]\npassword_file = "{path}"\nallow_anonymous = false\n')
+
+
+def test_another_users_success_does_not_reset_the_guessers_slow_down(cheap_broker):
+    port = cheap_broker.port
+    for _ in range(4):  # refused after 0, 0.25, 0.5 and 1 s
+        assert _timed_login(port, "127.0.0.2", "alice", b"guess")[0] == BAD_PASSWORD
+    # bob logs in from the same address (a device behind the same proxy) ...
+    assert _timed_login(port, "127.0.0.2", "bob", b"bob-pw")[0] == 0
+    # ... and the guesser's next try still waits its 2 s (it was 0 s: a reset).
+    code, took = _timed_login(port, "127.0.0.2", "alice", b"guess")
+    assert code == BAD_PASSWORD and took >= 1.8, took
+    cheap_broker.wait_for_log(r"failure 5 from 127\.0\.0\.2, refused after 2s")
+
+
+def test_guesses_at_one_user_from_many_addresses_slow_down_until_that_user_logs_in(
+        cheap_broker):
+    port = cheap_broker.port
+    for i in range(4):  # one guess per address: no address has more than one failure
+        assert _timed_login(port, f"127.0.0.{20 + i}", "alice", b"guess")[0] == BAD_PASSWORD
+    code, took = _timed_login(port, "127.0.0.30", "alice", b"guess")
+    assert code == BAD_PASSWORD and took >= 1.8, took  # alice's fifth failure: 2 s
+    # Another user from a fresh address is not slowed by alice's count.
+    code, took = _timed_login(port, "127.0.0.31", "bob", b"wrong")
+    assert code == BAD_PASSWORD and took < 1.0, took
+    # alice herself logs in (after her own slow-down), which clears her count only.
+    assert _timed_login(port, "127.0.0.32", "alice", b"alice-pw")[0] == 0
+    code, took = _timed_login(port, "127.0.0.33", "alice", b"guess")
+    assert code == BAD_PASSWORD and took < 1.0, took
+
+
+def test_unknown_user_names_cost_the_same_time_as_known_ones(broker_factory, tmp_path):
+    # The default cost; each measurement from an address and a user name of its own, so no
+    # slow-down is involved. Before, an unknown name was refused in ~1 ms, a known one in
+    # ~140 ms: an oracle for which accounts exist.
+    users = {f"user{i}": hash_password("secret") for i in range(3)}
+    path = tmp_path / "passwd"
+    path.write_text(format_password_file(users))
+    proc = broker_factory(f'[broker]\npassword_file = "{path}"\nallow_anonymous = false\n')
+    known, unknown = [], []
+    for i in range(3):
+        code, took = _timed_login(proc.port, f"127.0.0.{40 + i}", f"user{i}", b"wrong")
+        assert code == BAD_PASSWORD
+        known.append(took)
+        code, took = _timed_login(proc.port, f"127.0.0.{50 + i}", unique("nobody"), b"wrong")
+        assert code == BAD_PASSWORD
+        unknown.append(took)
+    assert statistics.median(unknown) > statistics.median(known) / 3, (known, unknown)
+    assert parse_hash(users["user0"].encode()).iterations == 210_000
