@@ -6,7 +6,9 @@ Syntax (as Mosquitto's `acl_file`):
     user NAME
     topic [read|write|readwrite|deny] FILTER     # for NAME
     pattern [read|write|readwrite|deny] FILTER   # for everyone; %c = client id, %u = user name
-The access defaults to readwrite. Rules:
+The access defaults to readwrite. When a filter follows, the word before it must be an
+access word (a typo is a load error naming file and line, as in Mosquitto), so a filter
+containing spaces needs one: `topic readwrite my topic/#`. Rules:
 - Anything not granted is denied, and a matching `deny` beats any grant.
 - PUBLISH needs write access to the topic; SUBSCRIBE needs a read rule whose filter covers
   the whole subscription filter (so `#` is refused where only `sensors/#` is granted);
@@ -123,7 +125,13 @@ def parse_acl(text: str, source: str) -> Acl:
                               file=source, line=number)
         access = READ | WRITE
         first, _, remainder = rest.partition(" ")
-        if first in ACCESS and remainder.strip():
+        if remainder.strip():
+            # Two words or more: the first is the access, as Mosquitto reads it, so a typo
+            # (`readwrit a/#`) is an error, not a grant on the topic "readwrit a/#".
+            if first not in ACCESS:
+                raise ConfigError(f"unknown access {first!r}; expected read, write, readwrite "
+                                  "or deny (a filter with spaces needs one first)",
+                                  file=source, line=number)
             access, rest = ACCESS[first], remainder.strip()
         if not rest:
             raise ConfigError(f"`{keyword}` needs a topic filter", file=source, line=number)

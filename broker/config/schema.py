@@ -81,6 +81,13 @@ class BrokerSection:
         "unless anonymous clients are allowed")
     acl_file: str | None = option(text, None, "Mosquitto-format ACL file; when set, anything "
                                   "it does not grant is denied")
+    hash_threads: int = option(
+        integer(1, 64), 2, "threads that check passwords (PBKDF2), apart from the journal's "
+        "fsyncs, so a login burst never delays a durable acknowledgement")
+    hash_queue: int = option(
+        integer(0, 100_000), 32, "password checks that may wait for a hash thread; one more, "
+        "or one that waits longer than connect_timeout, is refused with CONNACK 0x03 "
+        "(MQTT 5: 0x89 server busy)")
     persistent_client_expiration: int = option(
         integer(0, 2**31), 0, "seconds after disconnect when a persistent session is "
         "discarded; 0 keeps it forever (MQTT 5 clients set their own session expiry interval)")

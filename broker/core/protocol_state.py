@@ -10,6 +10,7 @@ a CONNECT needs its credentials checked. Nothing here waits or touches a socket.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,9 +83,11 @@ class AuthResult:
 class Authority(Protocol):
     """Who may connect and what they may touch (a listener's `ListenerSecurity`)."""
 
-    def authenticate(self, request: AuthRequest) -> AuthResult:
+    def authenticate(self, request: AuthRequest,
+                     still_wanted: Callable[[], bool] | None = None) -> AuthResult:
         """The verdict on a CONNECT. May block the calling greenlet (hashing, the delay after
-        a failure), so the connection calls it, never the protocol."""
+        a failure), so the connection calls it, never the protocol; `still_wanted()` says
+        whether the client is still there to be answered (no hash is spent on one gone)."""
         ...
 
     def rules(self, client_id: str, username: str | None) -> Rules | None:
@@ -95,7 +98,8 @@ class OpenAuthority:
     """Everyone may connect and touch everything (but `$SYS`): a connection built without a
     listener, as in unit tests, or a broker section with `allow_anonymous` and nothing else."""
 
-    def authenticate(self, request: AuthRequest) -> AuthResult:
+    def authenticate(self, request: AuthRequest,
+                     still_wanted: Callable[[], bool] | None = None) -> AuthResult:
         return AuthResult(ReasonCode.SUCCESS, request.username)
 
     def rules(self, client_id: str, username: str | None) -> Rules | None:

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -201,16 +202,32 @@ class Connection:
     def _authenticate(self, request: AuthRequest) -> None:
         """Perform the `AuthRequest` the CONNECT just returned and hand the verdict back.
 
-        This blocks this reader only (a hash in the threadpool, the delay after a failed
-        login); packets that came after the CONNECT wait in the decoder, and later bytes in
-        the socket, until the verdict is in, so they are handled after CONNACK as ever. The
-        watchdog may close the connection meanwhile (connect_timeout, shutdown): then no
-        verdict is handed back, as the protocol is no longer waiting for one.
+        This blocks this reader only (the slow-down after failed logins, a hash in the
+        security's hash pool); packets that came after the CONNECT wait in the decoder, and
+        later bytes in the socket, until the verdict is in, so they are handled after
+        CONNACK as ever. Shutdown may close the connection meanwhile: then no verdict is
+        handed back, as the protocol is no longer waiting for one.
         """
         protocol = self.protocol
-        verdict = protocol.source.security.authenticate(request)
+        # The client has done its part: the wait for the verdict is the broker's, bounded by
+        # the security (the slow-down, the hash queue's patience), not by connect_timeout,
+        # which once closed first-time logins stuck behind a burst of guesses.
+        self.deadline = NO_DEADLINE
+        verdict = protocol.source.security.authenticate(request, self._still_wanted)
         if self.closed is None:
             protocol.authenticated(verdict)
+
+    def _still_wanted(self) -> bool:
+        """False once this connection is closed or its peer hung up (FIN or reset), without
+        taking a byte: a login waiting for a hash is then dropped unhashed."""
+        if self.closed is not None:
+            return False
+        fileno = self.transport.fileno()
+        if fileno < 0:
+            return False
+        poller = select.poll()
+        poller.register(fileno, select.POLLRDHUP)  # POLLHUP and POLLERR come anyway
+        return not poller.poll(0)
 
     # -- parking -------------------------------------------------------------------------------
 

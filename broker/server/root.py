@@ -24,11 +24,13 @@ from ..net.tls import build_ssl_context
 from ..net.transport import Transport
 from ..store.base import SessionStore
 from ..store.memory import MemoryStore
+from .hash_pool import HashPool
 from .journal_writer import JournalStore
 from .listeners import Listener
+from .login_throttle import LoginThrottle
 from .memory import MemoryReturn
 from .notify import Notifier
-from .security import FailureTracker, ListenerSecurity
+from .security import ListenerSecurity
 from .sys_topics import SysTopics
 
 log = logging.getLogger("greenfly")
@@ -47,10 +49,12 @@ class Broker:
         self.connections: set[Connection] = set()
         self.flusher = Flusher()
         self._closed_callback = self._connection_closed  # one bound method for every connection
-        self.failures = FailureTracker()
+        self.failures = LoginThrottle()
         self.memory = MemoryReturn()  # glibc's free pages back to the system after closes
+        self.hash_pool = HashPool(config.broker.hash_threads, config.broker.hash_queue)
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
-                                   ListenerSecurity.build(config, listener, self.failures))
+                                   ListenerSecurity.build(config, listener, self.failures,
+                                                          self.hash_pool))
                           for listener in config.listeners]
         self.sys_topics = SysTopics(self.ctx)
         self._stopped = Event()
@@ -92,6 +96,7 @@ class Broker:
             connection.terminate(SERVER_SHUTDOWN)
         self.store.close()
         self.ctx.env.drops.flush()  # the drops since the last report, before the process goes
+        self.hash_pool.close()
         self._stopped.set()
         log.info("stopped")
 
@@ -102,9 +107,11 @@ class Broker:
         updates = []
         for listener in self.listeners:
             new = by_address.get((listener.config.bind, listener.config.port), listener.config)
-            updates.append((listener, ListenerSecurity.build(config, new, self.failures),
+            updates.append((listener, ListenerSecurity.build(config, new, self.failures,
+                                                             self.hash_pool),
                             build_ssl_context(new)))
         self.config = config
+        self.hash_pool.resize(config.broker.hash_threads, config.broker.hash_queue)
         self.ctx.reconfigure(config)
         for listener, security, ssl_context in updates:
             listener.reconfigure(security, ssl_context)

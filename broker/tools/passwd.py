@@ -4,7 +4,12 @@
     greenfly passwd -b [-c] [-I ITERATIONS] FILE USER PASSWORD
     greenfly passwd -U FILE                                hash a plain-text user:password file
 
-`-c` creates (or empties) the file first; otherwise it must exist. Hashes are `$7$`
+`-c` creates (or empties) the file first; otherwise it must exist. A file that exists but is
+not a password file (a line that is neither `user:hash`, `user:plain-text` for -U, blank nor a
+`#` comment: `greenfly passwd -c greenfly.toml ...` names the config, as `-c` does everywhere
+else) is never written without `--force`; mosquitto_passwd replaces it. Without `-b` the
+password is prompted for twice on a terminal, or read from stdin when that is not a terminal:
+one line, or two that must match (what mosquitto_passwd reads). Hashes are `$7$`
 (PBKDF2-SHA512) with `DEFAULT_ITERATIONS`, which Mosquitto reads as well. Lines that are not
 touched are kept as they are; the file is replaced atomically and made readable by its owner
 only when it is new, since it holds hashes that can be attacked offline; an existing file
@@ -39,6 +44,8 @@ def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
                       help="hash every plain-text password in the file")
     parser.add_argument("-b", dest="batch", action="store_true",
                         help="take the password from the command line")
+    parser.add_argument("--force", action="store_true",
+                        help="write FILE even if it does not look like a password file")
     parser.add_argument("-I", dest="iterations", type=int, default=DEFAULT_ITERATIONS,
                         help=f"PBKDF2 iterations (default {DEFAULT_ITERATIONS})")
     parser.add_argument("file")
@@ -59,6 +66,8 @@ def passwd_command(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> None:
     if args.iterations < 1:
         raise PasswdError("-I needs a positive iteration count")
+    if not args.force:
+        _refuse_other_files(args.file)
     if args.upgrade:
         if args.username or args.batch:
             raise PasswdError("-U takes only the password file")
@@ -82,7 +91,7 @@ def _run(args: argparse.Namespace) -> None:
     else:
         if args.password is not None:
             raise PasswdError("a password on the command line needs -b")
-        password = _prompt()
+        password = _prompt() if sys.stdin.isatty() else _from_stdin()
     entry = f"{args.username}:{hash_password(password, args.iterations).encode()}"
     replaced = [entry if _user_of(line) == args.username else line for line in lines]
     if entry not in replaced:
@@ -100,11 +109,40 @@ def _prompt() -> str:
     return first
 
 
+def _from_stdin() -> str:
+    """The password piped in: one line, or two that match (as mosquitto_passwd reads it).
+    getpass would prompt on /dev/tty instead, or fail at the second read."""
+    lines = sys.stdin.read().splitlines()
+    if not lines or not lines[0]:
+        raise PasswdError("no password on stdin")
+    if len(lines) > 1 and lines[1] != lines[0]:
+        raise PasswdError("passwords do not match (stdin gave two different lines)")
+    return lines[0]
+
+
+def _refuse_other_files(path: str) -> None:
+    """PasswdError when `path` exists and holds a line no password file has."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return  # missing (-c creates it) or unreadable (_read says so)
+    for number, line in enumerate(lines, 1):
+        if _user_of(line) is None and line.strip() and not line.strip().startswith("#"):
+            raise PasswdError(
+                f"{path} is not a password file (line {number}: {line.strip()[:40]!r}); "
+                "refusing to overwrite it. passwd's -c means create, and FILE is the "
+                "password file, not the config; give --force to write it anyway")
+
+
 def _user_of(line: str) -> str | None:
+    """The user name of a `user:hash` line; None for anything else. A TOML line (`[table]`,
+    `key = "a:b"`, a quoted array item) is not one."""
     stripped = line.strip()
-    if not stripped or stripped.startswith("#") or ":" not in stripped:
+    if not stripped or stripped.startswith(("#", "[", '"', "'", "{")) or ":" not in stripped:
         return None
-    return stripped.split(":", 1)[0]
+    user = stripped.split(":", 1)[0]
+    return None if "=" in user else user
 
 
 def _upgraded(lines: list[str]) -> list[str]:

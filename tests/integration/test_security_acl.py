@@ -152,3 +152,34 @@ def test_sighup_with_a_new_acl_keeps_clients_and_applies_to_new_subscriptions(ac
                             r"unknown keyword 'topik'")
     assert bob.subscribe("news/again/#", 0) == [0]
     bob.disconnect()
+
+
+@pytest.mark.parametrize("line", ["topic readwrit a/#", "pattern wrte devices/%c/#",
+                                  "topic my topic/#"])
+def test_an_unknown_access_word_is_a_load_error_naming_file_and_line(tmp_path, line):
+    # `topic readwrit a/#` once granted readwrite on the topic "readwrit a/#", silently.
+    # As Mosquitto: when a filter follows, the word before it must be an access word (a
+    # filter with spaces needs one: `topic readwrite my topic/#`).
+    acl = tmp_path / "typo.acl"
+    acl.write_text(f"user alice\ntopic read ok/#\n{line}\n")
+    config = tmp_path / "greenfly.toml"
+    config.write_text(f'[broker]\ndata_dir = "{tmp_path / "data"}"\nacl_file = "{acl}"\n'
+                      '[[listener]]\nbind = "127.0.0.1"\nport = 0\n')
+    word = line.split()[1]
+    expected = f"typo.acl:3: unknown access {word!r}; expected read, write, readwrite or deny"
+    for args in (["check", "-c", str(config)], ["-c", str(config)]):  # check, then start-up
+        result = subprocess.run([sys.executable, "-m", "broker", *args], capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 2, result
+        assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_filter_with_spaces_after_an_access_word_still_loads(broker_factory, tmp_path):
+    acl = tmp_path / "spaces.acl"
+    acl.write_text("topic readwrite my topic/#\n")
+    proc = broker_factory(f'[broker]\nacl_file = "{acl}"\nallow_anonymous = true\n')
+    client = PahoClient(proc.port)
+    assert client.connect()[1] == 0
+    assert client.subscribe("my topic/x", 0) == [0]
+    assert client.subscribe("other/x", 0) == [0x80]
+    client.disconnect()

@@ -15,6 +15,7 @@ what a client received does first. Nothing here yields to the gevent hub.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from broker.codec import MQTT_3_1_1, ConnAck, Connect, FrameDecoder, Packet, encode
@@ -112,7 +113,8 @@ class Verdicts:
         self._open = OpenAuthority()
         self.requests: list[AuthRequest] = []
 
-    def authenticate(self, request: AuthRequest) -> AuthResult:
+    def authenticate(self, request: AuthRequest,
+                     still_wanted: Callable[[], bool] | None = None) -> AuthResult:
         self.requests.append(request)
         verdict = self.refused.get(request.username or "")
         return verdict if verdict is not None else self._open.authenticate(request)

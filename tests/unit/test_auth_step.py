@@ -3,6 +3,7 @@ state machine never waits, and packets behind a CONNECT wait for its verdict."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -51,7 +52,8 @@ class Security:
         self.during = during  # called inside authenticate, as if time passed meanwhile
         self.requests: list[AuthRequest] = []
 
-    def authenticate(self, request: AuthRequest) -> AuthResult:
+    def authenticate(self, request: AuthRequest,
+                     still_wanted: Callable[[], bool] | None = None) -> AuthResult:
         self.requests.append(request)
         if self.during is not None:
             self.during()
