@@ -146,7 +146,10 @@ class FrameDecoder:
             if level < 5:  # what its deliveries reuse (see Publish)
                 packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 2] if packet.qos
                                       else buf[pos:end])
-            elif packet.properties and self._server_side:
+            elif not packet.properties:  # property length 0: nothing per hop, reusable too
+                packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 3] if packet.qos
+                                      else buf[pos:end])
+            elif self._server_side:
                 publish.check_client_publish(packet)  # [MQTT-3.3.4-6]
             return packet
         entry = self._decoders.get(packet_type)

@@ -12,7 +12,8 @@ a restart (a message stored without it counts from when it was loaded). An inter
 taken as no expiry, as Mosquitto does.
 
 Every MQTT 3.1.1 delivery pays for what a message is built with, so the MQTT 5 caches share
-one slot, made on a message's first MQTT 5 delivery (`_V5Forms`).
+one slot, made on a message's first MQTT 5 delivery or when it arrived in an MQTT 5 PUBLISH
+that can be forwarded as received (`_V5Forms`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..codec.publish import (
     publish_qos0,
     publish_with_id,
     splice_publish,
+    splice_publish_v5,
 )
 from ..store.base import SessionStore
 from ..store.records import MessageQueued, MessageStored, OutgoingStored
@@ -38,14 +40,18 @@ _NO_PROPERTY_FIELD = encode_properties(NO_PROPERTIES, "PUBLISH")  # a property l
 
 
 class _V5Forms:
-    """A message's MQTT 5 wire forms: its layout with its own properties, its QoS 0 PUBLISH
-    (retain 0), and the layout carrying a remaining expiry, kept for that second."""
+    """A message's MQTT 5 wire forms, each made when first needed: its layout with its own
+    properties, its QoS 0 PUBLISH with retain 0 and with retain 1, the head of a QoS 1/2 one
+    as received (see `Message.forward_as_received`), and the layout carrying a remaining
+    expiry, kept for that second."""
 
-    __slots__ = ("layout", "qos0", "expiring")
+    __slots__ = ("layout", "qos0", "qos0_retained", "head", "expiring")
 
-    def __init__(self, layout: PublishLayout) -> None:
-        self.layout = layout
+    def __init__(self) -> None:
+        self.layout: PublishLayout | None = None
         self.qos0: bytes | None = None
+        self.qos0_retained: bytes | None = None
+        self.head: bytes | None = None
         self.expiring: tuple[int, PublishLayout] | None = None
 
 
@@ -86,12 +92,22 @@ class Message:
         interval: int = self.properties["message_expiry_interval"]
         return self.expires_at - interval
 
-    def forward_as_received(self, forwardable: bytes) -> None:
-        """Reuse what the decoder kept of the MQTT 3.x PUBLISH this message arrived in
-        (`Publish.forwardable`): a QoS 0 one is a QoS 0 delivery as it is, so forwarding costs
-        no encoding at all; a QoS 1/2 one is every QoS 1/2 delivery but its header byte and
-        packet id."""
-        if self.qos:
+    def forward_as_received(self, forwardable: bytes, v5: bool = False) -> None:
+        """Reuse what the decoder kept of the PUBLISH this message arrived in
+        (`Publish.forwardable`) for the deliveries at its level (`v5`: an MQTT 5 one, which
+        had property length 0, so this message has no properties): a QoS 0 one is a QoS 0
+        delivery as it is, so forwarding costs no encoding at all; a QoS 1/2 one is every
+        QoS 1/2 delivery but its header byte and packet id. What an MQTT 5 delivery adds of
+        its own (core/delivery.py) never comes from here."""
+        if v5:
+            forms = self._v5 = _V5Forms()
+            if self.qos:
+                forms.head = forwardable
+            elif self.retain:
+                forms.qos0_retained = forwardable  # others get retain 0 [MQTT-3.3.1-9]
+            else:
+                forms.qos0 = forwardable
+        elif self.qos:
             self._acked_head = forwardable
         elif self.retain:
             self._qos0_retained = forwardable  # existing subscribers get retain 0 [MQTT-3.3.1-9]
@@ -105,23 +121,30 @@ class Message:
     def _forms_v5(self) -> _V5Forms:
         forms = self._v5
         if forms is None:
+            forms = self._v5 = _V5Forms()
+        return forms
+
+    def _layout_v5(self) -> PublishLayout:
+        forms = self._forms_v5()
+        layout = forms.layout
+        if layout is None:
             if self.properties is NO_PROPERTIES:
                 # What every 3.x publisher and most 5.0 ones send: the topic of the 3.x
                 # layout, if there is one, and a property length of 0.
                 layout3 = self._layout
                 topic_part = layout3[0] if layout3 is not None else encode_utf8(self.topic)
-                layout: PublishLayout = (topic_part, _NO_PROPERTY_FIELD,
-                                         len(topic_part) + 1 + len(self.payload), True)
+                layout = (topic_part, _NO_PROPERTY_FIELD,
+                          len(topic_part) + 1 + len(self.payload), True)
             else:
                 layout = lay_out_publish(self.topic, self.payload, 5, self.properties)
-            forms = self._v5 = _V5Forms(layout)
-        return forms
+            forms.layout = layout
+        return layout
 
     def _laid_out(self, v5: bool) -> PublishLayout:
         """The layout at one level, kept per level: a message fanned out to both 3.1.1 and 5
         subscribers is laid out once for each, not once per switch between them."""
         if v5:
-            return self._forms_v5().layout
+            return self._layout_v5()
         layout = self._layout
         if layout is None:
             layout = self._layout = lay_out_publish(self.topic, self.payload, 4)
@@ -148,7 +171,7 @@ class Message:
 
     def qos0(self, retain: bool, protocol_level: int) -> bytes:
         """The QoS 0 PUBLISH bytes, laid out once per message and level whatever the number
-        of subscribers (a retained one to an MQTT 5 client, rare, is laid out each time)."""
+        of subscribers."""
         if protocol_level < 5:
             data = self._qos0_retained if retain else self._qos0
             if data is None:
@@ -159,13 +182,16 @@ class Message:
                     self._qos0 = data
             return data
         forms = self._v5
-        if forms is None:
-            forms = self._forms_v5()
+        if forms is not None:
+            data = forms.qos0_retained if retain else forms.qos0
+            if data is not None:
+                return data
+        data = publish_qos0(self._layout_v5(), self.payload, retain)
+        forms = self._forms_v5()
         if retain:
-            return publish_qos0(forms.layout, self.payload, True)
-        data = forms.qos0
-        if data is None:
-            data = forms.qos0 = publish_qos0(forms.layout, self.payload, False)
+            forms.qos0_retained = data
+        else:
+            forms.qos0 = data
         return data
 
     def wire(self, qos: int, retain: bool, dup: bool, packet_id: int, protocol_level: int) -> bytes:
@@ -180,9 +206,9 @@ class Message:
             return publish_with_id(self._laid_out(False), self.payload, qos, retain, dup,
                                    packet_id)
         forms = self._v5
-        if forms is None:
-            forms = self._forms_v5()
-        return publish_with_id(forms.layout, self.payload, qos, retain, dup, packet_id)
+        if forms is not None and forms.head is not None:
+            return splice_publish_v5(forms.head, self.payload, qos, retain, dup, packet_id)
+        return publish_with_id(self._layout_v5(), self.payload, qos, retain, dup, packet_id)
 
     def store_owed(self, store: SessionStore, client_id: str, qos: int, retain: bool,
                    packet_id: int, sub_ids: tuple[int, ...] = ()) -> None:

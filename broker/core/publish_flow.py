@@ -57,7 +57,7 @@ def on_publish(proto: ProtocolState, packet: Publish) -> None:
             return
     message = Message(topic, packet.payload, qos, packet.retain, properties, proto.client_id)
     if packet.forwardable is not None:
-        message.forward_as_received(packet.forwardable)
+        message.forward_as_received(packet.forwardable, v5)
     rules = proto.rules
     if topic.startswith("$SYS") or (rules is not None and not rules.can_publish(topic)):
         log.debug("%s: publish to %r denied", proto.describe(), topic)
