@@ -12,8 +12,9 @@ a restart (a message stored without it counts from when it was loaded). An inter
 taken as no expiry, as Mosquitto does.
 
 Every MQTT 3.1.1 delivery pays for what a message is built with, so the MQTT 5 caches share
-one slot, made on a message's first MQTT 5 delivery or when it arrived in an MQTT 5 PUBLISH
-that can be forwarded as received (`_V5Forms`).
+one slot, made on a message's first MQTT 5 delivery that needs a layout (`_V5Forms`); what the
+decoder kept of an MQTT 5 PUBLISH has a slot of its own, so forwarding one as received makes
+no object at all.
 """
 
 from __future__ import annotations
@@ -41,24 +42,22 @@ _NO_PROPERTY_FIELD = encode_properties(NO_PROPERTIES, "PUBLISH")  # a property l
 
 class _V5Forms:
     """A message's MQTT 5 wire forms, each made when first needed: its layout with its own
-    properties, its QoS 0 PUBLISH with retain 0 and with retain 1, the head of a QoS 1/2 one
-    as received (see `Message.forward_as_received`), and the layout carrying a remaining
-    expiry, kept for that second."""
+    properties, its QoS 0 PUBLISH with retain 0 and with retain 1, and the layout carrying a
+    remaining expiry, kept for that second."""
 
-    __slots__ = ("layout", "qos0", "qos0_retained", "head", "expiring")
+    __slots__ = ("layout", "qos0", "qos0_retained", "expiring")
 
     def __init__(self) -> None:
         self.layout: PublishLayout | None = None
         self.qos0: bytes | None = None
         self.qos0_retained: bytes | None = None
-        self.head: bytes | None = None
         self.expiring: tuple[int, PublishLayout] | None = None
 
 
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
                  "stored", "expires_at", "_acked_head", "_layout", "_qos0", "_qos0_retained",
-                 "_v5")
+                 "_v5", "_received_v5")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
@@ -83,6 +82,9 @@ class Message:
         self._qos0_retained: bytes | None = None  # the same with retain 1
         self._acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
         self._v5: _V5Forms | None = None
+        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it did: its QoS 0
+        # delivery with its own retain flag, or the head of its QoS 1/2 ones.
+        self._received_v5: bytes | None = None
 
     @property
     def received_at(self) -> float:
@@ -100,13 +102,7 @@ class Message:
         QoS 1/2 delivery but its header byte and packet id. What an MQTT 5 delivery adds of
         its own (core/delivery.py) never comes from here."""
         if v5:
-            forms = self._v5 = _V5Forms()
-            if self.qos:
-                forms.head = forwardable
-            elif self.retain:
-                forms.qos0_retained = forwardable  # others get retain 0 [MQTT-3.3.1-9]
-            else:
-                forms.qos0 = forwardable
+            self._received_v5 = forwardable  # which of the two: by the message's QoS
         elif self.qos:
             self._acked_head = forwardable
         elif self.retain:
@@ -181,6 +177,9 @@ class Message:
                 else:
                     self._qos0 = data
             return data
+        data = self._received_v5
+        if data is not None and not self.qos and retain == self.retain:
+            return data  # (existing subscribers of a retained one get retain 0 [MQTT-3.3.1-9])
         forms = self._v5
         if forms is not None:
             data = forms.qos0_retained if retain else forms.qos0
@@ -205,9 +204,9 @@ class Message:
                 return splice_publish(head, self.payload, qos, retain, dup, packet_id)
             return publish_with_id(self._laid_out(False), self.payload, qos, retain, dup,
                                    packet_id)
-        forms = self._v5
-        if forms is not None and forms.head is not None:
-            return splice_publish_v5(forms.head, self.payload, qos, retain, dup, packet_id)
+        head = self._received_v5
+        if head is not None and self.qos:
+            return splice_publish_v5(head, self.payload, qos, retain, dup, packet_id)
         return publish_with_id(self._layout_v5(), self.payload, qos, retain, dup, packet_id)
 
     def store_owed(self, store: SessionStore, client_id: str, qos: int, retain: bool,
