@@ -12,9 +12,9 @@ a restart (a message stored without it counts from when it was loaded). An inter
 taken as no expiry, as Mosquitto does.
 
 Every MQTT 3.1.1 delivery pays for what a message is built with, so the MQTT 5 caches share
-one slot, made on a message's first MQTT 5 delivery that needs a layout (`_V5Forms`); what the
-decoder kept of an MQTT 5 PUBLISH has a slot of its own, so forwarding one as received makes
-no object at all.
+one slot, made on a message's first MQTT 5 delivery that needs a layout (`_V5Forms`), but for
+the two a fan-out reads per delivery: the QoS 0 PUBLISH with retain 0 and what the decoder
+kept of an MQTT 5 PUBLISH, so forwarding one as received makes no object at all.
 """
 
 from __future__ import annotations
@@ -41,15 +41,14 @@ _NO_PROPERTY_FIELD = encode_properties(NO_PROPERTIES, "PUBLISH")  # a property l
 
 
 class _V5Forms:
-    """A message's MQTT 5 wire forms, each made when first needed: its layout with its own
-    properties, its QoS 0 PUBLISH with retain 0 and with retain 1, and the layout carrying a
-    remaining expiry, kept for that second."""
+    """A message's less used MQTT 5 wire forms, each made when first needed: its layout with
+    its own properties, its QoS 0 PUBLISH with retain 1, and the layout carrying a remaining
+    expiry, kept for that second."""
 
-    __slots__ = ("layout", "qos0", "qos0_retained", "expiring")
+    __slots__ = ("layout", "qos0_retained", "expiring")
 
     def __init__(self) -> None:
         self.layout: PublishLayout | None = None
-        self.qos0: bytes | None = None
         self.qos0_retained: bytes | None = None
         self.expiring: tuple[int, PublishLayout] | None = None
 
@@ -57,7 +56,7 @@ class _V5Forms:
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
                  "stored", "expires_at", "_acked_head", "_layout", "_qos0", "_qos0_retained",
-                 "_v5", "_received_v5")
+                 "_v5", "_qos0_v5", "_received_v5")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
@@ -82,8 +81,9 @@ class Message:
         self._qos0_retained: bytes | None = None  # the same with retain 1
         self._acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
         self._v5: _V5Forms | None = None
-        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it did: its QoS 0
-        # delivery with its own retain flag, or the head of its QoS 1/2 ones.
+        self._qos0_v5: bytes | None = None  # the MQTT 5 QoS 0 PUBLISH, retain 0
+        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it did and it is not
+        # the above: a QoS 0 one with retain 1, or the head of its QoS 1/2 deliveries.
         self._received_v5: bytes | None = None
 
     @property
@@ -102,7 +102,10 @@ class Message:
         QoS 1/2 delivery but its header byte and packet id. What an MQTT 5 delivery adds of
         its own (core/delivery.py) never comes from here."""
         if v5:
-            self._received_v5 = forwardable  # which of the two: by the message's QoS
+            if self.qos or self.retain:
+                self._received_v5 = forwardable  # which of the two: by the message's QoS
+            else:
+                self._qos0_v5 = forwardable
         elif self.qos:
             self._acked_head = forwardable
         elif self.retain:
@@ -177,20 +180,18 @@ class Message:
                 else:
                     self._qos0 = data
             return data
+        if not retain:  # (existing subscribers of a retained one get retain 0 [MQTT-3.3.1-9])
+            data = self._qos0_v5
+            if data is None:
+                data = self._qos0_v5 = publish_qos0(self._layout_v5(), self.payload, False)
+            return data
         data = self._received_v5
-        if data is not None and not self.qos and retain == self.retain:
-            return data  # (existing subscribers of a retained one get retain 0 [MQTT-3.3.1-9])
-        forms = self._v5
-        if forms is not None:
-            data = forms.qos0_retained if retain else forms.qos0
-            if data is not None:
-                return data
-        data = publish_qos0(self._layout_v5(), self.payload, retain)
+        if data is not None and not self.qos:
+            return data
         forms = self._forms_v5()
-        if retain:
-            forms.qos0_retained = data
-        else:
-            forms.qos0 = data
+        data = forms.qos0_retained
+        if data is None:
+            data = forms.qos0_retained = publish_qos0(self._layout_v5(), self.payload, True)
         return data
 
     def wire(self, qos: int, retain: bool, dup: bool, packet_id: int, protocol_level: int) -> bytes:
