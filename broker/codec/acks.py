@@ -71,11 +71,10 @@ def _decoder(packet_type: int) -> Callable[[int, Reader, int], AckPacket]:
         packet_id = reader.u16("packet identifier")
         if not packet_id:
             raise MalformedPacket(f"{name}: packet identifier 0 [MQTT-2.3.1-1]")
-        if level >= 5:
-            reason: int = ReasonCode.SUCCESS
-            if not reader.at_end():
-                reason = reader.u8("reason code")
-                check_reason(name, reason)  # [MQTT-3.4.2-1] and its kin
+        reason: int
+        if level >= 5 and not reader.at_end():  # the short form (success) is the 3.x one
+            reason = reader.u8("reason code")
+            check_reason(name, reason)  # [MQTT-3.4.2-1] and its kin
             props = decode_properties(reader, name) if not reader.at_end() else NO_PROPERTIES
         else:
             reason, props = ReasonCode.SUCCESS, NO_PROPERTIES

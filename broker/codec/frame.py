@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import MalformedPacket, MQTTError, PacketTooLarge, ProtocolError
 from . import acks, connect, control, publish, subscribe
 from .primitives import VARINT_MAX, Reader
+from .properties import NO_PROPERTIES
 
 # The largest CONNECT a 3.1.1 client can build is five 64 KiB fields plus headers (327,700
 # bytes); MQTT 5 adds properties. Anything larger before CONNECT is refused on its header.
@@ -146,7 +147,11 @@ class FrameDecoder:
             if level < 5:  # what its deliveries reuse (see Publish)
                 packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 2] if packet.qos
                                       else buf[pos:end])
-            elif packet.properties and self._server_side:
+            elif packet.properties is NO_PROPERTIES:  # property length 0: nothing per hop
+                # (an identity test: the empty mapping's len() would be a Python call)
+                packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 3] if packet.qos
+                                      else buf[pos:end])
+            elif self._server_side:
                 publish.check_client_publish(packet)  # [MQTT-3.3.4-6]
             return packet
         entry = self._decoders.get(packet_type)

@@ -12,9 +12,10 @@ A property length of 0, what most clients send, costs one byte test.
 The outgoing side is built for fan-out: `lay_out_publish` does the work one message needs once
 (topic and property fields, remaining length), and `publish_qos0` / `publish_with_id` put a
 delivery together from that layout, so a message sent to many subscribers is laid out once and
-only the header byte and packet id differ. For an MQTT 3.x PUBLISH the decoder goes further:
-it keeps what its deliveries can reuse as received (`Publish.forwardable`), and
-`splice_publish` builds a QoS 1/2 delivery from that.
+only the header byte and packet id differ. The decoder goes further for an MQTT 3.x PUBLISH,
+and for an MQTT 5 one with property length 0 (what most clients send): it keeps what its
+deliveries at that level can reuse as received (`Publish.forwardable`), and `splice_publish`
+(`splice_publish_v5`) builds a QoS 1/2 delivery from that.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ PUBLISH = 3
 class Publish:
     """A PUBLISH packet. Unlike the other packets it is not frozen: one is built per message
     on the hot path, and a frozen dataclass costs several times as much to construct. Treat
-    it as immutable all the same. `forwardable` is what the deliveries of its message can
-    reuse of the packet as received (the decoder sets it for MQTT 3.x): at QoS 0 the whole
-    packet, a QoS 0 delivery as it is; at QoS 1/2 its remaining length and topic field, which
-    `splice_publish` puts between a new header byte and packet id."""
+    it as immutable all the same. `forwardable` is what the deliveries of its message at the
+    level it came in can reuse of the packet as received (the decoder sets it for MQTT 3.x,
+    and for MQTT 5 when the property length is 0, so nothing in it is per hop): at QoS 0 the
+    whole packet, a QoS 0 delivery as it is; at QoS 1/2 its remaining length and topic field,
+    which `splice_publish` (MQTT 5: `splice_publish_v5`) puts between a new header byte and
+    packet id."""
 
     PACKET_TYPE: ClassVar[int] = PUBLISH
     topic: str
@@ -153,6 +156,15 @@ def splice_publish(head: bytes, payload: bytes, qos: int, retain: bool, dup: boo
     header byte and packet id around the bytes as received (a packet id is always two bytes,
     so the remaining length holds)."""
     return b"".join((_FIRST_BYTES[qos][retain][dup], head, packet_id.to_bytes(2, "big"), payload))
+
+
+def splice_publish_v5(head: bytes, payload: bytes, qos: int, retain: bool, dup: bool,
+                      packet_id: int) -> bytes:
+    """The same for an MQTT 5 PUBLISH received with property length 0: the packet id is
+    followed by that property length, as it was in the received packet."""
+    # packet id and a property length of 0 in one: three bytes, the last one 0x00
+    return b"".join((_FIRST_BYTES[qos][retain][dup], head, (packet_id << 8).to_bytes(3, "big"),
+                     payload))
 
 
 def encode_publish(packet: Publish, level: int) -> bytes:

@@ -12,7 +12,9 @@ a restart (a message stored without it counts from when it was loaded). An inter
 taken as no expiry, as Mosquitto does.
 
 Every MQTT 3.1.1 delivery pays for what a message is built with, so the MQTT 5 caches share
-one slot, made on a message's first MQTT 5 delivery (`_V5Forms`).
+one slot, made on a message's first MQTT 5 delivery that needs a layout (`_V5Forms`), but for
+the two a fan-out reads per delivery: the QoS 0 PUBLISH with retain 0 and what the decoder
+kept of an MQTT 5 PUBLISH, so forwarding one as received makes no object at all.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..codec.publish import (
     publish_qos0,
     publish_with_id,
     splice_publish,
+    splice_publish_v5,
 )
 from ..store.base import SessionStore
 from ..store.records import MessageQueued, MessageStored, OutgoingStored
@@ -38,21 +41,22 @@ _NO_PROPERTY_FIELD = encode_properties(NO_PROPERTIES, "PUBLISH")  # a property l
 
 
 class _V5Forms:
-    """A message's MQTT 5 wire forms: its layout with its own properties, its QoS 0 PUBLISH
-    (retain 0), and the layout carrying a remaining expiry, kept for that second."""
+    """A message's less used MQTT 5 wire forms, each made when first needed: its layout with
+    its own properties, its QoS 0 PUBLISH with retain 1, and the layout carrying a remaining
+    expiry, kept for that second."""
 
-    __slots__ = ("layout", "qos0", "expiring")
+    __slots__ = ("layout", "qos0_retained", "expiring")
 
-    def __init__(self, layout: PublishLayout) -> None:
-        self.layout = layout
-        self.qos0: bytes | None = None
+    def __init__(self) -> None:
+        self.layout: PublishLayout | None = None
+        self.qos0_retained: bytes | None = None
         self.expiring: tuple[int, PublishLayout] | None = None
 
 
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
                  "stored", "expires_at", "_acked_head", "_layout", "_qos0", "_qos0_retained",
-                 "_v5")
+                 "_v5", "_qos0_v5", "_received_v5")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
@@ -77,6 +81,10 @@ class Message:
         self._qos0_retained: bytes | None = None  # the same with retain 1
         self._acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
         self._v5: _V5Forms | None = None
+        self._qos0_v5: bytes | None = None  # the MQTT 5 QoS 0 PUBLISH, retain 0
+        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it did and it is not
+        # the above: a QoS 0 one with retain 1, or the head of its QoS 1/2 deliveries.
+        self._received_v5: bytes | None = None
 
     @property
     def received_at(self) -> float:
@@ -86,12 +94,19 @@ class Message:
         interval: int = self.properties["message_expiry_interval"]
         return self.expires_at - interval
 
-    def forward_as_received(self, forwardable: bytes) -> None:
-        """Reuse what the decoder kept of the MQTT 3.x PUBLISH this message arrived in
-        (`Publish.forwardable`): a QoS 0 one is a QoS 0 delivery as it is, so forwarding costs
-        no encoding at all; a QoS 1/2 one is every QoS 1/2 delivery but its header byte and
-        packet id."""
-        if self.qos:
+    def forward_as_received(self, forwardable: bytes, v5: bool = False) -> None:
+        """Reuse what the decoder kept of the PUBLISH this message arrived in
+        (`Publish.forwardable`) for the deliveries at its level (`v5`: an MQTT 5 one, which
+        had property length 0, so this message has no properties): a QoS 0 one is a QoS 0
+        delivery as it is, so forwarding costs no encoding at all; a QoS 1/2 one is every
+        QoS 1/2 delivery but its header byte and packet id. What an MQTT 5 delivery adds of
+        its own (core/delivery.py) never comes from here."""
+        if v5:
+            if self.qos or self.retain:
+                self._received_v5 = forwardable  # which of the two: by the message's QoS
+            else:
+                self._qos0_v5 = forwardable
+        elif self.qos:
             self._acked_head = forwardable
         elif self.retain:
             self._qos0_retained = forwardable  # existing subscribers get retain 0 [MQTT-3.3.1-9]
@@ -105,23 +120,30 @@ class Message:
     def _forms_v5(self) -> _V5Forms:
         forms = self._v5
         if forms is None:
+            forms = self._v5 = _V5Forms()
+        return forms
+
+    def _layout_v5(self) -> PublishLayout:
+        forms = self._forms_v5()
+        layout = forms.layout
+        if layout is None:
             if self.properties is NO_PROPERTIES:
                 # What every 3.x publisher and most 5.0 ones send: the topic of the 3.x
                 # layout, if there is one, and a property length of 0.
                 layout3 = self._layout
                 topic_part = layout3[0] if layout3 is not None else encode_utf8(self.topic)
-                layout: PublishLayout = (topic_part, _NO_PROPERTY_FIELD,
-                                         len(topic_part) + 1 + len(self.payload), True)
+                layout = (topic_part, _NO_PROPERTY_FIELD,
+                          len(topic_part) + 1 + len(self.payload), True)
             else:
                 layout = lay_out_publish(self.topic, self.payload, 5, self.properties)
-            forms = self._v5 = _V5Forms(layout)
-        return forms
+            forms.layout = layout
+        return layout
 
     def _laid_out(self, v5: bool) -> PublishLayout:
         """The layout at one level, kept per level: a message fanned out to both 3.1.1 and 5
         subscribers is laid out once for each, not once per switch between them."""
         if v5:
-            return self._forms_v5().layout
+            return self._layout_v5()
         layout = self._layout
         if layout is None:
             layout = self._layout = lay_out_publish(self.topic, self.payload, 4)
@@ -148,7 +170,7 @@ class Message:
 
     def qos0(self, retain: bool, protocol_level: int) -> bytes:
         """The QoS 0 PUBLISH bytes, laid out once per message and level whatever the number
-        of subscribers (a retained one to an MQTT 5 client, rare, is laid out each time)."""
+        of subscribers."""
         if protocol_level < 5:
             data = self._qos0_retained if retain else self._qos0
             if data is None:
@@ -158,14 +180,18 @@ class Message:
                 else:
                     self._qos0 = data
             return data
-        forms = self._v5
-        if forms is None:
-            forms = self._forms_v5()
-        if retain:
-            return publish_qos0(forms.layout, self.payload, True)
-        data = forms.qos0
+        if not retain:  # (existing subscribers of a retained one get retain 0 [MQTT-3.3.1-9])
+            data = self._qos0_v5
+            if data is None:
+                data = self._qos0_v5 = publish_qos0(self._layout_v5(), self.payload, False)
+            return data
+        data = self._received_v5
+        if data is not None and not self.qos:
+            return data
+        forms = self._forms_v5()
+        data = forms.qos0_retained
         if data is None:
-            data = forms.qos0 = publish_qos0(forms.layout, self.payload, False)
+            data = forms.qos0_retained = publish_qos0(self._layout_v5(), self.payload, True)
         return data
 
     def wire(self, qos: int, retain: bool, dup: bool, packet_id: int, protocol_level: int) -> bytes:
@@ -179,10 +205,10 @@ class Message:
                 return splice_publish(head, self.payload, qos, retain, dup, packet_id)
             return publish_with_id(self._laid_out(False), self.payload, qos, retain, dup,
                                    packet_id)
-        forms = self._v5
-        if forms is None:
-            forms = self._forms_v5()
-        return publish_with_id(forms.layout, self.payload, qos, retain, dup, packet_id)
+        head = self._received_v5
+        if head is not None and self.qos:
+            return splice_publish_v5(head, self.payload, qos, retain, dup, packet_id)
+        return publish_with_id(self._layout_v5(), self.payload, qos, retain, dup, packet_id)
 
     def store_owed(self, store: SessionStore, client_id: str, qos: int, retain: bool,
                    packet_id: int, sub_ids: tuple[int, ...] = ()) -> None:

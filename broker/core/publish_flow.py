@@ -18,6 +18,7 @@ from typing import Any
 
 from ..codec import (
     MQTT_5,
+    NO_PROPERTIES,
     PubAck,
     PubComp,
     Publish,
@@ -52,14 +53,14 @@ def on_publish(proto: ProtocolState, packet: Publish) -> None:
     if packet.retain and not ctx.config.broker.retain_available:
         raise MQTTError("PUBLISH with retain 1, and retain_available is false (5.0 section "
                         "3.3.1.3)", ReasonCode.RETAIN_NOT_SUPPORTED)
-    if v5 and properties:
+    if v5 and properties is not NO_PROPERTIES:  # what the decoder gives for property length 0
         topic, properties = _v5_topic_and_properties(proto, packet)
         if properties.get("payload_format_indicator") == 1 and not _is_utf8(packet.payload):
             _refuse_payload_format(proto, packet, topic)
             return
     message = Message(topic, packet.payload, qos, packet.retain, properties, proto.client_id)
     if packet.forwardable is not None:
-        message.forward_as_received(packet.forwardable)
+        message.forward_as_received(packet.forwardable, v5)
     rules = proto.rules
     if topic.startswith("$SYS") or (rules is not None and not rules.can_publish(topic)):
         log.debug("%s: publish to %r denied", proto.describe(), topic)

@@ -247,12 +247,19 @@ class InProcessBroker:
         return client
 
 def connect(ctx: BrokerContext, client_id: str, clean: bool = True,
-            flusher: ManualFlush | None = None, keep: bool = False) -> Connection:
-    """A connected `Connection` on a fake transport (the bench's way in: no decoder, no
-    bytes kept, packets handed to `connection.protocol.handle` directly)."""
+            flusher: ManualFlush | None = None, keep: bool = False,
+            protocol_level: int = MQTT_3_1_1) -> Connection:
+    """A connected `Connection` on a fake transport (the bench's way in: no bytes kept,
+    packets handed to `connection.protocol.handle` directly; its decoder is set to the
+    protocol level for whoever feeds it bytes). An MQTT 5 session that is not clean never
+    expires, as loadgen's."""
     conn = Connection(ctx, FakeTransport(keep=keep),
                       flusher=flusher or ManualFlush())  # type: ignore[arg-type]
-    request = conn.protocol.handle(Connect(client_id, clean_start=clean, keepalive=0))
+    properties = ({"session_expiry_interval": 0xFFFFFFFF} if protocol_level >= 5 and not clean
+                  else {})
+    request = conn.protocol.handle(Connect(client_id, protocol_level, clean, keepalive=0,
+                                           properties=properties))
+    conn.decoder.protocol_level = protocol_level
     assert request is not None, "the CONNECT was refused"
     conn.protocol.authenticated(OpenAuthority().authenticate(request))
     return conn

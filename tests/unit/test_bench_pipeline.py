@@ -14,12 +14,15 @@ import pytest
 PIPELINE = Path(__file__).resolve().parents[2] / "bench" / "pipeline.py"
 
 
-@pytest.mark.parametrize("scenario", ["fanin", "fanout", "qos1", "durable"])
-def test_pipeline_scenario_runs_and_reports(scenario, tmp_path):
+@pytest.mark.parametrize(("scenario", "level"), [
+    ("fanin", 4), ("fanout", 4), ("qos1", 4), ("durable", 4), ("fanin", 5), ("qos1", 5),
+    ("durable", 5)])
+def test_pipeline_scenario_runs_and_reports(scenario, level, tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path))  # the durable scenario's journal goes here
     done = subprocess.run([sys.executable, str(PIPELINE), "--scenario", scenario,
-                           "--messages", "256", "--repeat", "1"],
+                           "--messages", "256", "--repeat", "1", "--protocol-level", str(level)],
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(rf"{scenario}: \d+\.\d+ us per delivered message \(best of 1: "
+    name = f"{scenario}_v5" if level == 5 else scenario
+    assert re.fullmatch(rf"{name}: \d+\.\d+ us per delivered message \(best of 1: "
                         r"\d+\.\d+\)\n", done.stdout), done.stdout

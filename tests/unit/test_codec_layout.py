@@ -1,7 +1,8 @@
 """The codec's encoders for fan-out, against wire bytes written by hand from the spec: a
 PUBLISH laid out once per message and put together per delivery, a received MQTT 3.x PUBLISH
-reused with a new header byte and packet id, and the four-byte success acks. Then hypothesis:
-whichever of these paths a `Message` takes, its bytes are those `encode` gives the packet."""
+(or MQTT 5 one with property length 0) reused with a new header byte and packet id, and the
+four-byte success acks. Then hypothesis: whichever of these paths a `Message` takes, its bytes
+are those `encode` gives the packet."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from broker.codec.publish import (
     publish_qos0,
     publish_with_id,
     splice_publish,
+    splice_publish_v5,
 )
 from broker.core.message import Message
 
@@ -123,6 +125,13 @@ SPLICES = [
     Splice("empty_payload", "32 05 00 01 74 00 01", 1, False, False, 2, "32 05 00 01 74 00 02"),
     Splice("level_3", "32 06 00 01 74 00 07 21", 2, False, False, 8, "34 06 00 01 74 00 08 21",
            3),
+    # MQTT 5, property length 0: the new packet id goes before that 0x00, as it came
+    Splice("v5_qos1_new_packet_id_then_property_length_0", "32 09 00 03 61 2F 62 00 01 00 78",
+           1, False, False, 0x0102, "32 09 00 03 61 2F 62 01 02 00 78", 5),
+    Splice("v5_qos2_sent_as_qos1_retained_dup", "34 06 00 01 74 00 07 00", 1, True, True, 9,
+           "3B 06 00 01 74 00 09 00", 5),
+    Splice("v5_two_byte_remaining_length_kept", "32 81 01 00 01 74 00 09 00" + B124[3:], 2,
+           False, False, 3, "34 81 01 00 01 74 00 03 00" + B124[3:], 5),
 ]
 
 
@@ -136,28 +145,37 @@ def _received(wire: str, level: int = 4) -> Publish:
 @pytest.mark.parametrize("case", _params(SPLICES))
 def test_received_qos1_or_2_publish_is_spliced_into_the_spec_bytes(case: Splice):
     packet = _received(case.received, case.level)
-    wire = splice_publish(packet.forwardable, packet.payload, case.qos, case.retain, case.dup,
-                          case.packet_id)
+    splice = splice_publish_v5 if case.level >= 5 else splice_publish
+    wire = splice(packet.forwardable, packet.payload, case.qos, case.retain, case.dup,
+                  case.packet_id)
     assert wire.hex(" ") == h(case.wire).hex(" ")
 
 
-@pytest.mark.parametrize(("received", "retained"), [
-    pytest.param("30 07 00 03 61 2F 62 68 69", False, id="qos0"),
-    pytest.param("31 07 00 03 61 2F 62 68 69", True, id="qos0_retained"),
+@pytest.mark.parametrize(("received", "retained", "level"), [
+    pytest.param("30 07 00 03 61 2F 62 68 69", False, 4, id="qos0"),
+    pytest.param("31 07 00 03 61 2F 62 68 69", True, 4, id="qos0_retained"),
+    pytest.param("30 08 00 03 61 2F 62 00 68 69", False, 5, id="v5_qos0_property_length_0"),
+    pytest.param("31 08 00 03 61 2F 62 00 68 69", True, 5, id="v5_qos0_retained"),
 ])
-def test_received_qos0_publish_is_sent_on_as_it_came(received: str, retained: bool):
-    packet = _received(received)
+def test_received_qos0_publish_is_sent_on_as_it_came(received: str, retained: bool,
+                                                     level: int):
+    packet = _received(received, level)
     assert packet.forwardable == h(received)
     message = Message("a/b", b"hi", 0, retained)
-    message.forward_as_received(packet.forwardable)
-    assert message.wire(0, retained, False, 0, 4) is packet.forwardable
+    message.forward_as_received(packet.forwardable, level >= 5)
+    assert message.wire(0, retained, False, 0, level) is packet.forwardable
     # Existing subscribers get retain 0 [MQTT-3.3.1-9]: a retained original does not serve them.
-    assert message.wire(0, False, False, 0, 4) == h("30 07 00 03 61 2F 62 68 69")
+    assert message.wire(0, False, False, 0, level) == h(received[:1] + "0" + received[2:])
 
 
-def test_an_mqtt_5_publish_keeps_nothing_to_forward():
-    # Its properties may differ per delivery (subscription identifiers): always laid out.
-    assert _received("30 05 00 01 74 00 68", 5).forwardable is None
+@pytest.mark.parametrize("received", [
+    pytest.param("30 09 00 01 74 04 03 00 01 61 68", id="content_type"),
+    pytest.param("32 0C 00 01 74 00 01 05 02 00 00 00 1E 68", id="message_expiry"),
+    pytest.param("30 07 00 00 03 23 00 01 68", id="topic_alias"),
+])
+def test_an_mqtt_5_publish_with_properties_keeps_nothing_to_forward(received: str):
+    # Its properties may change per hop (expiry, alias): laid out from the message instead.
+    assert _received(received, 5).forwardable is None
 
 
 class Ack(NamedTuple):
@@ -202,14 +220,15 @@ def test_every_path_of_a_message_gives_the_bytes_encode_gives(topic: str, payloa
                                                               sends: list[Any]):
     """However a message was received and in whichever order its deliveries come, each one is
     the PUBLISH `encode` writes for it: the caches change the cost, never the bytes."""
-    received = encode(Publish(topic, payload, qos, retain, False, 1 if qos else 0), 4)
-    decoder = FrameDecoder()
-    decoder.feed(received)
-    packet = drain(decoder)[0]
-    for forwarded in (False, True):
+    for level_in, forwarded in ((4, False), (4, True), (5, True)):
+        received = encode(Publish(topic, payload, qos, retain, False, 1 if qos else 0),
+                          level_in)
+        decoder = FrameDecoder(protocol_level=level_in)
+        decoder.feed(received)
+        packet = drain(decoder)[0]
         message = Message(packet.topic, packet.payload, qos, retain)
         if forwarded:
-            message.forward_as_received(packet.forwardable)
+            message.forward_as_received(packet.forwardable, level_in >= 5)
         for (out_qos, out_retain, dup, packet_id), level in sends:
             dup = dup and bool(out_qos)
             packet_id = packet_id if out_qos else 0
