@@ -4,6 +4,10 @@
   and hands every complete packet in the buffer to the `ClientProtocol`, then moves the
   deadline: `connect_timeout` until CONNECT, 1.5 x keepalive after it [MQTT-3.1.2-24]. The
   server's watchdog closes connections whose deadline passed.
+- The first read must start a CONNECT: any other first byte closes the connection at once,
+  the log saying what it looked like (codec/first_bytes.py). The check sits here, on the
+  bytes the transport hands over, so a transport that strips a header of its own first
+  (PROXY protocol) leaves the MQTT bytes to it.
 - Writing is the `Outbox`'s: a direct non-blocking flush at the end of the hub's loop
   iteration, and a writer greenlet only for what cannot go out at once (see link/outbox.py).
 - A connection with nothing to read for `PARK_AFTER` seconds gives up its reader greenlet
@@ -31,6 +35,7 @@ from typing import Any
 import gevent
 
 from ..codec import ConnAck, Disconnect, FrameDecoder
+from ..codec.first_bytes import not_connect
 from ..core.context import BrokerContext
 from ..core.protocol import (
     AWAIT_CONNECT,
@@ -41,7 +46,7 @@ from ..core.protocol import (
     CloseReason,
     SecuritySource,
 )
-from ..errors import MQTTError, ReasonCode, UnsupportedProtocolVersion
+from ..errors import MQTTError, ProtocolError, ReasonCode, UnsupportedProtocolVersion
 from ..net.transport import Idle, Transport
 from .outbox import Flusher, Outbox
 
@@ -51,6 +56,14 @@ FAIR_READ_SIZE = 16_384  # a read this big likely left more waiting: let others 
 FAIR_SLICE = 0.002  # and at least this often, whatever the reads
 PARK_AFTER = 1.0  # seconds without a read after which an idle reader greenlet is released
 NO_DEADLINE = float("inf")
+
+
+def refuse_unless_connect(data: bytes) -> None:
+    """Refuse a connection's first bytes on the first byte that is not a CONNECT's: an HTTP
+    request or a TLS ClientHello is closed at once, not held until `connect_timeout`."""
+    why = not_connect(data)
+    if why is not None:
+        raise ProtocolError(why)
 
 
 class Connection:
@@ -143,6 +156,8 @@ class Connection:
                     self._close(PEER_CLOSED, flush=False)
                     return
                 stats.bytes_received += len(data)
+                if protocol.state is AWAIT_CONNECT and not decoder.buffered():
+                    refuse_unless_connect(data)  # the connection's first bytes
                 decoder.feed(data)
                 connecting = protocol.state is AWAIT_CONNECT
                 received = 0
