@@ -36,6 +36,7 @@ import gevent
 
 from ..codec import ConnAck, Disconnect, FrameDecoder
 from ..codec.first_bytes import not_connect
+from ..codec.reasons import REASONS
 from ..core.context import BrokerContext
 from ..core.protocol import (
     AWAIT_CONNECT,
@@ -56,6 +57,7 @@ FAIR_READ_SIZE = 16_384  # a read this big likely left more waiting: let others 
 FAIR_SLICE = 0.002  # and at least this often, whatever the reads
 PARK_AFTER = 1.0  # seconds without a read after which an idle reader greenlet is released
 NO_DEADLINE = float("inf")
+DISCONNECT_REASONS = REASONS["DISCONNECT"][0]
 
 
 def refuse_unless_connect(data: bytes) -> None:
@@ -258,7 +260,12 @@ class Connection:
         reason = CloseReason.protocol_error(exc)
         log.warning("closing %s: %s", protocol.describe(), reason.text)
         if protocol.protocol_level >= 5 and protocol.state is CONNECTED:
-            self.outbox.items.append(Disconnect(exc.reason_code))  # 5.0 section 4.13.2
+            code = exc.reason_code
+            if code not in DISCONNECT_REASONS:
+                # A CONNACK-only code (a second CONNECT's unsupported level, 0x84) is no
+                # DISCONNECT reason [MQTT-3.14.2-1]: that CONNECT is a protocol error.
+                code = ReasonCode.PROTOCOL_ERROR
+            self.outbox.items.append(Disconnect(code))  # 5.0 section 4.13.2
             self._close(reason, flush=True, linger=True)
         elif self.decoder.protocol_level >= 5 and protocol.state is AWAIT_CONNECT:
             # A bad MQTT 5 CONNECT may be answered with a CONNACK that says why (5.0 3.2.2.2);
