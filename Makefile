@@ -54,7 +54,8 @@ bench: $(VENV)/.installed
 # reader and ClientProtocol through the in-process harness: FUZZ_RUNS inputs each from the
 # corpus in tests/fuzz/corpus/<target>/ (tests/fuzz/README.md). New inputs go to
 # build/fuzz/<target>/, a crashing one to build/fuzz/crash-<target>-*; `make test` runs a
-# few thousand of each. 10^6 each took about 15 minutes in all on one core.
+# few thousand of each. 10^6 each took 18 minutes on one core of a loaded 2-core machine
+# (decoder 36 s, ws_frames 544 s, protocol 480 s).
 FUZZ_RUNS ?= 1000000
 FUZZ_TARGETS ?= decoder ws_frames protocol
 
