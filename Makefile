@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint unit integration test-deps clean bench
+.PHONY: run test lint unit integration test-deps clean bench fuzz
 
 run: $(VENV)/.installed
 	$(BIN)/greenfly $(ARGS)
@@ -49,6 +49,29 @@ unit: $(VENV)/.test-installed
 bench: $(VENV)/.installed
 	$(MAKE) -C bench
 	$(BIN)/python bench/run.py --no-build $(BENCH_ARGS)
+
+# Coverage-guided fuzzing (atheris, libFuzzer's engine) of the decoder, the WebSocket frame
+# reader and ClientProtocol through the in-process harness: FUZZ_RUNS inputs each from the
+# corpus in tests/fuzz/corpus/<target>/ (tests/fuzz/README.md). New inputs go to
+# build/fuzz/<target>/, a crashing one to build/fuzz/crash-<target>-*; `make test` runs a
+# few thousand of each. 10^6 each took 18 minutes on one core of a loaded 2-core machine
+# (decoder 36 s, ws_frames 544 s, protocol 480 s).
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS ?= decoder ws_frames protocol
+
+fuzz: $(VENV)/.test-installed
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p build/fuzz/$$target; \
+		echo "== $$target: $(FUZZ_RUNS) inputs (log: build/fuzz/$$target.log)"; \
+		start=$$(date +%s); \
+		if ! $(BIN)/python tests/fuzz/run.py $$target -runs=$(FUZZ_RUNS) \
+				-artifact_prefix=build/fuzz/crash-$$target- build/fuzz/$$target \
+				tests/fuzz/corpus/$$target >build/fuzz/$$target.log 2>&1; then \
+			tail -40 build/fuzz/$$target.log; exit 1; \
+		fi; \
+		grep -E '^#[0-9]+[[:space:]]+DONE' build/fuzz/$$target.log; \
+		echo "   $$(( $$(date +%s) - start )) s"; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache build *.egg-info

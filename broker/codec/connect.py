@@ -174,8 +174,10 @@ def decode_connack(flags: int, reader: Reader, level: int) -> ConnAck:
 
 
 def encode_connack(packet: ConnAck, level: int) -> bytes:
-    # Session present is 0 whenever the connection is refused [MQTT-3.2.2-4].
-    flags = 1 if packet.session_present and packet.reason_code == ReasonCode.SUCCESS else 0
+    # Session present is 0 whenever the connection is refused [MQTT-3.2.2-4]. MQTT 3.1 has no
+    # such flag: the byte is reserved there (3.1 section 3.2), 0 even for a resumed session.
+    flags = 1 if (packet.session_present and packet.reason_code == ReasonCode.SUCCESS
+                  and level != MQTT_3_1) else 0
     if level >= MQTT_5:
         body = bytes((flags, packet.reason_code)) + encode_properties(packet.properties, "CONNACK")
         return fixed_header(0x20, len(body)) + body

@@ -4,7 +4,8 @@ The decoder is sans-I/O: `feed()` whatever arrived, then call `next_packet()` un
 None; every complete packet in the buffer comes out, so one read can yield many packets.
 
 Rules enforced here: reserved packet type 0 (3.1.1 section 2.2.1); the fixed-header flags of
-every type but PUBLISH [MQTT-2.2.2-2]; a remaining length of at most four bytes
+every type but PUBLISH [MQTT-2.2.2-2], from 3.1.1 on (3.1 gives them meaning, and the CONNECT
+that names the level is checked as 3.1.1); a remaining length of at most four bytes
 [MQTT-1.5.5-1]; the maximum packet size, checked on the header alone so that a huge declared
 length holds no memory; and which side may send which packet (a server refuses CONNACK,
 SUBACK, UNSUBACK and PINGRESP; a client refuses CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ).
@@ -159,7 +160,10 @@ class FrameDecoder:
             raise MalformedPacket("reserved packet type 0 (3.1.1 section 2.2.1)")
         name, decoder, required_flags = entry
         flags = first & 0x0F
-        if required_flags is not None and flags != required_flags:
+        if (required_flags is not None and flags != required_flags
+                and self.protocol_level >= connect.MQTT_3_1_1):
+            # 3.1 gave every packet DUP and QoS bits (a resent PUBREL has DUP set, 3.1
+            # section 4.1); 3.1.1 made them reserved. Mosquitto checks 3.1.1 and 5 only.
             raise MalformedPacket(f"{name}: reserved fixed-header flags 0x{flags:X} [MQTT-2.2.2-2]")
         if packet_type in self._refused:
             raise ProtocolError(f"{name} may not be sent by this side of the connection")

@@ -47,7 +47,6 @@ from gevent.lock import Semaphore
 from ..auth.acl import Rules
 from ..codec import PubRel, SubOptions
 from ..config.schema import LimitsSection
-from ..errors import ProtocolError
 from ..store.base import SessionStore
 from ..store.records import (
     IncomingQos2,
@@ -62,6 +61,7 @@ from ..store.records import (
     Subscribed,
     Unsubscribed,
 )
+from .ack_rules import check_ack
 from .client_limits import ClientLimits
 from .delivery import Delivery, OwnDelivery, delivery, lay_out, new_flight
 from .drop_log import DropLog
@@ -490,8 +490,7 @@ class Session:
             if flight is None:
                 return False
             if flight.qos != 1:
-                raise ProtocolError(f"PUBACK for packet id {packet_id}, a QoS 2 message "
-                                    "[MQTT-4.3.3-1]")
+                check_ack("PUBACK", packet_id, flight)
             # What `_done` does, on the hottest path, without the call.
             del self.inflight[packet_id]
             if self._held:
@@ -514,11 +513,12 @@ class Session:
             self._held.remove(packet_id)
 
     def on_pubrec(self, packet_id: int) -> bool:
-        """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-1]."""
+        """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-1]. An id not in
+        flight gets PUBREL too (as Mosquitto does); a QoS 1 message's is a protocol error."""
         with self._lock:
             flight = self.inflight.get(packet_id)
-            if flight is not None and flight.qos != 2:
-                flight = None  # a QoS 1 message: PUBREC is not its acknowledgement
+            if flight is not None:
+                check_ack("PUBREC", packet_id, flight)
             if flight is not None and not flight.released:
                 flight.released = True
                 self._write(OutgoingReleased(self.client_id, packet_id))
@@ -529,8 +529,9 @@ class Session:
     def on_pubcomp(self, packet_id: int) -> bool:
         with self._lock:
             flight = self.inflight.get(packet_id)
-            if flight is None or not flight.released:
-                return False
+            if flight is None:
+                return False  # a late duplicate
+            check_ack("PUBCOMP", packet_id, flight)
             self._done(packet_id)
             return True
 
@@ -561,8 +562,10 @@ class Session:
         """An MQTT 5 client's failure PUBREC (reason >= 0x80): that message is done, with no
         PUBREL (5.0 section 4.3.3); the window moves on."""
         with self._lock:
-            if packet_id not in self.inflight:
+            flight = self.inflight.get(packet_id)
+            if flight is None:
                 return False
+            check_ack("PUBREC", packet_id, flight)
             self._done(packet_id)
             return True
 

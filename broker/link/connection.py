@@ -4,6 +4,10 @@
   and hands every complete packet in the buffer to the `ClientProtocol`, then moves the
   deadline: `connect_timeout` until CONNECT, 1.5 x keepalive after it [MQTT-3.1.2-24]. The
   server's watchdog closes connections whose deadline passed.
+- The first read must start a CONNECT: any other first byte closes the connection at once,
+  the log saying what it looked like (codec/first_bytes.py). The check sits here, on the
+  bytes the transport hands over, so a transport that strips a header of its own first
+  (PROXY protocol) leaves the MQTT bytes to it.
 - Writing is the `Outbox`'s: a direct non-blocking flush at the end of the hub's loop
   iteration, and a writer greenlet only for what cannot go out at once (see link/outbox.py).
 - A connection with nothing to read for `PARK_AFTER` seconds gives up its reader greenlet
@@ -32,6 +36,8 @@ from typing import Any
 import gevent
 
 from ..codec import ConnAck, Disconnect, FrameDecoder
+from ..codec.first_bytes import not_connect
+from ..codec.reasons import REASONS
 from ..core.context import BrokerContext
 from ..core.protocol import (
     AWAIT_CONNECT,
@@ -43,7 +49,7 @@ from ..core.protocol import (
     CloseReason,
     SecuritySource,
 )
-from ..errors import MQTTError, ReasonCode, UnsupportedProtocolVersion
+from ..errors import MQTTError, ProtocolError, ReasonCode, UnsupportedProtocolVersion
 from ..net.arrival import arrival_order, start_reader
 from ..net.transport import Idle, Transport
 from .outbox import Flusher, Outbox
@@ -54,6 +60,15 @@ FAIR_READ_SIZE = 16_384  # a read this big likely left more waiting: let others 
 FAIR_SLICE = 0.002  # and at least this often, whatever the reads
 PARK_AFTER = 1.0  # seconds without a read after which an idle reader greenlet is released
 NO_DEADLINE = float("inf")
+DISCONNECT_REASONS = REASONS["DISCONNECT"][0]
+
+
+def refuse_unless_connect(data: bytes) -> None:
+    """Refuse a connection's first bytes on the first byte that is not a CONNECT's: an HTTP
+    request or a TLS ClientHello is closed at once, not held until `connect_timeout`."""
+    why = not_connect(data)
+    if why is not None:
+        raise ProtocolError(why)
 
 
 class Connection:
@@ -151,6 +166,8 @@ class Connection:
                     self._close(PEER_CLOSED, flush=False)
                     return
                 stats.bytes_received += len(data)
+                if protocol.state is AWAIT_CONNECT and not decoder.buffered():
+                    refuse_unless_connect(data)  # the connection's first bytes
                 decoder.feed(data)
                 connecting = protocol.state is AWAIT_CONNECT
                 received = 0
@@ -271,7 +288,12 @@ class Connection:
         reason = CloseReason.protocol_error(exc)
         log.warning("closing %s: %s", protocol.describe(), reason.text)
         if protocol.protocol_level >= 5 and protocol.state is CONNECTED:
-            self.outbox.items.append(Disconnect(exc.reason_code))  # 5.0 section 4.13.2
+            code = exc.reason_code
+            if code not in DISCONNECT_REASONS:
+                # A CONNACK-only code (a second CONNECT's unsupported level, 0x84) is no
+                # DISCONNECT reason [MQTT-3.14.2-1]: that CONNECT is a protocol error.
+                code = ReasonCode.PROTOCOL_ERROR
+            self.outbox.items.append(Disconnect(code))  # 5.0 section 4.13.2
             self._close(reason, flush=True, linger=True)
         elif self.decoder.protocol_level >= 5 and protocol.state is AWAIT_CONNECT:
             # A bad MQTT 5 CONNECT may be answered with a CONNACK that says why (5.0 3.2.2.2);

@@ -51,11 +51,15 @@ def unmask(payloads: list[bytes], keys: list[bytes]) -> bytes:
 class FrameReader:
     """Splits a client's byte stream into plain MQTT bytes and other frames."""
 
-    __slots__ = ("_buf", "_in_message", "_message_size", "max_size")
+    __slots__ = ("_buf", "_in_message", "_message_size", "_need", "_pieces", "_pieces_len",
+                 "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._buf = b""  # the start of a frame not complete yet
+        self._need = 0  # the bytes that frame needs in all, once its header is read
+        self._pieces: list[bytes] = []  # reads kept until it is complete, joined once
+        self._pieces_len = 0
         self._in_message = False  # a fragmented message has begun and not ended
         self._message_size = 0  # its payload bytes so far
 
@@ -63,7 +67,18 @@ class FrameReader:
         """Add `data`; return the unmasked payloads of the plain frames that come next,
         joined, and the first other frame after them whole (None: no complete frame left).
         After an other frame, call again (with b"" or new bytes) for what follows it."""
-        buf = self._buf + data if self._buf else data
+        if self._need:
+            if len(self._buf) + self._pieces_len + len(data) < self._need:
+                # Still incomplete: keep the piece. Joining on every read would cost a frame
+                # trickling in a byte at a time the square of its length.
+                self._pieces.append(data)
+                self._pieces_len += len(data)
+                return b"", None
+            buf = b"".join((self._buf, *self._pieces, data))
+            self._pieces.clear()
+            self._pieces_len = self._need = 0
+        else:
+            buf = self._buf + data if self._buf else data
         pos, end = 0, len(buf)
         payloads: list[bytes] = []
         keys: list[bytes] = []
@@ -83,6 +98,7 @@ class FrameReader:
                                      f"({self.max_size})")
             stop = head + n
             if stop > end:
+                self._need = stop - pos
                 break
             if first == _PLAIN and second & _MASKED and not self._in_message:
                 keys.append(buf[head - 4:head])
@@ -111,3 +127,5 @@ class FrameReader:
     def clear(self) -> None:
         """Drop what is buffered: nothing after it will be read."""
         self._buf = b""
+        self._pieces.clear()
+        self._pieces_len = self._need = 0

@@ -3,6 +3,7 @@ assigned client ids, takeover [MQTT-3.1.4-2]."""
 
 from __future__ import annotations
 
+import paho.mqtt.client as paho
 import pytest
 from support.clients import PahoClient, RawClient, unique
 
@@ -94,6 +95,48 @@ def test_session_present_is_0_for_a_new_and_1_for_a_resumed_persistent_session(b
     again = PahoClient(broker.port, client_id, clean_session=False)
     assert again.connect() == (False, 0)
     again.disconnect()
+
+
+def _mqisdp_connect(client_id: bytes) -> bytes:
+    """An MQTT 3.1 CONNECT ("MQIsdp", level 3), clean session 0, keepalive 60."""
+    body = bytes.fromhex("00064d5149736470") + bytes((3, 0x00)) + b"\x00\x3c"
+    body += len(client_id).to_bytes(2, "big") + client_id
+    return bytes((0x10, len(body))) + body
+
+
+def test_mqtt_3_1_resumed_session_gets_connack_without_session_present(broker):
+    """3.1's CONNACK has no session present flag: its first byte is reserved and 0 (3.1
+    section 3.2), as Mosquitto sends it. The session is still resumed."""
+    client_id = unique("mqisdp-persist").encode()
+    first = RawClient(broker.port)
+    first.send(_mqisdp_connect(client_id))
+    assert first.recv_bytes(4) == bytes.fromhex("20020000")
+    first.send(bytes.fromhex("8209000100046d712f3101"))  # SUBSCRIBE mq/1 at QoS 1 (3.1: 0x82)
+    assert first.recv_bytes(5) == bytes.fromhex("9003000101")
+    first.send(bytes.fromhex("e000"))
+    assert first.closed_by_broker()
+    broker.mark_log()
+    second = RawClient(broker.port)
+    second.send(_mqisdp_connect(client_id))
+    assert second.recv_bytes(4) == bytes.fromhex("20020000")  # not 20020100
+    broker.wait_for_log(rf"client connected: {client_id.decode()} .*protocol=3 .*"
+                        r"session_present=1")
+    publisher = PahoClient(broker.port)
+    publisher.connect()
+    publisher.publish("mq/1", b"kept", qos=1)
+    message = second.recv_packet()
+    assert (message.topic, message.payload) == ("mq/1", b"kept")
+    publisher.disconnect()
+
+
+def test_paho_mqtt_3_1_client_resumes_its_session(broker):
+    client_id = unique("paho31")
+    first = PahoClient(broker.port, client_id, clean_session=False, protocol=paho.MQTTv31)
+    assert first.connect() == (False, 0)
+    first.disconnect()
+    second = PahoClient(broker.port, client_id, clean_session=False, protocol=paho.MQTTv31)
+    assert second.connect() == (False, 0)  # 3.1 has no flag to say it
+    second.disconnect()
 
 
 def test_session_takeover_closes_the_first_connection_and_keeps_the_session(broker):

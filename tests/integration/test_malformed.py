@@ -56,7 +56,8 @@ AFTER_CONNECT = [
 
 # (name, bytes sent instead of a CONNECT, what the log must say)
 BEFORE_CONNECT = [
-    ("first-packet-not-connect [MQTT-3.1.0-1]", "c000", r"first packet is PingReq"),
+    ("first-packet-not-connect [MQTT-3.1.0-1]", "c000",
+     r"first packet is not CONNECT: first byte 0xC0"),
     ("connect-reserved-flag [MQTT-3.1.2-3]", "100c00044d5154540403003c0000",
      r"reserved connect flag"),
     ("connect-will-qos-without-will [MQTT-3.1.2-11]", "100c00044d5154540412003c0000",

@@ -232,3 +232,18 @@ def test_v5_retain_when_not_available_gets_disconnect_0x9a(broker_factory):
     assert isinstance(reply, Disconnect)
     assert reply.reason_code == ReasonCode.RETAIN_NOT_SUPPORTED
     assert raw.closed_by_broker()
+
+
+def test_v5_second_connect_of_an_unsupported_level_gets_disconnect_0x82(broker):
+    """Found by the protocol fuzzer (tests/fuzz/corpus/protocol/regress_second_connect_level_1):
+    the second CONNECT's unsupported level raised 0x84, a CONNACK code, and the broker sent
+    it in a DISCONNECT, which no client can read [MQTT-3.14.2-1]. A second CONNECT is a
+    protocol error [MQTT-3.1.0-2] whatever it says."""
+    raw = v5_client(broker.port)
+    client_id = unique("twice")
+    assert v5_connect(raw, client_id).reason_code == ReasonCode.SUCCESS
+    broker.mark_log()
+    raw.send(bytes.fromhex("100c00044d515454010000000000"))  # CONNECT "MQTT" level 1
+    assert raw.recv_packet() == Disconnect(ReasonCode.PROTOCOL_ERROR)
+    assert raw.closed_by_broker()
+    broker.wait_for_log(rf"closing {client_id} .*unsupported protocol 'MQTT' level 1")

@@ -10,6 +10,9 @@ from support.clients import PahoClient, RawClient, expect_marker, unique
 from broker.codec import (
     ConnAck,
     Connect,
+    Disconnect,
+    PingReq,
+    PingResp,
     PubAck,
     PubComp,
     Publish,
@@ -20,6 +23,7 @@ from broker.codec import (
     Subscribe,
     encode,
 )
+from broker.errors import ReasonCode
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
@@ -188,6 +192,94 @@ def test_puback_for_an_unknown_id_is_ignored_but_for_a_qos2_message_closes(broke
     assert sub.closed_by_broker()
     broker.wait_for_log(rf"closing {client_id} .*PUBACK for packet id {delivered.packet_id}")
     pub.disconnect()
+
+
+def _delivered_to_raw(broker, level: int, qos: int) -> tuple[RawClient, str, int]:
+    """A raw subscriber at `level` holding one QoS `qos` delivery it has not acknowledged:
+    (client, client id, packet id)."""
+    client_id = unique(f"ack{level}")
+    topic = f"{client_id}/t"
+    raw = RawClient(broker.port, protocol_level=level)
+    raw.send_packet(Connect(client_id, level, True, 60), level)
+    assert raw.recv_packet().reason_code == 0
+    raw.send_packet(Subscribe(1, ((topic, SubOptions(qos)),)), level)
+    assert isinstance(raw.recv_packet(), SubAck)
+    pub = PahoClient(broker.port)
+    pub.connect()
+    pub.publish(topic, b"m", qos=qos)
+    pub.disconnect()
+    delivered = raw.recv_packet()
+    assert isinstance(delivered, Publish) and delivered.qos == qos, delivered
+    return raw, client_id, delivered.packet_id
+
+
+# (QoS of the delivery, acks the client sends with its packet id, what the log names)
+WRONG_ACKS = [
+    (1, [PubRec], "PUBREC for packet id {}, a QoS 1 message"),
+    (1, [PubComp], "PUBCOMP for packet id {}, a QoS 1 message"),
+    (2, [PubComp], "PUBCOMP for packet id {} before its PUBREC"),
+    (2, [PubAck], "PUBACK for packet id {}, a QoS 2 message"),
+    (2, [PubRec, PubAck], "PUBACK for packet id {}, a QoS 2 message"),
+]
+
+
+@pytest.mark.parametrize("level", [4, 5], ids=["3.1.1", "5"])
+@pytest.mark.parametrize(("qos", "acks", "logged"), WRONG_ACKS,
+                         ids=["pubrec-for-qos1", "pubcomp-for-qos1", "pubcomp-before-pubrec",
+                              "puback-for-qos2", "puback-after-pubrec"])
+def test_wrong_type_acknowledgement_closes_the_connection(broker, level, qos, acks, logged):
+    """The acknowledgement of another QoS's flow is a protocol violation [MQTT-4.8.0-1]: the
+    connection closes (MQTT 5: DISCONNECT 0x82 first), as Mosquitto does, and the log says
+    why. No PUBREL answers a PUBREC for a QoS 1 message."""
+    raw, client_id, packet_id = _delivered_to_raw(broker, level, qos)
+    broker.mark_log()
+    for ack in acks[:-1]:  # the right acknowledgements before the wrong one
+        raw.send_packet(ack(packet_id), level)
+        assert raw.recv_packet() == PubRel(packet_id)
+    raw.send_packet(acks[-1](packet_id), level)
+    if level == 5:
+        packet = raw.recv_packet()
+        assert packet == Disconnect(ReasonCode.PROTOCOL_ERROR), packet
+    assert raw.closed_by_broker(), "connection left open"
+    assert raw.decoder.buffered() == 0, "the broker answered before closing"
+    line = broker.wait_for_log(rf"closing {client_id} from .*").group(0)
+    assert f"protocol error: {logged.format(packet_id)}" in line, line
+
+
+def test_mqtt5_failure_pubrec_for_a_qos1_message_closes_with_0x82(broker):
+    raw, client_id, packet_id = _delivered_to_raw(broker, 5, 1)
+    broker.mark_log()
+    raw.send_packet(PubRec(packet_id, ReasonCode.UNSPECIFIED_ERROR), 5)
+    assert raw.recv_packet() == Disconnect(ReasonCode.PROTOCOL_ERROR)
+    assert raw.closed_by_broker()
+    broker.wait_for_log(rf"closing {client_id} .*PUBREC for packet id {packet_id}, a QoS 1")
+
+
+@pytest.mark.parametrize("level", [4, 5], ids=["3.1.1", "5"])
+def test_acknowledgements_for_unknown_ids_are_tolerated(broker, level):
+    """A late duplicate (an ack for an id no longer in flight) is no violation: PUBACK and
+    PUBCOMP are ignored, PUBREC is answered with PUBREL, as Mosquitto does."""
+    raw, _client_id, packet_id = _delivered_to_raw(broker, level, 1)
+    raw.send_packet(PubAck(packet_id), level)
+    raw.send_packet(PubAck(packet_id), level)  # again: no longer in flight
+    raw.send_packet(PubComp(4321), level)
+    raw.send_packet(PubRec(4322), level)
+    assert raw.recv_packet() == PubRel(4322)
+    raw.send_packet(PubComp(4322), level)
+    raw.send_packet(PingReq(), level)
+    assert raw.recv_packet() == PingResp()
+
+
+def test_qos2_pubrec_resent_gets_pubrel_again_and_pubcomp_completes(broker):
+    raw, _client_id, packet_id = _delivered_to_raw(broker, 4, 2)
+    raw.send_packet(PubRec(packet_id))
+    assert raw.recv_packet() == PubRel(packet_id)
+    raw.send_packet(PubRec(packet_id))  # its PUBREL was lost: a duplicate PUBREC is fine
+    assert raw.recv_packet() == PubRel(packet_id)
+    raw.send_packet(PubComp(packet_id))
+    raw.send_packet(PubComp(packet_id))  # a late duplicate: ignored
+    raw.send_packet(PingReq())
+    assert raw.recv_packet() == PingResp()
 
 
 @pytest.mark.slow

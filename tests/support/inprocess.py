@@ -22,6 +22,7 @@ from broker.codec import MQTT_3_1_1, ConnAck, Connect, FrameDecoder, Packet, enc
 from broker.config.loading import load_text
 from broker.core.context import BrokerContext
 from broker.core.protocol import (
+    AWAIT_CONNECT,
     PEER_CLOSED,
     Authority,
     AuthRequest,
@@ -30,7 +31,7 @@ from broker.core.protocol import (
     OpenAuthority,
 )
 from broker.errors import MQTTError
-from broker.link.connection import Connection
+from broker.link.connection import Connection, refuse_unless_connect
 from broker.store.base import SessionStore
 from broker.store.memory import MemoryStore
 
@@ -159,8 +160,10 @@ class Client:
         if conn.closed is not None:
             return
         protocol = conn.protocol
-        conn.decoder.feed(data)
         try:
+            if protocol.state is AWAIT_CONNECT and not conn.decoder.buffered():
+                refuse_unless_connect(data)
+            conn.decoder.feed(data)
             while True:
                 packet = conn.decoder.next_packet()
                 if packet is None:
