@@ -23,6 +23,7 @@ from ..net.tls import build_ssl_context
 from ..net.transport import Transport
 from ..store.base import SessionStore
 from ..store.memory import MemoryStore
+from .http_listener import HttpListener
 from .journal_writer import JournalStore
 from .listeners import Listener
 from .notify import Notifier
@@ -48,7 +49,10 @@ class Broker:
         self.failures = FailureTracker()
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
                                    ListenerSecurity.build(config, listener, self.failures))
-                          for listener in config.listeners]
+                          for listener in config.listeners if listener.protocol != "http"]
+        self.stopping = False  # /readyz says 503 from the moment stop() begins
+        self.http_listeners = [HttpListener(listener, self) for listener in config.listeners
+                               if listener.protocol == "http"]
         self.sys_topics = SysTopics(self.ctx)
         self._stopped = Event()
         self._tasks: list[gevent.Greenlet] = []
@@ -62,9 +66,12 @@ class Broker:
                      len(state.sessions), len(state.retained))
         for listener in self.listeners:
             listener.start()
+        for http in self.http_listeners:
+            http.start()
         self.sys_topics.start()
         self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions)]
-        self._tasks += self.notify.ready("; ".join(item.describe() for item in self.listeners))
+        self._tasks += self.notify.ready("; ".join(
+            item.describe() for item in [*self.listeners, *self.http_listeners]))
 
     def serve_forever(self) -> None:
         self.start()
@@ -74,10 +81,13 @@ class Broker:
         """Stop accepting, close every connection, flush the store. Idempotent."""
         if self._stopped.is_set():
             return
+        self.stopping = True
         self.notify.stopping()
         log.info("shutting down: closing %d connection(s)", len(self.connections))
         for listener in self.listeners:
             listener.stop()
+        for http in self.http_listeners:
+            http.stop()
         self.sys_topics.stop()
         for task in self._tasks:
             task.kill(block=False)
