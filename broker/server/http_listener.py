@@ -30,6 +30,7 @@ from ..config.loading import read_text
 from ..config.schema import ListenerSection, is_loopback
 from ..errors import ConfigError
 from ..net.tls import build_ssl_context
+from .health import readiness
 from .metrics import CONTENT_TYPE, Metrics
 from .runtime_view import Runtime
 from .security import FailureTracker
@@ -88,6 +89,8 @@ class HttpListener:
         self.ssl_context = build_ssl_context(config)
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/metrics"): self._metrics,
+            ("GET", "/healthz"): lambda request: Response.json(200, {"status": "alive"}),
+            ("GET", "/readyz"): self._ready,
         }
         ssl_args = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
         self._server = WSGIServer((config.bind, config.port), self._app, log=None,
@@ -198,6 +201,10 @@ class HttpListener:
 
     def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
+
+    def _ready(self, request: Request) -> Response:
+        ready, body = readiness(self.runtime)
+        return Response.json(200 if ready else 503, body)
 
 
 def _matches(prefix: str, path: str) -> bool:
