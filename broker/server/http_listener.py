@@ -16,10 +16,8 @@ a password.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,40 +28,18 @@ from ..config.loading import read_text
 from ..config.schema import ListenerSection, is_loopback
 from ..errors import ConfigError
 from ..net.tls import build_ssl_context
+from .admin_api import AdminApi
 from .health import readiness
+from .http_types import Handler, Request, Response
 from .metrics import CONTENT_TYPE, Metrics
 from .runtime_view import Runtime
 from .security import FailureTracker
+from .status_history import StatusHistory
 
 log = logging.getLogger("greenfly.http")
 
-JSON = "application/json"
 OPEN_PATHS = ("/healthz", "/readyz")  # answered without a token on any bind
 
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-    @classmethod
-    def json(cls, status: int, value: Any) -> Response:
-        return cls(status, json.dumps(value, separators=(",", ":")).encode() + b"\n")
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    host: str  # the peer's address (a proxy's, behind one)
-    authorized: bool  # presented the right bearer token
-
-
-# A route: (method, path prefix) -> handler; the longest matching prefix wins.
-Handler = Callable[[Request], Response]
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
@@ -92,6 +68,8 @@ class HttpListener:
             ("GET", "/healthz"): lambda request: Response.json(200, {"status": "alive"}),
             ("GET", "/readyz"): self._ready,
         }
+        self.history = StatusHistory(runtime)
+        self.routes.update(AdminApi(runtime, self.history.overview).routes())
         ssl_args = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
         self._server = WSGIServer((config.bind, config.port), self._app, log=None,
                                   error_log=log, **ssl_args)
@@ -119,11 +97,13 @@ class HttpListener:
 
     def start(self) -> None:
         self._server.start()
+        self.history.start()
         token = "set" if self.config.token_file else "not set: admin actions are refused"
         log.info("listening: %s (/metrics, /healthz, /readyz, /api/v1/, status page); "
                  "token_file %s", self.describe(), token)
 
     def stop(self) -> None:
+        self.history.stop()
         self._server.close()
 
     # -- requests ------------------------------------------------------------------------------
