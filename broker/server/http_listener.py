@@ -35,6 +35,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .runtime_view import Runtime
 from .security import FailureTracker
 from .status_history import StatusHistory
+from .status_page_files import StatusPage
 
 log = logging.getLogger("greenfly.http")
 
@@ -70,6 +71,7 @@ class HttpListener:
         }
         self.history = StatusHistory(runtime)
         self.routes.update(AdminApi(runtime, self.history.overview).routes())
+        self.routes.update(StatusPage().routes())
         ssl_args = {"ssl_context": self.ssl_context} if self.ssl_context is not None else {}
         self._server = WSGIServer((config.bind, config.port), self._app, log=None,
                                   error_log=log, **ssl_args)
