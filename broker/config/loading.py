@@ -35,6 +35,11 @@ bind = "127.0.0.1"
 port = 9001
 protocol = "websockets"
 path = "/mqtt"
+
+[[listener]]
+bind = "127.0.0.1"
+port = 8080
+protocol = "http"
 """
 
 

@@ -170,8 +170,10 @@ def addresses(value: Any) -> tuple[str, ...]:
 class ListenerSection:
     bind: str = option(text, "127.0.0.1", "address to listen on")
     port: int = option(integer(0, 65_535), 1883, "TCP port (0 picks a free one)")
-    protocol: str = option(choice("mqtt", "websockets"), "mqtt",
-                           "mqtt (plain TCP) or websockets (MQTT over WebSocket, binary frames)")
+    protocol: str = option(choice("mqtt", "websockets", "http"), "mqtt",
+                           "mqtt (plain TCP), websockets (MQTT over WebSocket, binary frames) "
+                           "or http (the operator endpoints: /metrics, /healthz, /readyz, "
+                           "/api/v1/, the status page)")
     path: tuple[str, ...] = option(url_paths, ("/mqtt",),
                                    "websockets only: the URL path, or a list of paths, that "
                                    "upgrade; any other path gets HTTP 404")
@@ -201,6 +203,10 @@ class ListenerSection:
                                             "common name is the user name (no password)")
     tls_version: str = option(choice("tlsv1.2", "tlsv1.3"), "tlsv1.2",
                               "TLS: the lowest protocol version accepted")
+    # -- the http listener (operator endpoints) --
+    token_file: str | None = option(
+        text, None, "http only: a file holding the bearer token that admin API actions (and "
+        "every request on a non-loopback bind) must present; not set: those are refused")
 
     @property
     def tls(self) -> bool:
@@ -209,7 +215,8 @@ class ListenerSection:
     @staticmethod
     def check_given(values: dict[str, Any]) -> tuple[str, str] | None:
         """(key, message) when keys given together do not fit; None when they do."""
-        if values.get("protocol", "mqtt") == "mqtt":
+        protocol = values.get("protocol", "mqtt")
+        if protocol == "mqtt":
             if "path" in values:
                 return "path", ('only a websockets listener has this key; add '
                                 'protocol = "websockets" or remove it')
@@ -220,6 +227,18 @@ class ListenerSection:
             return "proxy_protocol", ("websockets listeners take the client's address from "
                                       "X-Forwarded-For (trusted_proxies); the PROXY protocol "
                                       'is for protocol = "mqtt" listeners')
+        if protocol != "http" and "token_file" in values:
+            return "token_file", 'only an http listener has this key (protocol = "http")'
+        if protocol == "http":
+            for key in ("path", "trusted_proxies"):
+                if key in values:
+                    return key, ('only a websockets listener has this key; add '
+                                 'protocol = "websockets" or remove it')
+            for key in ("allow_anonymous", "password_file", "acl_file",
+                        "use_identity_as_username"):
+                if key in values:
+                    return key, ("an MQTT key: an http listener checks the bearer token in "
+                                 "token_file instead")
         if ("certfile" in values) != ("keyfile" in values):
             missing = "keyfile" if "certfile" in values else "certfile"
             return missing, "TLS needs both certfile and keyfile"
@@ -290,7 +309,7 @@ def anonymous_policy(config: Config, listener: ListenerSection) -> tuple[str, st
         return (ANONYMOUS_ALLOWED if config.broker.allow_anonymous else ANONYMOUS_REFUSED,
                 "set in [broker]")
     public = [f"{item.bind}:{item.port}" for item in config.listeners
-              if not is_loopback(item.bind)]
+              if not is_loopback(item.bind) and item.protocol != "http"]
     if public:
         return ANONYMOUS_REFUSED, (f"not set, and {', '.join(public)} is not a loopback "
                                    "address: set allow_anonymous = true to accept clients "

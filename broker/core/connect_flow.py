@@ -116,6 +116,7 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
         raise RuntimeError(f"a verdict in state {proto.state}: no CONNECT awaits one")
     proto.pending_connect = None
     if verdict.reason != ReasonCode.SUCCESS:
+        proto.ctx.stats.auth_failures += 1
         user = f"user={verdict.username} " if verdict.username is not None else ""
         refuse(proto, verdict.reason, f"{user}{verdict.why}")
         return

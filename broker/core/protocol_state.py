@@ -48,6 +48,24 @@ class CloseReason:
     def socket_error(detail: str) -> CloseReason:
         return CloseReason(f"socket error: {detail}")
 
+    @property
+    def kind(self) -> str:
+        """A short name for the reason, for the disconnect counters (/metrics)."""
+        for prefix, kind in _KINDS:
+            if self.text.startswith(prefix):
+                return kind
+        return "other"
+
+
+# CloseReason.text prefix -> kind; texts are written here and in link/connection.py.
+_KINDS = (("client DISCONNECT", "client_disconnect"), ("socket closed by peer", "peer_closed"),
+          ("keepalive timeout", "keepalive_timeout"), ("session taken over", "takeover"),
+          ("server shutdown", "server_shutdown"), ("no CONNECT", "connect_timeout"),
+          ("connection refused", "refused"), ("malformed packet", "malformed_packet"),
+          ("protocol error", "protocol_error"), ("socket error", "socket_error"),
+          ("store failure", "store_failure"), ("unexpected error", "internal_error"),
+          ("disconnected by an operator", "administrative_action"))
+
 
 CLIENT_DISCONNECT = CloseReason("client DISCONNECT", False, ReasonCode.SUCCESS)
 PEER_CLOSED = CloseReason("socket closed by peer")

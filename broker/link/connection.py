@@ -326,6 +326,7 @@ class Connection:
         if self.closed is not None:
             return
         self.closed = reason
+        self.ctx.stats.disconnected(reason.kind)
         self._stop_watcher()  # before the socket closes: libev must not watch a dead fd
         try:
             self.protocol.connection_lost(reason)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 import gevent
 from gevent.event import Event
 
+from ..core.stats import LatencyHistogram
 from ..errors import StoreUnavailable
 from ..store.base import StoredState, restore
 from ..store.dir_lock import DataDirLock
@@ -72,6 +73,7 @@ class JournalStore:
         self.durable_seq = 0
         self.failure: str | None = None
         self.compactions = 0
+        self.fsync_seconds = LatencyHistogram()  # every journal fsync, for /metrics
         self._max_msg_id = 0
         self._fd = -1
         self._size = 0
@@ -140,6 +142,11 @@ class JournalStore:
         if not self._wake.is_set():
             self._wake.set()
         return self.seq
+
+    @property
+    def size(self) -> int:
+        """Bytes in the journal file (what the last write left; /metrics reads it)."""
+        return self._size
 
     def new_message_id(self) -> int:
         self._max_msg_id += 1
@@ -245,7 +252,10 @@ class JournalStore:
                 written = os.write(self._fd, view)
                 view = view[written:]
             if sync:
+                started = time.perf_counter()
                 os.fsync(self._fd)
+                # Observed from the pool's thread: the hub only reads the histogram.
+                self.fsync_seconds.observe(time.perf_counter() - started)
         except OSError as exc:
             # If even the truncate fails, the retry truncates again: _size is still the truth.
             with contextlib.suppress(OSError):

@@ -59,6 +59,7 @@ class Listener:
         self.security = security
         self.ssl_context = build_ssl_context(config)
         self.active = 0
+        self.accepted = 0  # sockets accepted since start (/metrics: greenfly_connections_total)
         self._serve = serve
         self._settings = settings
         self._websocket: WebSocketEndpoint | None = None
@@ -73,10 +74,23 @@ class Listener:
     def port(self) -> int:
         return self._server.server_port
 
+    @property
+    def scheme(self) -> str:
+        return ("wss" if self.ssl_context else "ws") if self._websocket else \
+            ("mqtts" if self.ssl_context else "mqtt")
+
+    @property
+    def url(self) -> str:
+        """scheme://bind:port: how /metrics and the admin API name this listener."""
+        return f"{self.scheme}://{self.config.bind}:{self.port}"
+
+    @property
+    def listening(self) -> bool:
+        return self._server.started and not self._server.closed
+
     def describe(self) -> str:
         where = f"{self.config.bind}:{self.port}"
-        scheme = ("wss" if self.ssl_context else "ws") if self._websocket else \
-            ("mqtts" if self.ssl_context else "mqtt")
+        scheme = self.scheme
         if self._websocket is not None:
             return f"{scheme} on {where} at {', '.join(self.config.path)}"
         if self.config.proxy_protocol:
@@ -97,6 +111,7 @@ class Listener:
             self.ssl_context = ssl_context
 
     def _handle(self, sock: socket.socket, address: object) -> None:
+        self.accepted += 1
         limit = self.config.max_connections
         if limit and self.active >= limit:
             log.warning("refusing %s on %s: max_connections (%d) reached",

@@ -25,6 +25,7 @@ from ..net.transport import Transport
 from ..store.base import SessionStore
 from ..store.memory import MemoryStore
 from .hash_pool import HashPool
+from .http_listener import HttpListener
 from .journal_writer import JournalStore
 from .listeners import Listener
 from .login_throttle import LoginThrottle
@@ -55,7 +56,10 @@ class Broker:
         self.listeners = [Listener(listener, self._serve, lambda: self.ctx.config,
                                    ListenerSecurity.build(config, listener, self.failures,
                                                           self.hash_pool))
-                          for listener in config.listeners]
+                          for listener in config.listeners if listener.protocol != "http"]
+        self.stopping = False  # /readyz says 503 from the moment stop() begins
+        self.http_listeners = [HttpListener(listener, self) for listener in config.listeners
+                               if listener.protocol == "http"]
         self.sys_topics = SysTopics(self.ctx)
         self._stopped = Event()
         self._tasks: list[gevent.Greenlet] = []
@@ -67,15 +71,18 @@ class Broker:
         if state.sessions or state.retained:
             log.info("restored %d persistent session(s), %d retained message(s)",
                      len(state.sessions), len(state.retained))
-        for index, listener in enumerate(self.listeners):
+        for listener in [*self.listeners, *self.http_listeners]:
             try:
                 listener.start()
             except OSError as exc:  # port in use, address not ours: say which [[listener]]
+                index = next(i for i, item in enumerate(self.config.listeners)
+                             if item is listener.config)
                 raise bind_failure(self.config, index, exc) from None
         self.sys_topics.start()
         self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions),
                        gevent.spawn(self._report_drops)]
-        self._tasks += self.notify.ready("; ".join(item.describe() for item in self.listeners))
+        self._tasks += self.notify.ready("; ".join(
+            item.describe() for item in [*self.listeners, *self.http_listeners]))
 
     def serve_forever(self) -> None:
         self.start()
@@ -85,10 +92,13 @@ class Broker:
         """Stop accepting, close every connection, flush the store. Idempotent."""
         if self._stopped.is_set():
             return
+        self.stopping = True
         self.notify.stopping()
         log.info("shutting down: closing %d connection(s)", len(self.connections))
         for listener in self.listeners:
             listener.stop()
+        for http in self.http_listeners:
+            http.stop()
         self.sys_topics.stop()
         for task in self._tasks:
             task.kill(block=False)

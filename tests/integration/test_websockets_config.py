@@ -22,10 +22,11 @@ def check(tmp_path, text: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30, cwd=REPO)
 
 
-def test_embedded_default_serves_websockets_on_9001_at_mqtt_beside_tcp_1883():
+def test_embedded_default_serves_websockets_on_9001_at_mqtt_beside_tcp_1883_and_http_8080():
     listeners = load_default().listeners
     assert [(x.protocol, x.bind, x.port) for x in listeners] == [
-        ("mqtt", "127.0.0.1", 1883), ("websockets", "127.0.0.1", 9001)]
+        ("mqtt", "127.0.0.1", 1883), ("websockets", "127.0.0.1", 9001),
+        ("http", "127.0.0.1", 8080)]
     assert listeners[1].path == ("/mqtt",)
     assert listeners[1].trusted_proxies == ("127.0.0.1", "::1")
 

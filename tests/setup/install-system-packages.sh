@@ -29,7 +29,7 @@ status=0
 if command -v systemctl >/dev/null 2>&1; then
     for package in "$@"; do
         case "$package" in
-            mosquitto|nginx*|supervisor)
+            mosquitto|nginx*|supervisor|prometheus)
                 service=${package%-light}
                 systemctl disable "$service" >/dev/null 2>&1 || true
                 ;;

@@ -22,6 +22,10 @@ need nginx nginx-light
 need supervisord supervisor
 need systemd-analyze systemd
 need openssl openssl
+# The http listener's tests: a real Prometheus server scrapes /metrics, and headless Chromium
+# loads the status page (Debian installs them as /usr/bin/prometheus and /usr/bin/chromium).
+need prometheus prometheus
+need chromium chromium
 # shellcheck disable=SC2086
 [ -z "$missing" ] || tests/setup/install-system-packages.sh $missing
 # MQTT.js 5.x into tests/js/node_modules (git-ignored), pinned by tests/js/package-lock.json.

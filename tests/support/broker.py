@@ -26,8 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
 # "listening: mqtt on 127.0.0.1:41234; anonymous clients ..." (broker/server/listeners.py);
-# websockets add " at /mqtt". The host may be an IPv6 address: the port follows the last ':'.
-LISTENING = re.compile(r"listening: (?P<scheme>mqtts?|wss?) on \S+:(?P<port>\d+)(?=[ ;])")
+# websockets add " at /mqtt", http " (/metrics, ...". The host may be an IPv6 address: the port
+# follows the last ':'.
+LISTENING = re.compile(r"listening: (?P<scheme>mqtts?|wss?|https?) on \S+:(?P<port>\d+)(?=[ ;])")
 PORT_LINE = re.compile(r"^port\s*=\s*(\d+)\s*$", re.M)
 
 

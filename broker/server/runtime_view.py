@@ -1,0 +1,23 @@
+"""`Runtime`: what the operator endpoints (metrics, health, admin API, status page) read of the
+running broker. `server.root.Broker` is one; naming the attributes here keeps the HTTP side
+from importing the composition root (which imports it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..core.context import BrokerContext
+from ..link.connection import Connection
+from ..store.base import SessionStore
+from .listeners import Listener
+from .login_throttle import LoginThrottle
+
+
+class Runtime(Protocol):
+    ctx: BrokerContext
+    store: SessionStore
+    listeners: Sequence[Listener]  # the MQTT (tcp, websockets) listeners
+    connections: set[Connection]
+    failures: LoginThrottle  # failed logins per address, MQTT and HTTP alike
+    stopping: bool
