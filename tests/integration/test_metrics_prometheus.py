@@ -54,6 +54,7 @@ def test_metrics_names_and_counters_follow_what_clients_do(broker_factory):
     pub.publish(topic, b"x" * 100, qos=1)
     sub.expect(1)
     pub.disconnect()
+    broker.wait_for_log(rf"client disconnected: {pub.client_id} ")  # counted by then
     after = metrics(port)
     assert value(after["greenfly_clients_connected"]) == 1
     assert value(after["greenfly_sessions"], state="online") == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.config.loading import load_default, load_text
-from broker.config.schema import anonymous_allowed
+from broker.config.schema import ANONYMOUS_LOOPBACK, anonymous_policy
 from broker.errors import ConfigError
 
 
@@ -35,4 +35,4 @@ def test_a_public_http_listener_does_not_turn_anonymous_mqtt_off():
     # Its requests need the token there; MQTT on loopback stays as it was.
     config = load_text('[[listener]]\nport = 1883\n[[listener]]\nbind = "0.0.0.0"\nport = 8080\n'
                        'protocol = "http"\n', "x.toml")
-    assert anonymous_allowed(config, config.listeners[0])[0] is True
+    assert anonymous_policy(config, config.listeners[0])[0] == ANONYMOUS_LOOPBACK
