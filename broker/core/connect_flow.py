@@ -154,9 +154,10 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
     proto.connected_at = time.monotonic()
     ctx.stats.client_connected()
     if not present:
-        # A new persistent session exists once its records are on disk. A resumed one is on
-        # disk already: its CONNACK waits for no new bytes, so it resumes on a full disk.
-        proto.wait_durable(since)
+        # A new persistent session exists once its records are on disk, a deleted one is
+        # gone once its deletion is. A resumed one is on disk already: its CONNACK waits for
+        # no new bytes, so it resumes on a full disk.
+        proto.connack_waits_for = proto.wait_durable(since)
     proto.peer.put(ConnAck(ReasonCode.SUCCESS, present,
                            _connack_properties(proto, packet) if v5 else {}))
     session.attach(proto.peer, proto.limits)
@@ -177,6 +178,33 @@ def _refused_for_store(proto: ProtocolState) -> bool:
     refuse(proto, reason, f"no new persistent session while the journal cannot be written: "
            f"{failure}")
     return True
+
+
+def store_failed(proto: ProtocolState) -> ConnAck | None:
+    """The store cannot write the records this connection's CONNACK waits for (the disk
+    filled before anyone noticed): undo the session it opened and return the refusal to send
+    instead, 0x03 (MQTT 5: 0x97), as for a new persistent session on a disk known to be full.
+    None when the CONNACK went out already (a later acknowledgement failed)."""
+    seq = proto.connack_waits_for
+    ctx = proto.ctx
+    if proto.state is not CONNECTED or not seq or ctx.store.is_durable(seq):
+        return None
+    proto.connack_waits_for = 0
+    proto.state = CLOSED  # never connected: no will, no "client disconnected" line
+    proto.will = None
+    ctx.stats.client_disconnected()
+    session = proto.session
+    if session is not None and session.detach(proto.peer):
+        # Its opening records are still pending: the deletion joins them, so whenever the
+        # disk has room again the journal ends up without the session, as memory does now.
+        ctx.registry.remove(session)
+    reason = (ReasonCode.QUOTA_EXCEEDED if proto.protocol_level >= MQTT_5
+              else ReasonCode.SERVER_UNAVAILABLE)
+    why = f"its session's records cannot be written to the journal: {ctx.store.failure}"
+    props = {"reason_string": why[:200]} if proto.protocol_level >= MQTT_5 else {}
+    proto.close_after_flush = CloseReason(f"connection refused: {why}", False, reason)
+    log.info("connection refused: %s from %s: %s", proto.client_id, proto.address, why)
+    return ConnAck(reason, False, props)
 
 
 def _connack_properties(proto: ProtocolState, packet: Connect) -> dict[str, Any]:

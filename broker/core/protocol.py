@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..codec import (
+    ConnAck,
     Connect,
     Disconnect,
     PingReq,
@@ -98,6 +99,11 @@ class ClientProtocol(ProtocolState):
     def connection_lost(self, reason: CloseReason) -> None:
         """The connection is gone (or going): will, session bookkeeping, the log line."""
         connect_flow.connection_lost(self, reason)
+
+    def store_failed(self) -> ConnAck | None:
+        """The store cannot write what the CONNACK waits for: the refusal to send instead,
+        with the session undone; None if the CONNACK was sent."""
+        return connect_flow.store_failed(self)
 
     def refresh_rules(self) -> None:
         """After a reload: this client's ACL rules from the listener's new security."""

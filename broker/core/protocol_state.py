@@ -164,7 +164,7 @@ class ProtocolState:
     __slots__ = ("ctx", "peer", "address", "source", "identity", "rules", "state",
                  "client_id", "protocol_level", "keepalive", "clean", "username", "will",
                  "session", "connected_at", "close_after_flush", "pending_connect",
-                 "limits")
+                 "limits", "connack_waits_for")
 
     def __init__(self, ctx: BrokerContext, peer: Peer, address: str,
                  source: SecuritySource | None = None,
@@ -187,17 +187,23 @@ class ProtocolState:
         self.close_after_flush: CloseReason | None = None  # set when the protocol ends it
         self.pending_connect: Connect | None = None  # the CONNECT awaiting its verdict
         self.limits = ClientLimits()  # what an MQTT 5 client and the broker told each other
+        # The store record the CONNACK waits for (a new persistent session's, a deleted
+        # one's), 0 for none: until it is durable the CONNACK has not gone out.
+        self.connack_waits_for = 0
 
     def describe(self) -> str:
         who = self.client_id or "(no client id yet)"
         return f"{who} from {self.address}"
 
-    def wait_durable(self, since: int) -> None:
-        """Hold back what comes next until the records appended after `since` are durable."""
+    def wait_durable(self, since: int) -> int:
+        """Hold back what comes next until the records appended after `since` are durable;
+        the record waited for, 0 for none."""
         store = self.ctx.store
         seq = store.seq
         if seq != since and not store.is_durable(seq):
             self.peer.put(WaitDurable(seq))
+            return seq
+        return 0
 
     def denied(self) -> ReasonCode:
         """The MQTT 5 code for what the ACL refuses: 0x87, or 0x80 for a broker that does not

@@ -49,7 +49,13 @@ from ..core.protocol import (
     CloseReason,
     SecuritySource,
 )
-from ..errors import MQTTError, ProtocolError, ReasonCode, UnsupportedProtocolVersion
+from ..errors import (
+    MQTTError,
+    ProtocolError,
+    ReasonCode,
+    StoreUnavailable,
+    UnsupportedProtocolVersion,
+)
 from ..net.arrival import arrival_order, start_reader
 from ..net.transport import Idle, Transport
 from .outbox import Flusher, Outbox
@@ -308,9 +314,20 @@ class Connection:
 
     def write_failed(self, exc: Exception) -> None:
         """The outbox could not write: the socket broke, or the store cannot make durable
-        what an acknowledgement waits for (a v3.1.1 client gets no PUBACK and resends)."""
+        what an acknowledgement waits for (a v3.1.1 client gets no PUBACK and resends; a
+        CONNACK becomes a refusal, 0x03 or 0x97)."""
         if self.closed is not None:
             return
+        if isinstance(exc, StoreUnavailable):
+            refusal = self.protocol.store_failed()
+            if refusal is not None:
+                # The CONNACK waited for its session's records, so nothing was sent yet:
+                # the refusal replaces all of it (what came after waited behind it too).
+                self.outbox.items = [refusal]
+                reason = self.protocol.close_after_flush
+                assert reason is not None
+                self._close(reason, flush=True)
+                return
         if isinstance(exc, MQTTError):
             self._close(CloseReason(f"store failure: {exc.message}", True, exc.reason_code),
                         flush=False)

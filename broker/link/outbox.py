@@ -420,7 +420,9 @@ class Outbox:
                     if self._wake is not None:
                         self._wake.set()
                     writer.join()
-                if self.items and writer is not current:
+                # The writer itself may close with a flush: after the store failed under a
+                # CONNACK, whose refusal is then all there is to write.
+                if self.items:
                     items, self.items = self.items, []
                     # If the peer is already gone, the close that follows is all that is left.
                     with contextlib.suppress(OSError, MQTTError):

@@ -160,3 +160,52 @@ def test_full_disk_resumes_sessions_and_refuses_new_persistent_ones_saying_disk_
     os.unlink(small_disk / "filler")
     proc.wait_for_log(r"journal writes work again")
     assert RawClient(proc.port).connect(unique("later"), clean=False) == ConnAck(0, False)
+
+
+def _long_id(prefix: str) -> str:
+    """A client id whose journal records are bigger than a page: a full tmpfs may still take
+    a few bytes into the journal's last page, never one of these."""
+    return f"{unique(prefix)}-{'x' * 5000}"
+
+
+def test_a_full_disk_nobody_noticed_yet_refuses_with_connack_and_leaves_no_session(
+        broker_on_small_disk, small_disk):
+    proc = broker_on_small_disk
+    owner = _long_id("owner")  # a persistent session a clean start will ask to delete
+    raw = RawClient(proc.port)
+    assert raw.connect(owner, clean=False) == ConnAck(0, False)
+    raw.close()
+    proc.wait_for_log(rf"client disconnected: {owner} ")
+    # A new persistent session whose own first record is the write that finds the disk full.
+    _fill(small_disk / "filler")
+    proc.mark_log()
+    newcomer = _long_id("newcomer")
+    first = RawClient(proc.port)
+    first.send_packet(Connect(newcomer, clean_start=False, keepalive=60))
+    assert first.recv_bytes(4) == b"\x20\x02\x00\x03"  # CONNACK 0x03, not a silent close
+    assert first.closed_by_broker()
+    proc.wait_for_log(r"JOURNAL WRITE FAILED: .*disk full")
+    proc.wait_for_log(rf"connection refused: {newcomer} .*disk full")
+    os.unlink(small_disk / "filler")
+    proc.wait_for_log(r"journal writes work again")
+    # A clean start that deletes a persistent session, its deletion being the failing write
+    # (MQTT 5: 0x97 with a reason string).
+    _fill(small_disk / "filler")
+    proc.mark_log()
+    v5 = RawClient(proc.port, protocol_level=MQTT_5)
+    v5.send_packet(Connect(owner, MQTT_5, True, 60), MQTT_5)
+    refused = v5.recv_packet()
+    assert isinstance(refused, ConnAck) and refused.reason_code == 0x97, refused
+    assert "disk full" in refused.properties["reason_string"]
+    assert v5.closed_by_broker()
+    proc.wait_for_log(rf"connection refused: {owner} .*disk full")
+    os.unlink(small_disk / "filler")
+    proc.wait_for_log(r"journal writes work again")
+    # Nothing half-made is left, in memory or in the journal: the refused newcomer has no
+    # session, and the deletion the clean start asked for is done.
+    assert "protocol error" not in proc.log_text()
+    proc.restart()
+    for client_id in (newcomer, owner):
+        again = RawClient(proc.port)
+        assert again.connect(client_id, clean=False) == ConnAck(0, False), client_id
+        again.close()
