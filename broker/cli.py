@@ -26,14 +26,14 @@ from .config.schema import Config
 from .errors import ConfigError
 from .store.dir_lock import DataDirInUse
 from .store.journal_file import JournalCorrupt
-from .tools import deploy, journal, passwd, preflight, probe
+from .tools import admin_commands, deploy, journal, passwd, preflight, probe
 
 log = logging.getLogger("greenfly")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Modules that add subcommands: each has register(commands, config_option).
-TOOLS = (journal, passwd, deploy, probe)
+TOOLS = (journal, passwd, deploy, probe, admin_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
