@@ -57,6 +57,10 @@ def endpoint_from_url(url: str, token_file: str | None, insecure: bool = False) 
 def endpoint_from_config(config: Config, token_file: str | None,
                          insecure: bool = False) -> Endpoint:
     listener = http_listener(config)
+    if listener.port == 0:
+        raise AdminError(f"{config.source}'s http listener has port = 0 (a free port picked at "
+                         "each start): give its URL, as the broker's log names it "
+                         "(\"listening: http on ...\")")
     host = ANY_ADDRESS.get(listener.bind, listener.bind)
     if ":" in host:
         host = f"[{host}]"
