@@ -26,14 +26,12 @@ from .config.schema import Config
 from .errors import ConfigError
 from .store.dir_lock import DataDirInUse
 from .store.journal_file import JournalCorrupt
-from .tools import deploy, journal, passwd, preflight, probe
+from .tools import admin_commands, deploy, journal, passwd, preflight, probe
 
 log = logging.getLogger("greenfly")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
 # Modules that add subcommands: each has register(commands, config_option).
-TOOLS = (journal, passwd, deploy, probe)
+TOOLS = (journal, passwd, deploy, probe, admin_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +66,11 @@ def load_config_or_report(path: str | None) -> Config | None:
         return None
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, format=LOG_FORMAT, level=level.upper(), force=True)
+def setup_logging(level: str, log_format: str = "text") -> bool:
+    """Log to stderr in `log_format`; True when stderr is the systemd journal."""
+    from .server.log_format import configure  # no gevent; late like the rest of the runtime
+
+    return configure(level, log_format)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,19 +130,24 @@ def run(path: str | None) -> int:
     config = load_config_or_report(path)
     if config is None:
         return 2
-    setup_logging(config.log.level)
+    journal = setup_logging(config.log.level, config.log.format)
     # Imported here, not at the top: `greenfly passwd`, `deploy`, `inspect` and `check` never
     # load gevent or the runtime (a test holds `import broker.cli` to that).
     import gevent
 
+    from .server.log_format import log_uncaught
     from .server.root import Broker
+
+    log_uncaught(gevent.get_hub())
 
     try:
         broker = Broker(config)  # reads password, ACL and TLS files
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    log.info("greenfly %s starting with %s", __version__, path or "the embedded default config")
+    log.info("greenfly %s starting with %s%s", __version__,
+             path or "the embedded default config",
+             "; logging to the systemd journal with syslog priorities" if journal else "")
 
     def reload() -> None:
         if not path:
@@ -162,9 +168,9 @@ def run(path: str | None) -> int:
                  for item in broker.listeners]:
             log.warning("SIGHUP: added, removed or moved listeners need a restart; "
                         "they are not applied")
-        logging.getLogger().setLevel(new.log.level.upper())
+        setup_logging(new.log.level, new.log.format)
         log.info("SIGHUP: configuration reloaded from %s (passwords, ACL, TLS certificates, "
-                 "limits, log level)", path)
+                 "limits, log level and format)", path)
 
     # A file-size limit (ulimit -f) must surface as EFBIG on the journal write, which the
     # journal handles like a full disk, not as SIGXFSZ killing the process mid-write.

@@ -261,6 +261,11 @@ class LogSection:
         number(0.05, 86_400), 60.0, "seconds between a client's lines about dropped messages: "
         "the first drop is logged at once, the rest summed per client and logged with their "
         "count every interval")
+    format: str = option(
+        choice("text", "json"), "text", "text: one line per event (on the systemd journal, "
+        "with its syslog priority, <3> error to <7> debug); json: one JSON object per line "
+        "(time, level, logger, message, exception and fields such as client_id) for log "
+        "shippers")
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,7 +164,8 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
     log.info("client connected: %s protocol=%d keepalive=%d clean=%d session_present=%d%s",
              proto.describe(), packet.protocol_level, proto.keepalive,
              int(packet.clean_start), int(present),
-             f" user={username}" if username is not None else "")
+             f" user={username}" if username is not None else "",
+             extra={"client_id": proto.client_id, "address": proto.address})
 
 
 def _refused_for_store(proto: ProtocolState) -> bool:
@@ -269,7 +270,8 @@ def connection_lost(proto: ProtocolState, reason: CloseReason) -> None:
         ctx.registry.remove(session)
     duration = time.monotonic() - proto.connected_at
     log.info("client disconnected: %s reason=%s duration=%.1fs", proto.describe(),
-             reason.text, duration)
+             reason.text, duration, extra={"client_id": proto.client_id,
+                                           "address": proto.address, "reason": reason.text})
     ctx.disconnects.ended(proto.client_id, proto.keepalive, duration,
                           reason is PEER_CLOSED or reason.text.startswith("socket error"))
 

@@ -143,7 +143,9 @@ class Connection:
         try:
             self._read()
         except Exception as exc:
-            log.exception("closing %s: unexpected error", self.protocol.describe())
+            log.exception("closing %s: unexpected error", self.protocol.describe(),
+                          extra={"client_id": self.protocol.client_id,
+                                 "address": self.protocol.address})
             if self.closed is None:
                 self._close(CloseReason(f"unexpected error: {type(exc).__name__}", True,
                                         ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR), flush=False)
