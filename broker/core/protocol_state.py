@@ -147,8 +147,8 @@ class _Gone:
     def put(self, item: object) -> None:
         pass
 
-    def full(self) -> bool:
-        return True
+    def offer(self, data: bytes) -> bool:
+        return False
 
     def terminate(self, reason: object) -> None:
         pass

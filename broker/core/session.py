@@ -82,8 +82,8 @@ class Peer(Protocol):
         a `Delivery` (a QoS 1/2 PUBLISH)."""
         ...
 
-    def full(self) -> bool:
-        """True when QoS 0 deliveries should be dropped."""
+    def offer(self, data: bytes) -> bool:
+        """Queue a QoS 0 PUBLISH's wire bytes, unless the outbox is full: then False."""
         ...
 
     def terminate(self, reason: Any) -> None:
@@ -332,9 +332,6 @@ class Session:
                 return True  # QoS 0 is not queued for an offline client: nothing lost
             if message.expires_at and self._expired(message):
                 return False
-            if peer.full():
-                self._drop(message, "the client's outbox is full (it reads too slowly)")
-                return False
             link = self.link
             data: bytes | None
             if link is None:  # MQTT 3.x
@@ -347,10 +344,12 @@ class Session:
                     return False
             else:
                 data = message.qos0(retain, 5)
+            if not peer.offer(data):  # bytes: the writer just sends them
+                self._drop(message, "the client's outbox is full (it reads too slowly)")
+                return False
             stats = self.env.stats
             stats.publish_sent += 1
             stats.publish_bytes_sent += len(message.payload)
-            peer.put(data)  # bytes: the writer just sends them
             return True
         if message.expires_at and self._expired(message):
             return False

@@ -114,8 +114,8 @@ class Connection:
         if self.closed is None:
             self.outbox.put(item)
 
-    def full(self) -> bool:
-        return self.outbox.full()
+    def offer(self, data: bytes) -> bool:
+        return self.closed is not None or self.outbox.offer(data)
 
     def produce(self, feed: Callable[[int], bool]) -> None:
         self.outbox.produce(feed)

@@ -19,8 +19,8 @@ Two writers, never at once:
 A `WaitDurable` the store has not satisfied yet costs no greenlet either: the outbox asks
 the store to call it back after the commit (`on_durable`) and flushes again then, so one
 group commit releases fifty publishers' PUBACKs without fifty greenlet switches.
-The outbox never blocks a publisher, and what it holds is bounded in bytes: `full()` says
-when it holds `max_outbox_bytes` or more (wire bytes of QoS 0 PUBLISHes and payload bytes of
+The outbox never blocks a publisher, and what it holds is bounded in bytes: `offer()` refuses
+QoS 0 bytes when it holds `max_outbox_bytes` or more (wire bytes of QoS 0 PUBLISHes and payload bytes of
 QoS 1/2 ones, also those taken by the writer and not sent yet), and sessions then drop QoS 0
 (counted and logged by the session); QoS 1/2 are bounded by the session's in-flight window.
 What one write joins is at most `SEND_SLICE` bytes: the bytes of a message are shared by
@@ -173,11 +173,29 @@ class Outbox:
             else:
                 self._flusher.add(self)
 
-    def full(self) -> bool:
-        """True when QoS 0 deliveries should be dropped: `max_outbox_bytes` (0: no limit) are
-        waiting already. A message bigger than the limit still goes to an empty outbox."""
+    def offer(self, data: bytes) -> bool:
+        """`put` for a QoS 0 PUBLISH's wire bytes, unless `max_outbox_bytes` (0: no limit)
+        are waiting already: then False, to be dropped. A message bigger than the limit still
+        goes to an empty outbox. One call per delivery on the fan-out path, so `put` inlined."""
+        if self.closed:
+            return True  # as `put`: nothing more is written, nothing counted as a drop
+        size = self.size
         limit = self._env.limits.max_outbox_bytes
-        return bool(limit) and self.size + self._sending >= limit
+        if limit and size + self._sending >= limit:
+            return False
+        self.size = size + len(data)
+        self.items.append(data)
+        if self._writer is not None:
+            wake = self._wake
+            if wake is not None:
+                wake.set()
+        elif not self._dirty:
+            self._dirty = True
+            if self._flusher is None:
+                self._spawn_writer()
+            else:
+                self._flusher.add(self)
+        return True
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -236,8 +254,8 @@ class Outbox:
         """Write `chunks` without blocking, a slice at a time while the socket takes them
         whole; what is left for the writer (the end of a slice stays in the transport)."""
         stats = self.owner.ctx.stats
-        if len(chunks) == 1:
-            data = chunks[0]
+        if len(chunks) == 1 or sum(map(len, chunks)) <= SEND_SLICE:  # one write: the usual
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if not transport.try_send(data):  # this transport cannot write without blocking
                 return _Encoded(chunks)
             stats.bytes_sent += len(data)
@@ -344,16 +362,17 @@ class Outbox:
         """Write `chunks`, blocking, a slice at a time; they count as waiting until written."""
         transport = self.owner.transport
         stats = self.owner.ctx.stats
-        if len(chunks) == 1:
-            data = chunks[0]
-            self._sending = len(data)
+        total = sum(map(len, chunks))
+        if total <= SEND_SLICE or len(chunks) == 1:  # one write: the usual
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._sending = total
             try:
                 transport.sendall(data)
             finally:
                 self._sending = 0
-            stats.bytes_sent += len(data)
+            stats.bytes_sent += total
             return
-        self._sending = sum(map(len, chunks))
+        self._sending = total
         try:
             for data in _slices(chunks):
                 transport.sendall(data)

@@ -38,8 +38,9 @@ class Peer:
     def put(self, item: Any) -> None:
         self.items.append(item)
 
-    def full(self) -> bool:
-        return False
+    def offer(self, data: bytes) -> bool:
+        self.put(data)
+        return True
 
     def terminate(self, reason: Any) -> None:
         pass
