@@ -26,3 +26,15 @@ def test_readme_names_every_subcommand():
     for name in commands:
         if name != "run":
             assert f"`greenfly {name}" in README, f"README does not document greenfly {name}"
+
+
+REPO = Path(__file__).resolve().parents[2]
+KIT_FILES = [p for p in (REPO / "deploy").rglob("*") if p.is_file()]
+
+
+def test_every_etc_greenfly_path_the_readmes_name_is_one_the_kit_uses():
+    kit = "".join(path.read_text() for path in KIT_FILES)
+    used = set(re.findall(r"/etc/greenfly/[\w.-]+", kit))
+    for name in ("README.md", "deploy/README.md"):
+        named = set(re.findall(r"/etc/greenfly/[\w.-]+", (REPO / name).read_text()))
+        assert named <= used, f"{name} names {sorted(named - used)}; the kit uses {sorted(used)}"
