@@ -38,3 +38,13 @@ def test_every_etc_greenfly_path_the_readmes_name_is_one_the_kit_uses():
     for name in ("README.md", "deploy/README.md"):
         named = set(re.findall(r"/etc/greenfly/[\w.-]+", (REPO / name).read_text()))
         assert named <= used, f"{name} names {sorted(named - used)}; the kit uses {sorted(used)}"
+
+
+def test_the_config_files_the_readme_runs_exist_and_load():
+    from broker.config.loading import load_file
+
+    named = re.findall(r"""make run ARGS=["']-c ([\w./-]+)["']""", README)
+    assert named, "README lost its make run ARGS example"
+    for name in named:
+        assert (REPO / name).is_file(), f"README runs `make run ARGS=\"-c {name}\"`: no such file"
+        load_file(str(REPO / name))
