@@ -30,6 +30,7 @@ class Plan:
     max_keepalive: int
     connect_timeout: float
     data_dir: str
+    token: str = ""  # frp's auth.token (frps, frpc only)
 
     @property
     def idle_timeout(self) -> int:

@@ -158,8 +158,8 @@ def frps(plan: Plan) -> str:
         out.append(f"# frpc may open only greenfly's MQTT port, {mqtt.port}.\n"
                    f"allowPorts = [{{ single = {mqtt.port} }}]\n")
     out.append("\nauth.method = \"token\"\n"
-               "# The same secret as in frpc.toml. Replace it: openssl rand -hex 32\n"
-               'auth.token = "CHANGE-ME"\n\n'
+               "# The same secret as in frpc.toml (greenfly deploy frpc --token ...).\n"
+               f'auth.token = "{plan.token}"\n\n'
                "# Only TLS-encrypted frpc connections (frpc uses TLS by default since v0.50).\n"
                "transport.tls.force = true\n"
                "# Every MQTT connection from home rides in one multiplexed frpc connection; its\n"
@@ -181,8 +181,8 @@ def frpc(plan: Plan) -> str:
            "# Keep retrying while the VPS is unreachable (at boot, say) instead of exiting.\n"
            "loginFailExit = false\n\n"
            "auth.method = \"token\"\n"
-           "# The same secret as in frps.toml.\n"
-           'auth.token = "CHANGE-ME"\n\n'
+           "# The same secret as in frps.toml (greenfly deploy frps --token ...).\n"
+           f'auth.token = "{plan.token}"\n\n'
            "# Encrypted to frps (the default since frp v0.50; said here so it stays on).\n"
            "transport.tls.enable = true\n"
            "# One connection to frps carries every device's MQTT connection; its keepalive keeps\n"
