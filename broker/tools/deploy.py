@@ -44,7 +44,7 @@ DEFAULT_DOMAIN = "mqtt.example.com"
 # tool -> (renderer, the options that mean something for it)
 RENDERERS: dict[str, tuple[Any, frozenset[str]]] = {
     "nginx": (deploy_templates.nginx, frozenset({"listen", "no_tls", "cert", "key",
-                                                 "http_listen"})),
+                                                 "http_listen", "expose_status"})),
     "nginx-stream": (deploy_templates.nginx_stream, frozenset({"listen", "no_tls", "cert",
                                                                "key"})),
     "frpc": (deploy_templates.frpc, frozenset({"listen", "token"})),
@@ -55,7 +55,8 @@ RENDERERS: dict[str, tuple[Any, frozenset[str]]] = {
 # the tools whose file names the domain (nginx-stream only with TLS: the certificate's path)
 USES_DOMAIN = frozenset({"nginx", "nginx-stream", "frpc"})
 OPTION_NAMES = {"listen": "--listen", "no_tls": "--no-tls", "cert": "--cert", "key": "--key",
-                "http_listen": "--http-listen", "prefix": "--prefix", "token": "--token"}
+                "http_listen": "--http-listen", "prefix": "--prefix", "token": "--token",
+                "expose_status": "--expose-status"}
 PLACEHOLDER_TOKEN = "CHANGE-ME"  # what the frp files once carried for the operator to replace
 MIN_TOKEN = 16
 
@@ -85,6 +86,9 @@ def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
     deploy.add_argument("--prefix", default="/",
                         help="systemd, supervisor: the root install.sh installed into "
                         "(default /)")
+    deploy.add_argument("--expose-status", action="store_true",
+                        help="nginx: also proxy /metrics, /api/v1/ and the status page to the "
+                        "http listener, every request needing the bearer token")
     deploy.add_argument("--token", help="frps, frpc: the secret both share (auth.token); "
                         "default: a new random one, printed on stderr for the other side")
     deploy.set_defaults(handler=_handler)
@@ -140,7 +144,7 @@ def exposures(tool: str, config: Config) -> list[str]:
 def render(tool: str, config: Config, args: argparse.Namespace) -> str:
     renderer, applicable = RENDERERS[tool]
     defaults = {"listen": None, "no_tls": False, "cert": None, "key": None,
-                "http_listen": None, "prefix": "/", "token": None}
+                "http_listen": None, "prefix": "/", "token": None, "expose_status": False}
     for name, default in defaults.items():
         if getattr(args, name, default) != default and name not in applicable:
             raise DeployError(f"{OPTION_NAMES[name]} does not apply to {tool}")
@@ -212,6 +216,9 @@ def make_plan(config: Config, args: argparse.Namespace) -> Plan:
                 prefix=getattr(args, "prefix", "/") or "/",
                 websockets=_plain_listener(config, "websockets"),
                 mqtt=_plain_listener(config, "mqtt"),
+                http=_plain_listener(config, "http") if getattr(args, "expose_status", False)
+                else None,
+                expose_status=getattr(args, "expose_status", False),
                 max_keepalive=config.limits.max_keepalive or MQTT_MAX_KEEPALIVE,
                 connect_timeout=config.broker.connect_timeout, data_dir=data_dir,
                 token=frp_token(args) if args.tool in ("frps", "frpc") else "")

@@ -27,6 +27,8 @@ class Plan:
     prefix: str
     websockets: ListenerSection | None
     mqtt: ListenerSection | None
+    http: ListenerSection | None
+    expose_status: bool
     max_keepalive: int
     connect_timeout: float
     data_dir: str

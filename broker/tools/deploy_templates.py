@@ -33,8 +33,33 @@ def _listens(given: str | None, default_port: int, suffix: str = "") -> str:
     return f"    listen {default_port}{suffix};\n    listen [::]:{default_port}{suffix};\n"
 
 
+# The operator endpoints `--expose-status` passes on: exact paths, so nothing else the http
+# listener might serve later is published by accident.
+STATUS_LOCATIONS = ("= /metrics", "/api/v1/", "= /", "= /status.css", "= /status.js")
+
+
+def _status_locations(plan: Plan) -> str:
+    """`--expose-status`: the http listener's endpoints, every request needing the token."""
+    http = need(plan.http, "http", "nginx --expose-status")
+    out = ["\n    # greenfly deploy nginx --expose-status: /metrics, the admin API and the status "
+           "page.\n    # nginx connects from loopback, where greenfly lets reads in without a "
+           "token; but a\n    # request carrying X-Forwarded-For came through a proxy, and "
+           "greenfly asks it for the\n    # token (Authorization: Bearer, passed on by nginx "
+           "as it is) whatever its source.\n"]
+    for location in STATUS_LOCATIONS:
+        out.append(f"    location {location} {{\n"
+                   f"        proxy_pass http://{plan.upstream(http)};\n"
+                   "        proxy_set_header Host $host;\n"
+                   "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+                   "        proxy_set_header X-Real-IP $remote_addr;\n"
+                   "        proxy_set_header X-Forwarded-Proto $scheme;\n"
+                   "    }\n")
+    return "".join(out)
+
+
 def nginx(plan: Plan) -> str:
     ws = need(plan.websockets, "websockets", "nginx")
+    status = _status_locations(plan) if plan.expose_status else ""
     scheme = "wss" if plan.tls else "ws"
     out = [f"# greenfly behind nginx: MQTT over WebSocket for browsers (MQTT.js) and apps at\n"
            f"# {scheme}://{plan.domain}{ws.path[0]}, passed to greenfly's WebSocket listener on "
@@ -86,7 +111,7 @@ def nginx(plan: Plan) -> str:
                    f"        proxy_read_timeout {plan.idle_timeout}s;  # {plan.timeout_why}\n"
                    f"        proxy_send_timeout {plan.idle_timeout}s;  # {plan.timeout_why}\n"
                    "    }\n")
-    out.append("}\n")
+    out.append(status + "}\n")
     return "".join(out)
 
 
