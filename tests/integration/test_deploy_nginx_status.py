@@ -9,6 +9,9 @@ client binds 127.0.0.2), not nginx's 127.0.0.1.
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import pytest
 from support.broker import BrokerProcess, free_port
 from support.clients import PahoClient, unique
@@ -61,8 +64,6 @@ def test_through_nginx_every_operator_endpoint_needs_the_token(broker, exposed):
 def test_a_forwarded_request_cannot_pass_for_a_local_one(broker, exposed):
     # What a client might send to look local: nginx still appends the address it saw, and
     # greenfly treats any request a proxy forwarded as remote.
-    import urllib.request
-
     for header in ({"X-Forwarded-For": "127.0.0.1"}, {"X-Real-IP": "127.0.0.1"}, {}):
         req = urllib.request.Request(f"{exposed}/api/v1/clients", headers=header)
         try:
