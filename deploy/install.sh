@@ -53,6 +53,7 @@ fi
 OPT=$PREFIX/opt/greenfly
 ETC=$PREFIX/etc/greenfly
 DATA=$PREFIX/var/lib/greenfly
+LOGS=$PREFIX/var/log/greenfly  # supervisord's stdout_logfile (it creates no directories)
 UNIT=$PREFIX/etc/systemd/system/greenfly.service
 GREENFLY=$OPT/bin/greenfly
 
@@ -92,7 +93,7 @@ if [ "$source_hash" != "$installed_hash" ]; then
 fi
 
 # 3. The broker's configuration: yours after the first install, so never overwritten.
-mkdir -p "$ETC" "$DATA"
+mkdir -p "$ETC" "$DATA" "$LOGS"
 if [ "$SYSTEM" = 1 ]; then
     chown greenfly:greenfly "$DATA"
     chmod 0750 "$DATA"

@@ -8,7 +8,13 @@ broker's state in memory without yielding, so a scrape or a page never blocks MQ
 Who may ask (`authorize`): on a loopback bind reads are open and actions (POST, DELETE) need
 `Authorization: Bearer <token>`, the token being the content of `token_file`; on any other
 bind every request needs it, except /healthz and /readyz (probes carry no token, and they tell
-nothing but alive/ready). A wrong token is 401 and counts as a failed login of that address:
+nothing but alive/ready). A request that names a client in `X-Forwarded-For`, `X-Real-IP` or
+`Forwarded` came through a proxy (`greenfly deploy nginx --expose-status`), which connects
+from loopback on behalf of anyone: it is treated as on a non-loopback bind, whatever the
+bind. Why the header and not the peer: nginx on this machine is a loopback peer like a local
+operator, and the rendered nginx always sets the header (appending the address it saw), so
+a client cannot make it disappear; a local client that sends it only asks for the token.
+A wrong token is 401 and counts as a failed login of that address:
 `login_failed` waits as the MQTT login slow-down does, so a token cannot be guessed faster than
 a password.
 """
@@ -25,8 +31,9 @@ import gevent
 from gevent.pywsgi import WSGIServer
 
 from ..config.loading import read_text
-from ..config.schema import ListenerSection, is_loopback
+from ..config.schema import ListenerSection, is_loopback, is_loopback_host
 from ..errors import ConfigError
+from ..net.real_address import parse_ip
 from ..net.tls import build_ssl_context
 from .admin_api import AdminApi
 from .health import readiness
@@ -40,6 +47,7 @@ from .status_page_files import StatusPage
 log = logging.getLogger("greenfly.http")
 
 OPEN_PATHS = ("/healthz", "/readyz")  # answered without a token on any bind
+FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
 
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
@@ -135,9 +143,10 @@ class HttpListener:
             if allowed:
                 return Response.json(405, {"error": f"{method} not allowed on {path}"})
             return Response.json(404, {"error": f"no such endpoint: {path}"})
-        host = environ.get("REMOTE_ADDR", "")
+        forwarded = any(environ.get(name) for name in FORWARDED_HEADERS)
+        host = _client_host(environ) if forwarded else environ.get("REMOTE_ADDR", "")
         request = Request(method, path, _query(environ.get("QUERY_STRING", "")), host, False)
-        refused = self._authorize(request, environ.get("HTTP_AUTHORIZATION"))
+        refused = self._authorize(request, environ.get("HTTP_AUTHORIZATION"), forwarded)
         return refused if refused is not None else handler(request)
 
     def _route(self, method: str, path: str) -> Handler | None:
@@ -148,9 +157,10 @@ class HttpListener:
                 best = (len(prefix), handler)
         return best[1] if best is not None else None
 
-    def _authorize(self, request: Request, header: str | None) -> Response | None:
+    def _authorize(self, request: Request, header: str | None,
+                   forwarded: bool) -> Response | None:
         """None when the request may go on (and `request.authorized` says whether it carried
-        the token); else the 401/403 answer."""
+        the token); else the 401/403 answer. `forwarded`: a proxy passed it on."""
         if header is not None:
             if not self._token_matches(header):
                 self.auth_failures += 1
@@ -160,7 +170,7 @@ class HttpListener:
                 return _unauthorized("wrong token")
             request.authorized = True
             return None
-        if request.path in OPEN_PATHS or (request.method == "GET"
+        if request.path in OPEN_PATHS or (request.method == "GET" and not forwarded
                                           and is_loopback(self.config.bind)):
             return None
         why = ("this needs Authorization: Bearer <token> (the content of token_file)"
@@ -192,6 +202,18 @@ class HttpListener:
 def _matches(prefix: str, path: str) -> bool:
     """An exact path, or a prefix ending in '/' that `path` continues."""
     return path == prefix or (prefix.endswith("/") and path.startswith(prefix))
+
+
+def _client_host(environ: dict[str, Any]) -> str:
+    """Who a proxy on this machine says it relays, for the log and the token slow-down: the
+    nearest `X-Forwarded-For` entry (the one nginx appended), else `X-Real-IP`. Only a
+    loopback peer is believed (the kit's nginx); otherwise the peer itself."""
+    peer = environ.get("REMOTE_ADDR", "")
+    if not is_loopback_host(peer):
+        return peer
+    chain = environ.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    named = parse_ip(chain[-1]) or parse_ip(environ.get("HTTP_X_REAL_IP", ""))
+    return str(named) if named is not None else peer
 
 
 def _unauthorized(why: str) -> Response:

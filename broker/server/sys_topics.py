@@ -44,6 +44,7 @@ class SysTopics:
         self._previous: dict[str, int] = {}
         self._previous_at = time.monotonic()
         self._greenlet: gevent.Greenlet | None = None
+        self._heap_maximum = 0
 
     def start(self) -> None:
         if self.ctx.config.broker.sys_interval and self._greenlet is None:
@@ -72,6 +73,11 @@ class SysTopics:
         connected = stats.clients_connected
         offline = sum(1 for session in registry if session.peer is None)
         stored = ctx.retained.count + sum(session.owed() for session in registry)
+        heap = _rss_bytes()
+        # The kernel's peak (ru_maxrss) is updated lazily and can lag the resident size /proc
+        # reports now, so the maximum is the largest of both ever seen, this sample included.
+        self._heap_maximum = max(self._heap_maximum, heap,
+                                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         values = {
             "version": f"greenfly version {__version__}",
             "uptime": f"{int(stats.uptime())} seconds",
@@ -99,8 +105,8 @@ class SysTopics:
             "bytes/received": stats.bytes_received,
             "bytes/sent": stats.bytes_sent,
             # Mosquitto reports its heap; the closest a Python process has is its RSS.
-            "heap/current": _rss_bytes(),
-            "heap/maximum": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "heap/current": heap,
+            "heap/maximum": self._heap_maximum,
         }
         values.update(self._load_values())
         return {topic: str(value) for topic, value in values.items()}

@@ -1,7 +1,8 @@
 """`greenfly deploy TOOL`: the configuration of what runs around the broker, derived from its own.
 
 `greenfly deploy nginx|nginx-stream|frpc|frps|systemd|supervisor [-c CONFIG] [--domain D]
-[--listen ADDR:PORT] [--no-tls]` prints one file for that tool. Why generated rather than
+[--listen ADDR:PORT] [--no-tls] [--token T]` prints one file for that tool; an option that
+changes nothing in that tool's file is refused rather than ignored. Why generated rather than
 hand-written: the numbers that must agree with the broker — the upstream ports (the
 `[[listener]]`s) and every idle timeout on the path (from `[limits] max_keepalive`) — then come
 from the one file that the broker reads, so they cannot drift. The files in `deploy/` are this
@@ -22,8 +23,10 @@ the configuration); `--prefix DIR` puts the first two under DIR, as `install.sh 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
+import secrets
 import sys
 import textwrap
 from typing import Any
@@ -41,16 +44,21 @@ DEFAULT_DOMAIN = "mqtt.example.com"
 # tool -> (renderer, the options that mean something for it)
 RENDERERS: dict[str, tuple[Any, frozenset[str]]] = {
     "nginx": (deploy_templates.nginx, frozenset({"listen", "no_tls", "cert", "key",
-                                                 "http_listen"})),
+                                                 "http_listen", "expose_status"})),
     "nginx-stream": (deploy_templates.nginx_stream, frozenset({"listen", "no_tls", "cert",
                                                                "key"})),
-    "frpc": (deploy_templates.frpc, frozenset({"listen"})),
-    "frps": (deploy_templates.frps, frozenset({"listen"})),
+    "frpc": (deploy_templates.frpc, frozenset({"listen", "token"})),
+    "frps": (deploy_templates.frps, frozenset({"listen", "token"})),
     "systemd": (deploy_templates.systemd, frozenset({"prefix"})),
     "supervisor": (deploy_templates.supervisor, frozenset({"prefix"})),
 }
+# the tools whose file names the domain (nginx-stream only with TLS: the certificate's path)
+USES_DOMAIN = frozenset({"nginx", "nginx-stream", "frpc"})
 OPTION_NAMES = {"listen": "--listen", "no_tls": "--no-tls", "cert": "--cert", "key": "--key",
-                "http_listen": "--http-listen", "prefix": "--prefix"}
+                "http_listen": "--http-listen", "prefix": "--prefix", "token": "--token",
+                "expose_status": "--expose-status"}
+PLACEHOLDER_TOKEN = "CHANGE-ME"  # what the frp files once carried for the operator to replace
+MIN_TOKEN = 16
 
 
 def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
@@ -60,8 +68,9 @@ def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
         description="Print one configuration file for a tool around the broker, with ports and "
         "idle timeouts derived from the broker configuration (listeners, max_keepalive).")
     deploy.add_argument("tool", choices=list(RENDERERS))
-    deploy.add_argument("--domain", default=DEFAULT_DOMAIN,
-                        help=f"the public name of the broker (default {DEFAULT_DOMAIN})")
+    deploy.add_argument("--domain",
+                        help=f"the public name of the broker (default {DEFAULT_DOMAIN}); "
+                        "nginx, nginx-stream with TLS, frpc")
     deploy.add_argument("--listen", metavar="ADDR:PORT",
                         help="where the tool listens: nginx 443 (80 with --no-tls), "
                         "nginx-stream 8883 (1883 with --no-tls), frps 7000; for frpc, the frps "
@@ -77,6 +86,11 @@ def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
     deploy.add_argument("--prefix", default="/",
                         help="systemd, supervisor: the root install.sh installed into "
                         "(default /)")
+    deploy.add_argument("--expose-status", action="store_true",
+                        help="nginx: also proxy /metrics, /api/v1/ and the status page to the "
+                        "http listener, every request needing the bearer token")
+    deploy.add_argument("--token", help="frps, frpc: the secret both share (auth.token); "
+                        "default: a new random one, printed on stderr for the other side")
     deploy.set_defaults(handler=_handler)
 
 
@@ -96,6 +110,11 @@ def _handler(args: argparse.Namespace, path: str | None) -> int:
         print(f"greenfly deploy {args.tool}: WARNING: {warning}", file=sys.stderr)
         text = "".join(f"# {line}\n" for line in textwrap.wrap(f"WARNING: {warning}", 92)) + text
     sys.stdout.write(text)
+    if args.tool in ("frps", "frpc") and not getattr(args, "token", None):
+        other = "frpc" if args.tool == "frps" else "frps"
+        print(f"greenfly deploy {args.tool}: generated a random auth.token; give {other} the "
+              f"same one: greenfly deploy {other} --token {args.generated_token} ...",
+              file=sys.stderr)
     if config.limits.max_keepalive in (0, MQTT_MAX_KEEPALIVE) and args.tool not in (
             "systemd", "supervisor"):
         print(f"greenfly deploy: note: max_keepalive is {config.limits.max_keepalive or 'unset'}"
@@ -125,23 +144,66 @@ def exposures(tool: str, config: Config) -> list[str]:
 def render(tool: str, config: Config, args: argparse.Namespace) -> str:
     renderer, applicable = RENDERERS[tool]
     defaults = {"listen": None, "no_tls": False, "cert": None, "key": None,
-                "http_listen": None, "prefix": "/"}
+                "http_listen": None, "prefix": "/", "token": None, "expose_status": False}
     for name, default in defaults.items():
         if getattr(args, name, default) != default and name not in applicable:
             raise DeployError(f"{OPTION_NAMES[name]} does not apply to {tool}")
+    if getattr(args, "domain", None) is not None and (
+            tool not in USES_DOMAIN or (tool == "nginx-stream" and args.no_tls)):
+        # Said rather than ignored: a --domain that changes nothing hides a wrong command.
+        raise DeployError(f"--domain does not apply to {tool}"
+                          + (" --no-tls" if tool in USES_DOMAIN else ""))
     return renderer(make_plan(config, args))
 
 
+def check_address(option: str, value: str) -> None:
+    """`--listen`/`--http-listen`: PORT or ADDR:PORT with a port nginx or frp can bind and an
+    address that is one (nginx would refuse 127.0.0.1:99999 only when it starts)."""
+    match = re.fullmatch(r"(?:\[([^\]]*)\]:|([A-Za-z0-9.-]+):)?(\d{1,5})", value)
+    if match is None:
+        raise DeployError(f"{option} {value!r}: expected PORT or ADDR:PORT (such as 443, "
+                          "127.0.0.1:8443 or [::1]:8443)")
+    ipv6, host, port = match.groups()
+    if not 1 <= int(port) <= 65535:
+        raise DeployError(f"{option} {value!r}: port {int(port)} is not in 1..65535")
+    try:
+        if ipv6 is not None:
+            ipaddress.IPv6Address(ipv6)
+        elif host is not None and re.fullmatch(r"[\d.]+", host):
+            ipaddress.IPv4Address(host)
+    except ValueError:
+        kind = "IPv6" if ipv6 is not None else "IPv4"
+        raise DeployError(f"{option} {value!r}: {ipv6 if ipv6 is not None else host!r} is "
+                          f"not an {kind} address") from None
+
+
+def frp_token(args: argparse.Namespace) -> str:
+    """The frp secret: the one given (not the old placeholder, not short), or a new random
+    one, which `_handler` then prints for the other side."""
+    given = getattr(args, "token", None)
+    if given is None:
+        args.generated_token = secrets.token_urlsafe(32)
+        return str(args.generated_token)
+    if given == PLACEHOLDER_TOKEN:
+        raise DeployError(f"--token {PLACEHOLDER_TOKEN} is the old placeholder: leave --token "
+                          "out for a random one, or give your own secret")
+    if len(given) < MIN_TOKEN:
+        raise DeployError(f"--token: at least {MIN_TOKEN} characters (leave it out for a "
+                          "random one)")
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]+", given):
+        raise DeployError("--token: only letters, digits and -._~+/= (it goes in a TOML "
+                          "string as it is)")
+    return str(given)
+
+
 def make_plan(config: Config, args: argparse.Namespace) -> Plan:
-    domain = args.domain
+    domain = getattr(args, "domain", None) or DEFAULT_DOMAIN
     if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
         raise DeployError(f"--domain {domain!r}: expected a host name such as {DEFAULT_DOMAIN}")
     for option in ("listen", "http_listen"):
         value = getattr(args, option, None)
-        if value is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]:|[A-Za-z0-9.-]+:)?\d{1,5}",
-                                                  value):
-            raise DeployError(f"{OPTION_NAMES[option]} {value!r}: expected PORT or ADDR:PORT "
-                              "(such as 443, 127.0.0.1:8443 or [::1]:8443)")
+        if value is not None:
+            check_address(OPTION_NAMES[option], value)
     data_dir = config.broker.data_dir
     if args.tool in ("systemd", "supervisor") and not os.path.isabs(data_dir):
         raise DeployError(f"[broker] data_dir {data_dir!r} is relative; a service needs an "
@@ -154,8 +216,12 @@ def make_plan(config: Config, args: argparse.Namespace) -> Plan:
                 prefix=getattr(args, "prefix", "/") or "/",
                 websockets=_plain_listener(config, "websockets"),
                 mqtt=_plain_listener(config, "mqtt"),
+                http=_plain_listener(config, "http") if getattr(args, "expose_status", False)
+                else None,
+                expose_status=getattr(args, "expose_status", False),
                 max_keepalive=config.limits.max_keepalive or MQTT_MAX_KEEPALIVE,
-                connect_timeout=config.broker.connect_timeout, data_dir=data_dir)
+                connect_timeout=config.broker.connect_timeout, data_dir=data_dir,
+                token=frp_token(args) if args.tool in ("frps", "frpc") else "")
 
 
 def _plain_listener(config: Config, protocol: str) -> ListenerSection | None:

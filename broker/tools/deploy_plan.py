@@ -27,9 +27,12 @@ class Plan:
     prefix: str
     websockets: ListenerSection | None
     mqtt: ListenerSection | None
+    http: ListenerSection | None
+    expose_status: bool
     max_keepalive: int
     connect_timeout: float
     data_dir: str
+    token: str = ""  # frp's auth.token (frps, frpc only)
 
     @property
     def idle_timeout(self) -> int:

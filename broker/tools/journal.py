@@ -72,7 +72,7 @@ def inspect_command(data_dir: str) -> int:
     found = scan_journal(path)
     state = restore(found.records)
     print(f"{path}: {found.size} bytes, {len(found.records)} records")
-    note_running_broker(data_dir)
+    running = note_running_broker(data_dir) is not None
     if found.torn_tail:
         print(f"  torn final frame: {found.torn_tail} bytes at offset {found.good_end} "
               "(truncated at the next start)")
@@ -84,7 +84,10 @@ def inspect_command(data_dir: str) -> int:
     for session in sorted(state.sessions.values(), key=lambda s: s.client_id):
         inflight = sum(1 for e in session.outgoing.values() if e.packet_id)
         queued = len(session.outgoing) - inflight
-        status = "offline" if session.disconnected_at is not None else "connected at the stop"
+        # The journal says connected; the data_dir lock says whether that is now or was at
+        # the last stop (a kill -9 or a crash, which a restart would see the same way).
+        status = ("offline" if session.disconnected_at is not None else
+                  "online now (its broker is running)" if running else "connected at the stop")
         print(f"  {session.client_id}: {status}, {len(session.subscriptions)} subscription(s), "
               f"{inflight} in flight, {queued} queued, "
               f"{len(session.incoming_qos2)} inbound QoS 2 awaiting PUBREL")

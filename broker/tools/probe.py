@@ -216,6 +216,7 @@ class Stream:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.ws: WSConnection | None = None
+        self._closed: PathClosed | None = None  # a close frame read behind data not yet returned
 
     def upgrade(self, target: Target, timeout: float, say: Callable[[str], None]) -> None:
         ws = WSConnection(ConnectionType.CLIENT)
@@ -261,6 +262,8 @@ class Stream:
 
     def recv(self, timeout: float) -> bytes:
         """MQTT bytes; b"" when `timeout` passed first; PathClosed when the stream ended."""
+        if self._closed is not None:
+            raise self._closed
         data = self._read(timeout)
         if data is None:
             return b""
@@ -276,7 +279,12 @@ class Stream:
             elif isinstance(event, wse.Ping):
                 self.sock.sendall(self.ws.send(event.response()))
             elif isinstance(event, wse.CloseConnection):
-                raise PathClosed("websocket close", event.code)
+                # A refusing CONNACK and the close frame often share a read (through a
+                # proxy, always): hand over the bytes before it, and the close next time.
+                self._closed = PathClosed("websocket close", event.code)
+                break
+        if not out and self._closed is not None:
+            raise self._closed
         return b"".join(out)
 
     def close(self) -> None:

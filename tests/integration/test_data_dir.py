@@ -69,6 +69,20 @@ def test_inspect_and_check_read_without_the_lock_but_say_a_broker_runs(broker_fa
     assert "running" not in _greenfly("inspect", "-d", str(proc.data_dir)).stdout
 
 
+def test_inspect_calls_sessions_online_while_their_broker_runs(broker_factory):
+    proc = broker_factory()
+    client_id = unique("online")
+    client = RawClient(proc.port)
+    assert client.connect(client_id, clean=False) == ConnAck(0, False)
+    running = _greenfly("inspect", "-d", str(proc.data_dir)).stdout
+    assert f"  {client_id}: online now (its broker is running)," in running, running
+    assert "at the stop" not in running
+    proc.kill9()  # the journal still says connected: that is what a restart would see
+    stopped = _greenfly("inspect", "-d", str(proc.data_dir)).stdout
+    assert f"  {client_id}: connected at the stop," in stopped, stopped
+    client.close()
+
+
 def test_the_lock_dies_with_the_broker_even_after_kill_9(broker_factory, tmp_path):
     first = broker_factory()
     first.kill9()

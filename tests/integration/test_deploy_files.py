@@ -32,7 +32,10 @@ FILES = {
 @pytest.mark.parametrize("tool", list(FILES))
 def test_deploy_file_is_greenfly_deploy_output_for_the_sample_config(tool):
     shipped = (REPO / FILES[tool]).read_text()
-    assert deploy(tool, "deploy/greenfly.toml") == shipped, (
+    options = ()
+    if tool in ("frps", "frpc"):  # a random token each time: the shipped files share one
+        options = ("--token", token((REPO / FILES["frps"]).read_text()))
+    assert deploy(tool, "deploy/greenfly.toml", *options) == shipped, (
         f"{FILES[tool]} is not what `greenfly deploy {tool} -c deploy/greenfly.toml` prints; "
         f"regenerate it: .venv/bin/greenfly deploy {tool} -c deploy/greenfly.toml > "
         f"{FILES[tool]}")
@@ -214,9 +217,26 @@ def test_an_unset_max_keepalive_is_pointed_out(tmp_path):
     (["nginx"], "no websockets listener without TLS for nginx to proxy to"),
     (["systemd", "--listen", "127.0.0.1:80"], "--listen does not apply to systemd"),
     (["nginx-stream", "--listen", "not a port"], "expected PORT or ADDR:PORT"),
+    (["nginx", "--listen", "127.0.0.1:99999"], "--listen '127.0.0.1:99999': port 99999 is "
+     "not in 1..65535"),
+    (["nginx", "--listen", "0"], "port 0 is not in 1..65535"),
+    (["nginx-stream", "--listen", "127.0.0.300:8883"], "'127.0.0.300' is not an IPv4 address"),
+    (["nginx", "--http-listen", "[::g]:80"], "'::g' is not an IPv6 address"),
+    (["frpc", "--listen", "vps.example.org:70000"], "port 70000 is not in 1..65535"),
+    (["systemd", "--domain", "mqtt.example.org"], "--domain does not apply to systemd"),
+    (["supervisor", "--domain", "mqtt.example.org"], "--domain does not apply to supervisor"),
+    (["frps", "--domain", "mqtt.example.org"], "--domain does not apply to frps"),
+    (["nginx-stream", "--no-tls", "--domain", "mqtt.example.org"],
+     "--domain does not apply to nginx-stream --no-tls"),
+    (["frps", "--token", "CHANGE-ME"], "--token CHANGE-ME is the old placeholder"),
+    (["frpc", "--token", "short"], "--token: at least 16 characters"),
+    (["frpc", "--token", 'a"b' * 8], "--token: only letters, digits and -._~+/="),
+    (["nginx", "--token", "x" * 20], "--token does not apply to nginx"),
 ])
 def test_what_cannot_work_is_refused_with_a_reason(tmp_path, args, message):
-    config = write_config(tmp_path, "[[listener]]\nport = 1883\n")
+    websockets = '[[listener]]\nport = 9001\nprotocol = "websockets"\n'
+    config = write_config(tmp_path, "[[listener]]\nport = 1883\n"
+                          + (websockets if args != ["nginx"] else ""))
     result = greenfly("deploy", *args, "-c", str(config), check=False)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
@@ -267,3 +287,22 @@ def test_no_warning_when_the_real_address_or_a_password_decides(tmp_path, tool, 
 def test_the_kit_warns_of_nothing():
     for tool in ("nginx", "nginx-stream", "frpc", "frps"):
         assert "WARNING" not in greenfly("deploy", tool, "-c", str(SAMPLE)).stderr
+
+
+def token(rendered: str) -> str:
+    return flat(tomllib.loads(rendered))["auth.token"]
+
+
+def test_frp_gets_a_random_token_unless_one_is_given(tmp_path):
+    config = write_config(tmp_path, "[[listener]]\nport = 1883\n")
+    first = greenfly("deploy", "frps", "-c", str(config))
+    second = greenfly("deploy", "frps", "-c", str(config))
+    generated = token(first.stdout)
+    assert generated != token(second.stdout) and len(generated) >= 32
+    assert "CHANGE-ME" not in first.stdout
+    # It says what to give the other side.
+    assert f"greenfly deploy frpc --token {generated}" in first.stderr
+    frpc = greenfly("deploy", "frpc", "-c", str(config), "--token", generated)
+    assert token(frpc.stdout) == generated and "generated" not in frpc.stderr
+    alone = greenfly("deploy", "frpc", "-c", str(config))
+    assert f"greenfly deploy frps --token {token(alone.stdout)}" in alone.stderr

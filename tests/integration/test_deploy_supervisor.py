@@ -17,16 +17,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support.broker import wait_for_listening
+from support.broker import REPO, wait_for_listening
 from support.clients import PahoClient, unique
-from support.deploy import (
-    any_ports,
-    deploy,
-    greenfly,
-    installed_layout,
-    need_program,
-    wait_until,
-)
+from support.deploy import any_ports, deploy, need_program, wait_until
 
 
 class Supervisord:
@@ -44,6 +37,9 @@ class Supervisord:
             f"[include]\nfiles = {workdir}/greenfly.conf\n")
         self.proc = subprocess.Popen([need_program("supervisord"), "-n", "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def log(self) -> str:
+        return (self.workdir / "supervisord.log").read_text(errors="replace")
 
     def ctl(self, *args: str) -> str:
         result = subprocess.run([need_program("supervisorctl"), "-c", str(self.conf), *args],
@@ -84,18 +80,40 @@ def round_trip(port: int) -> None:
     client.disconnect()
 
 
+def install_prefix(root: Path) -> Path:
+    """`deploy/install.sh --prefix root` as a user runs it (first user admin/s3cret); the
+    installed configuration."""
+    result = subprocess.run(["sh", str(REPO / "deploy/install.sh"), "--prefix", str(root),
+                             "--user", "admin", "--password", "s3cret"],
+                            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root / "etc/greenfly/greenfly.toml"
+
+
+def test_a_system_install_runs_as_the_greenfly_user():
+    program = deploy("supervisor", REPO / "deploy/greenfly.toml")
+    assert "\nuser=greenfly\n" in program
+    assert "\nstdout_logfile=/var/log/greenfly/greenfly.log\n" in program
+
+
 @pytest.mark.slow
 def test_supervisord_runs_restarts_after_kill_9_and_reloads_on_hup(workdir):
-    layout = installed_layout(workdir / "root")
-    greenfly("passwd", "-c", "-b", str(layout.root / "etc/greenfly/passwd"), "admin", "s3cret")
-    program = deploy("supervisor", layout.config, "--prefix", str(layout.root))
-    assert "\nuser=greenfly\n" in program
-    any_ports(layout.config)
-    # The test cannot create the greenfly user; everything else is as rendered.
-    supervisord = Supervisord(workdir, program.replace("\nuser=greenfly\n", "\nuser=root\n"))
-    log = layout.root / "var/log/supervisor/greenfly.log"
+    # What install.sh --prefix made, and the file its greenfly renders for it, as they are:
+    # no greenfly user exists there, and the log directory is the one install.sh created.
+    root = workdir / "root"
+    config = install_prefix(root)
+    program = subprocess.run([str(root / "opt/greenfly/bin/greenfly"), "deploy", "supervisor",
+                              "-c", str(config), "--prefix", str(root)],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "\nuser=" not in program
+    any_ports(config)
+    supervisord = Supervisord(workdir, program)
+    log = root / "var/log/greenfly/greenfly.log"
     try:
-        wait_until(supervisord.running_pid, 15, "greenfly to be RUNNING")
+        try:
+            wait_until(supervisord.running_pid, 15, "greenfly to be RUNNING")
+        except AssertionError:
+            raise AssertionError(supervisord.log()) from None
         first = supervisord.running_pid()
         [(_, port), _proxied, _ws] = wait_for_listening(log, 3)  # the config says port 0
         round_trip(port)

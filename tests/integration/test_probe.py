@@ -4,16 +4,22 @@ checks that a pinging client survives."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 from support.broker import REPO, BrokerProcess, closed_port, free_port
 from support.deploy import Nginx, deploy, greenfly
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as wse
 
-from broker.tools.probe import PathClosed, cut_report, parse_url
+from broker.codec import ConnAck, encode
+from broker.errors import ReasonCode
+from broker.tools.probe import PathClosed, ProbeFailed, Stream, connack_in, cut_report, parse_url
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +59,17 @@ def test_refusals_are_explained(wsbroker):
 
 
 def test_anonymous_refused_says_credentials_are_wanted(tmp_path):
-    broker = BrokerProcess(tmp_path, "[broker]\nallow_anonymous = false\n").start()
+    # Over WebSockets the refusing CONNACK and the close frame come in one read: the CONNACK
+    # is still the answer, not "the connection ended before CONNACK".
+    broker = BrokerProcess(tmp_path, "[broker]\nallow_anonymous = false\n",
+                           websockets=True).start()
     try:
-        result = probe(f"mqtt://127.0.0.1:{broker.port}")
-        assert result.returncode == 1
-        assert "CONNACK refused: not authorized: this broker wants a user name (-u/-P)" \
-            in result.stdout
+        for url in (f"mqtt://127.0.0.1:{broker.port}",
+                    f"ws://127.0.0.1:{broker.ws_port}/mqtt"):
+            result = probe(url)
+            assert result.returncode == 1
+            assert "CONNACK refused: not authorized: this broker wants a user name (-u/-P)" \
+                in result.stdout, (url, result.stdout)
     finally:
         broker.stop()
 
@@ -134,3 +145,29 @@ def test_the_advice_depends_on_the_clients_keepalive_and_the_hop():
         "idle timeout of the proxy or NAT")
     assert cut_report(3.0, PathClosed("closed", 1001), ws, 30).startswith(
         "closed by the broker after 3.0 s idle (WebSocket close 1001)")
+
+
+def test_a_connack_that_comes_with_the_close_frame_is_read_first():
+    # What a refused login through a proxy looks like: nginx reads the broker's CONNACK and
+    # its close frame together and writes them in one segment. A real socket pair carries
+    # exactly those bytes, as the broker's WebSocket side frames them.
+    client_sock, server_sock = socket.socketpair()
+    server = WSConnection(ConnectionType.SERVER)
+    stream = Stream(client_sock)
+    target = parse_url("ws://127.0.0.1:9001/mqtt")
+    with client_sock, server_sock:
+        client = WSConnection(ConnectionType.CLIENT)
+        server.receive_data(client.send(wse.Request(host="h", target="/mqtt",
+                                                    subprotocols=["mqtt"])))
+        request = next(server.events())
+        client_sock.setblocking(True)
+        server_sock.sendall(server.send(wse.AcceptConnection(subprotocol=request.subprotocols[0])))
+        client.receive_data(client_sock.recv(65536))
+        assert isinstance(next(client.events()), wse.AcceptConnection)
+        stream.ws = client
+        refusal = encode(ConnAck(ReasonCode.NOT_AUTHORIZED), 4)
+        server_sock.sendall(server.send(wse.BytesMessage(refusal))
+                            + server.send(wse.CloseConnection(1000)))
+        args = argparse.Namespace(client_id="c", username=None, password=None, timeout=5)
+        with pytest.raises(ProbeFailed, match="CONNACK refused: not authorized"):
+            connack_in(stream, target, args, 0, lambda line: None)

@@ -71,7 +71,7 @@ def installed_layout(root: Path) -> Layout:
     the root; its ports as shipped, for `greenfly deploy`: see `any_ports` to run it)."""
     (root / "opt/greenfly/bin").mkdir(parents=True)
     (root / "opt/greenfly/bin/greenfly").symlink_to(Path(sys.executable).parent / "greenfly")
-    for directory in ("etc/greenfly", "var/lib/greenfly", "var/log/supervisor"):
+    for directory in ("etc/greenfly", "var/lib/greenfly", "var/log/greenfly"):
         (root / directory).mkdir(parents=True)
     config = root / "etc/greenfly/greenfly.toml"
     config.write_text((REPO / "deploy/greenfly.toml").read_text()
