@@ -164,7 +164,7 @@ class ProtocolState:
     __slots__ = ("ctx", "peer", "address", "source", "identity", "rules", "state",
                  "client_id", "protocol_level", "keepalive", "clean", "username", "will",
                  "session", "connected_at", "close_after_flush", "pending_connect",
-                 "limits")
+                 "limits", "bridge")
 
     def __init__(self, ctx: BrokerContext, peer: Peer, address: str,
                  source: SecuritySource | None = None,
@@ -187,6 +187,7 @@ class ProtocolState:
         self.close_after_flush: CloseReason | None = None  # set when the protocol ends it
         self.pending_connect: Connect | None = None  # the CONNECT awaiting its verdict
         self.limits = ClientLimits()  # what an MQTT 5 client and the broker told each other
+        self.bridge = False  # the CONNECT had Mosquitto's bridge bit (Connect.bridge)
 
     def describe(self) -> str:
         who = self.client_id or "(no client id yet)"
