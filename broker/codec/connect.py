@@ -61,6 +61,9 @@ class Connect:
     username: str | None = None
     password: bytes | None = None
     properties: Mapping[str, Any] = NO_PROPERTIES
+    # Mosquitto's bridge bit (`try_private`): the level's top bit, 3.1 and 3.1.1 only. The
+    # sender is a broker bridging to this one, which must not echo its messages back to it.
+    bridge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,9 @@ class ConnAck:
 def decode_connect(flags: int, reader: Reader, level: int) -> Connect:
     name = reader.utf8("protocol name")
     protocol_level = reader.u8("protocol level")
+    bridge = protocol_level & 0x80 and (protocol_level & 0x7F) in (MQTT_3_1, MQTT_3_1_1)
+    if bridge:
+        protocol_level &= 0x7F
     if PROTOCOL_NAMES.get(protocol_level) != name:
         if name not in ("MQTT", "MQIsdp"):
             raise MalformedPacket(f"CONNECT: unknown protocol name {name!r} [MQTT-3.1.2-1]")
@@ -111,7 +117,7 @@ def decode_connect(flags: int, reader: Reader, level: int) -> Connect:
     if not reader.at_end():
         raise MalformedPacket(f"CONNECT: {reader.remaining()} unexpected bytes after the payload")
     return Connect(client_id, protocol_level, clean_start, keepalive, will, username, password,
-                   properties)
+                   properties, bool(bridge))
 
 
 def peek_level(data: bytes, pos: int, end: int, default: int) -> int:
@@ -123,6 +129,8 @@ def peek_level(data: bytes, pos: int, end: int, default: int) -> int:
         level = reader.u8("protocol level")
     except MalformedPacket:
         return default
+    if level & 0x80 and (level & 0x7F) in (MQTT_3_1, MQTT_3_1_1):
+        level &= 0x7F  # a bridge's (see Connect.bridge)
     return level if PROTOCOL_NAMES.get(level) == name else default
 
 
@@ -138,7 +146,8 @@ def encode_connect(packet: Connect, level: int) -> bytes:
     if packet.username is not None:
         flags |= 0x80
     body = bytearray(encode_utf8(PROTOCOL_NAMES.get(level, "MQTT")))
-    body += bytes((level, flags)) + encode_u16(packet.keepalive)
+    wire_level = level | 0x80 if packet.bridge and level < MQTT_5 else level
+    body += bytes((wire_level, flags)) + encode_u16(packet.keepalive)
     if v5:
         body += encode_properties(packet.properties, "CONNECT")
     body += encode_utf8(packet.client_id)

@@ -47,12 +47,15 @@ def documented_keys() -> list[tuple[str, str, Any, str]]:
 def _markdown_default(value: Any) -> str:
     if value is None:
         return "not set"
+    if value in ("", ()):  # no default: a key the section needs (`check_given` says so)
+        return "required"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, str):
         return f'`"{value}"`'
     if isinstance(value, tuple):
-        return "`[" + ", ".join(f'"{item}"' for item in value) + "]`"
+        return "`[" + ", ".join(f'"{item}"' if isinstance(item, str) else f"{item:g}"
+                                for item in value) + "]`"
     if isinstance(value, float) and value.is_integer():
         return f"`{int(value)}`"
     return f"`{value}`"

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
+from .bridge_topics import TopicLineError
 from .schema import SECTIONS, Config, ListenerSection
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback pyproject names
@@ -111,6 +112,10 @@ def _section(cls: type, body: Any, table: str, index: int | None, where: _Locato
                               + ", ".join(sorted(fields)))
         try:
             kwargs[key] = spec.metadata["check"](value)
+        except TopicLineError as exc:  # the line of that entry, not of the list's key
+            line = where.line_of(table, index, key)
+            raise where.error(table, index, key, str(exc),
+                              where.line_of_text(exc.entry, line) or line) from None
         except ValueError as exc:
             raise where.error(table, index, key, str(exc)) from None
     check_given = getattr(cls, "check_given", None)
@@ -131,6 +136,12 @@ def _check_whole(config: Config, where: _Locator) -> None:
                 raise where.error("listener", i, "port", f"{listener.bind}:{listener.port} "
                                   f"clashes with listener[{j}] on {bind}:{port}")
         seen[(listener.bind, listener.port)] = i
+    names: dict[str, int] = {}
+    for i, bridge in enumerate(config.bridges):
+        if bridge.name in names:
+            raise where.error("bridge", i, "name", f"{bridge.name!r} is the name of "
+                              f"bridge[{names[bridge.name]}] too")
+        names[bridge.name] = i
 
 
 class _Locator:
@@ -170,9 +181,17 @@ class _Locator:
                     return number
         return header_line
 
-    def error(self, table: str, index: int | None, key: str | None, message: str) -> ConfigError:
+    def line_of_text(self, text: str, start: int | None) -> int | None:
+        """The first line from `start` on that holds `text` (an entry of a list)."""
+        for number, line in enumerate(self.lines[(start or 1) - 1:], start or 1):
+            if text and text in line:
+                return number
+        return None
+
+    def error(self, table: str, index: int | None, key: str | None, message: str,
+              line: int | None = None) -> ConfigError:
         path = table if index is None else f"{table}[{index}]"
         if key:
             path += f".{key}"
-        return ConfigError(message, file=self.source, line=self.line_of(table, index, key),
-                           key=path)
+        return ConfigError(message, file=self.source,
+                           line=line or self.line_of(table, index, key), key=path)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bridge_topics import BridgeTopic, topic_lines
+
 Check = Callable[[Any], Any]
 
 
@@ -253,6 +255,86 @@ class ListenerSection:
         return None
 
 
+def host_ports(value: Any) -> tuple[str, ...]:
+    """`host:port` or a list of them (`[v6]:port` for an IPv6 address), tried in order."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"expected \"host:port\" or a list of them, got {_describe(value)}")
+    for item in items:
+        host, _, port = item.rpartition(":") if isinstance(item, str) else ("", "", "")
+        if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError(f"expected \"host:port\" (such as \"broker.example.org:8883\"), "
+                             f"got {_describe(item)}")
+    return tuple(items)
+
+
+def backoff(value: Any) -> tuple[float, float]:
+    """restart_timeout: seconds as [base, cap], or one number (a fixed delay, as Mosquitto)."""
+    items = [value, value] if type(value) in (int, float) else value
+    if (not isinstance(items, list) or len(items) != 2
+            or not all(type(item) in (int, float) and 0.01 <= item <= 86_400 for item in items)
+            or items[0] > items[1]):
+        raise ValueError("expected [base, cap] in seconds (0.01..86400, base <= cap) or one "
+                         f"number, got {_describe(value)}")
+    return float(items[0]), float(items[1])
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSection:
+    name: str = option(text, "", "the bridge's name (Mosquitto's `connection`): in logs, "
+                       "the default client id and $SYS/broker/connection/<name>/state")
+    address: tuple[str, ...] = option(host_ports, (), "the remote broker: \"host:port\" or "
+                                      "a list of them, tried in order (failover)")
+    protocol_version: str = option(choice("mqttv311", "mqttv5"), "mqttv311",
+                                   "MQTT version spoken to the remote")
+    client_id: str | None = option(text, None, "client id at the remote; not set: "
+                                   "\"<hostname>.<name>\"")
+    clean_session: bool = option(boolean, False, "false: the remote keeps the bridge's "
+                                 "session (its subscriptions, what it owes) across outages")
+    keepalive: int = option(integer(5, 65_535), 60, "seconds between PINGREQs on an idle link")
+    remote_username: str | None = option(text, None, "user name at the remote")
+    remote_password_file: str | None = option(
+        text, None, "a file holding the remote password (never inline); read at each connect")
+    topic: tuple[BridgeTopic, ...] = option(
+        topic_lines, (), "what crosses, one Mosquitto `topic` line each: \"pattern "
+        "[[[out|in|both] qos] local-prefix remote-prefix]\"")
+    cafile: str | None = option(text, None, "TLS to the remote: CA certificates (PEM) that "
+                                "sign its certificate; setting it turns TLS on")
+    certfile: str | None = option(text, None, "TLS: the bridge's client certificate (PEM)")
+    keyfile: str | None = option(text, None, "TLS: the key of certfile (PEM)")
+    tls_version: str = option(choice("tlsv1.2", "tlsv1.3"), "tlsv1.2",
+                              "TLS: the lowest protocol version accepted")
+    insecure: bool = option(boolean, False, "TLS: do not check the remote's host name "
+                            "against its certificate (tests only)")
+    try_private: bool = option(boolean, True, "MQTT 3.1.1: tell the remote this is a bridge "
+                               "(Mosquitto's bit in the CONNECT), so it does not echo the "
+                               "bridge's messages back; false for remotes that refuse it")
+    restart_timeout: tuple[float, float] = option(
+        backoff, (5.0, 30.0), "reconnect delay in seconds, [base, cap]: doubled after each "
+        "failure up to cap, with jitter")
+    notifications: bool = option(boolean, True, "publish 1/0, retained, on "
+                                 "$SYS/broker/connection/<name>/state as the link comes and goes")
+    max_queued_messages: int = option(
+        integer(0, 2**31), 100_000, "QoS 1/2 messages kept for the remote beyond those in "
+        "flight while it is slow or down; past it new ones are dropped, counted and logged "
+        "(0 = no limit)")
+
+    @staticmethod
+    def check_given(values: dict[str, Any]) -> tuple[str, str] | None:
+        for key in ("name", "address", "topic"):
+            if key not in values:
+                return key, "every [[bridge]] needs name, address and topic"
+        if ("certfile" in values) != ("keyfile" in values):
+            return ("keyfile" if "certfile" in values else "certfile",
+                    "a client certificate needs both certfile and keyfile")
+        for key in ("certfile", "tls_version", "insecure"):
+            if key in values and "cafile" not in values:
+                return key, "a TLS key: this bridge has no cafile (which turns TLS on)"
+        if "remote_password_file" in values and "remote_username" not in values:
+            return "remote_password_file", "a password needs remote_username"
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class LogSection:
     level: str = option(choice("debug", "info", "warning", "error"), "info",
@@ -275,6 +357,7 @@ class Config:
     listeners: tuple[ListenerSection, ...] = ()
     persistence: PersistenceSection = field(default_factory=PersistenceSection)
     log: LogSection = field(default_factory=LogSection)
+    bridges: tuple[BridgeSection, ...] = ()
     source: str = "<default>"
 
 
@@ -285,6 +368,7 @@ SECTIONS: dict[str, tuple[str, type, bool]] = {
     "listener": ("listeners", ListenerSection, True),
     "persistence": ("persistence", PersistenceSection, False),
     "log": ("log", LogSection, False),
+    "bridge": ("bridges", BridgeSection, True),
 }
 
 LOOPBACK = ("127.", "::1", "localhost")

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..codec import MQTT_3_1, MQTT_5, ConnAck, Connect, Disconnect, Will
 from ..errors import ProtocolError, ReasonCode
+from .bridge_session import BRIDGE_SESSION_PREFIX
 from .client_limits import DEFAULT_RECEIVE_MAXIMUM, receive_maximum
 from .message import Message
 from .protocol_state import (
@@ -63,6 +64,7 @@ def on_connect(proto: ProtocolState, packet: Connect) -> AuthRequest | None:
     level = packet.protocol_level
     proto.protocol_level = level
     proto.client_id = packet.client_id
+    proto.bridge = packet.bridge
     v5 = level >= MQTT_5
     if v5 and not _take_v5_properties(proto, packet):
         return None
@@ -72,6 +74,10 @@ def on_connect(proto: ProtocolState, packet: Connect) -> AuthRequest | None:
                    "empty client id needs clean session 1 [MQTT-3.1.3-8]")
             return None
         proto.client_id = f"auto-{str(uuid.uuid4()).upper()}"
+    elif packet.client_id.startswith(BRIDGE_SESSION_PREFIX):
+        refuse(proto, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+               f"client ids starting with {BRIDGE_SESSION_PREFIX!r} are the broker's bridges'")
+        return None
     max_keepalive = config.limits.max_keepalive
     if not v5 and max_keepalive and packet.keepalive > max_keepalive:
         refuse(proto, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,

@@ -164,7 +164,7 @@ class ProtocolState:
     __slots__ = ("ctx", "peer", "address", "source", "identity", "rules", "state",
                  "client_id", "protocol_level", "keepalive", "clean", "username", "will",
                  "session", "connected_at", "close_after_flush", "pending_connect",
-                 "limits", "connack_waits_for")
+                 "limits", "connack_waits_for", "bridge")
 
     def __init__(self, ctx: BrokerContext, peer: Peer, address: str,
                  source: SecuritySource | None = None,
@@ -190,6 +190,7 @@ class ProtocolState:
         # The store record the CONNACK waits for (a new persistent session's, a deleted
         # one's), 0 for none: until it is durable the CONNACK has not gone out.
         self.connack_waits_for = 0
+        self.bridge = False  # the CONNECT had Mosquitto's bridge bit (Connect.bridge)
 
     def describe(self) -> str:
         who = self.client_id or "(no client id yet)"

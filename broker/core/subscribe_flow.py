@@ -12,13 +12,15 @@ MQTT 5's subscription options (5.0 section 3.8.3.1) go into the tree with the su
 handling, which is decided here: 0 sends the retained messages, 1 only for a subscription
 that did not exist, 2 never. A shared subscription gets no retained messages (5.0 section
 4.8.2), and a member that unsubscribes leaves its group's queued messages to the others.
+A bridging broker's subscriptions (Mosquitto's bridge bit in its CONNECT) are no local and
+retain as published, whatever its 3.1.1 SUBSCRIBE could say.
 """
 
 from __future__ import annotations
 
 import logging
 
-from ..codec import MQTT_5, SubAck, Subscribe, UnsubAck, Unsubscribe
+from ..codec import MQTT_5, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe
 from ..errors import MQTTError, ProtocolError, ReasonCode
 from ..topics import parse_shared, validate_filter
 from .protocol_state import ProtocolState
@@ -62,6 +64,10 @@ def on_subscribe(proto: ProtocolState, packet: Subscribe) -> None:
             retained_owed.append(False)
             continue
         qos = options.qos
+        if proto.bridge and not options.no_local and parse_shared(topic_filter) is None:
+            # A bridging broker never gets its own messages back (no local, so two bridged
+            # brokers do not loop) and sees retained ones as such: as Mosquitto treats one.
+            options = SubOptions(qos, True, True, options.retain_handling)
         existed = ctx.tree.subscribe(proto.client_id, topic_filter, qos, options.no_local,
                                      options.retain_as_published, identifier)
         session.add_subscription(topic_filter, options, identifier)

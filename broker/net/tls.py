@@ -13,7 +13,7 @@ import ssl
 
 from gevent import ssl as cooperative_ssl
 
-from ..config.schema import ListenerSection
+from ..config.schema import BridgeSection, ListenerSection
 from ..errors import ConfigError
 
 TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
@@ -50,3 +50,27 @@ def certificate_identity(peer_certificate: dict | None) -> str | None:
             if name == "commonName":
                 return value
     return None
+
+
+def build_bridge_context(bridge: BridgeSection) -> ssl.SSLContext | None:
+    """The TLS context of a bridge to its remote (None without cafile): the remote's
+    certificate must be signed by cafile and, unless `insecure`, name the host dialled."""
+    if bridge.cafile is None:
+        return None
+    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # sockets that yield
+    context.minimum_version = TLS_VERSIONS[bridge.tls_version]
+    where = f"bridge {bridge.name}"
+    try:
+        context.load_verify_locations(bridge.cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the CA file: {exc}", file=bridge.cafile,
+                          key=f"{where} cafile") from None
+    if bridge.certfile:
+        try:
+            context.load_cert_chain(bridge.certfile, bridge.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the certificate/key: {exc}", file=bridge.certfile,
+                              key=f"{where} certfile/keyfile") from None
+    context.check_hostname = not bridge.insecure
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context

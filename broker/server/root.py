@@ -24,6 +24,7 @@ from ..net.tls import build_ssl_context
 from ..net.transport import Transport
 from ..store.base import SessionStore
 from ..store.memory import MemoryStore
+from .bridges import Bridges
 from .hash_pool import HashPool
 from .http_listener import HttpListener
 from .journal_writer import JournalStore
@@ -61,6 +62,7 @@ class Broker:
         self.http_listeners = [HttpListener(listener, self) for listener in config.listeners
                                if listener.protocol == "http"]
         self.sys_topics = SysTopics(self.ctx)
+        self.bridges = Bridges(self.ctx, config)
         self._stopped = Event()
         self._tasks: list[gevent.Greenlet] = []
         self.notify = Notifier.from_environ()  # systemd's READY=1/STOPPING=1/WATCHDOG=1
@@ -71,6 +73,7 @@ class Broker:
         if state.sessions or state.retained:
             log.info("restored %d persistent session(s), %d retained message(s)",
                      len(state.sessions), len(state.retained))
+        self.bridges.start()  # their subscriptions in place before any client publishes
         for listener in [*self.listeners, *self.http_listeners]:
             try:
                 listener.start()
@@ -100,6 +103,7 @@ class Broker:
         for http in self.http_listeners:
             http.stop()
         self.sys_topics.stop()
+        self.bridges.stop()
         for task in self._tasks:
             task.kill(block=False)
         for connection in list(self.connections):
@@ -120,6 +124,7 @@ class Broker:
             updates.append((listener, ListenerSecurity.build(config, new, self.failures,
                                                              self.hash_pool),
                             build_ssl_context(new)))
+        self.bridges.reconfigure(config)
         self.config = config
         self.hash_pool.resize(config.broker.hash_threads, config.broker.hash_queue)
         self.ctx.reconfigure(config)
