@@ -22,7 +22,8 @@ group commit releases fifty publishers' PUBACKs without fifty greenlet switches.
 The outbox never blocks a publisher, and what it holds is bounded in bytes: `offer()`
 refuses QoS 0 bytes when it holds `max_outbox_bytes` or more (wire bytes of QoS 0 PUBLISHes
 and payload bytes of QoS 1/2 ones, also those taken by the writer and not sent yet), and
-sessions then drop QoS 0 (counted and logged by the session); QoS 1/2 are bounded by the session's in-flight window.
+sessions then drop QoS 0 (counted and logged by the session); QoS 1/2 are bounded by the
+session's in-flight window.
 What one write joins is at most `SEND_SLICE` bytes: the bytes of a message are shared by
 every subscriber's outbox, so a slow reader holds a copy of one slice of them, not of all.
 Producers (`produce`: the retained messages a new subscription is owed) put what they have
