@@ -92,9 +92,13 @@ class BridgeLink:
             self._pending_bytes += len(item)
         self._wake.set()
 
-    def full(self) -> bool:
+    def offer(self, data: bytes) -> bool:
+        """A QoS 0 delivery's bytes, unless `max_outbox_bytes` wait already (then dropped)."""
         maximum = self.ctx.config.limits.max_outbox_bytes
-        return bool(maximum) and self._pending_bytes > maximum
+        if maximum and self._pending_bytes > maximum:
+            return False
+        self.put(data)
+        return True
 
     def terminate(self, reason: Any) -> None:
         self.close(f"closed by the broker ({reason})")
