@@ -4,6 +4,7 @@ reload that reconnects only the bridge whose section changed."""
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -75,3 +76,43 @@ def test_bridge_state_in_metrics_and_admin_api_follows_the_remote(broker_factory
                                                   "cloud")] == 0)
     assert _bridge_metrics(http)[("greenfly_bridge_connects_total", "cloud")] == 2
     assert _api_bridge(http, "cloud")["state"] == "connected"
+
+
+def test_sighup_reconnects_the_changed_bridge_only_and_applies_its_new_topics(
+        broker_factory, mosquitto):
+    remote = mosquitto()
+    greenfly = broker_factory(_bridge("cloud", remote.port, ["s/# out 1 house/ a/"])
+                              + _bridge("other", remote.port, ["t/# out 1"]))
+    greenfly.wait_for_log(r"bridge cloud: connected to", timeout=15)
+    greenfly.wait_for_log(r"bridge other: connected to", timeout=15)
+    far = PahoClient(remote.port)
+    far.connect()
+    far.subscribe("#", 1)
+    near = PahoClient(greenfly.port)
+    near.connect()
+    near.publish("house/s/x", b"before", qos=1)
+    [got] = far.expect(1)
+    assert (got.topic, got.payload) == ("a/s/x", b"before")
+
+    text = greenfly.config_path.read_text()
+    greenfly.config_path.write_text(text.replace('"s/# out 1 house/ a/"',
+                                                 '"r/# out 1 house/ b/"'))
+    greenfly.mark_log()
+    reload_at = len(greenfly.log_text())
+    greenfly.signal(signal.SIGHUP)
+    greenfly.wait_for_log(r"SIGHUP: configuration reloaded")
+    greenfly.wait_for_log(r"bridge cloud: changed by the reload")
+    greenfly.wait_for_log(r"bridge cloud: connected to", timeout=15)
+    # The new line alone: house/s/ no longer crosses, house/r/ does, under the new prefix
+    near.publish("house/s/x", b"old line", qos=1)
+    near.publish("house/r/x", b"new line", qos=1)
+    near.publish("t/y", b"unchanged", qos=1)
+    got = sorted((m.topic, m.payload) for m in far.expect(2))
+    assert got == [("b/r/x", b"new line"), ("t/y", b"unchanged")]
+    # Had the old line stayed, its message would come before this one (one bridge, in order)
+    near.publish("house/r/end", b"end", qos=1)
+    [got] = far.expect(1)
+    assert (got.topic, got.payload) == ("b/r/end", b"end")
+    assert "bridge other:" not in greenfly.log_text()[reload_at:]
+    far.disconnect()
+    near.disconnect()
