@@ -25,7 +25,7 @@ from gevent import socket as gsocket
 
 from ..codec import MQTT_3_1_1, MQTT_5, ConnAck, Connect, FrameDecoder, encode
 from ..config.schema import BridgeSection
-from ..core.bridge_session import open_session
+from ..core.bridge_session import bridge_env, open_session
 from ..core.context import BrokerContext
 from ..core.message import Message
 from ..core.session import Session
@@ -176,6 +176,8 @@ class Bridge:
             _close(sock)
             raise AttemptFailed(f"{address} broke the protocol: {exc}") from None
         assert self.session is not None
+        self.session.env = bridge_env(self.ctx.env, self.config,
+                                      connack.properties.get("receive_maximum", 0))
         if not connack.session_present:
             # A new remote session: what it had of our QoS 2 exchanges is gone with it.
             for packet_id in list(self.session.incoming_qos2):
