@@ -46,6 +46,23 @@ def broker_factory(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator:
+    """Start Debian mosquittos on loopback: `mosquitto(extra_conf, start=True, port=None)`."""
+    from support.mosquitto import Mosquitto
+
+    started: list[Mosquitto] = []
+
+    def make(extra: str = "", start: bool = True, port: int | None = None) -> Mosquitto:
+        broker = Mosquitto(tmp_path / f"mosquitto{len(started)}", extra, port)
+        started.append(broker)
+        return broker.start() if start else broker
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
 def mqttjs() -> Iterator:
     """A factory of MQTT.js clients (Node.js processes), all closed after the test."""
     from support.mqttjs import MqttJs

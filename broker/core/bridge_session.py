@@ -32,10 +32,18 @@ def session_id(name: str) -> str:
     return BRIDGE_SESSION_PREFIX + name
 
 
-def bridge_env(env: SessionEnv, config: BridgeSection) -> SessionEnv:
-    """The broker's session environment with the bridge's queue bound instead of a client's."""
+def bridge_env(env: SessionEnv, config: BridgeSection,
+               receive_maximum: int = 0) -> SessionEnv:
+    """The broker's session environment with the bridge's queue bound instead of a client's,
+    and the window lowered to an MQTT 5 remote's Receive Maximum (its CONNACK's): the session
+    lays deliveries out for a 3.1.1 peer, so the window is the one place that limit can live.
+    Mosquitto answers a QoS 2 PUBLISH beyond it with PUBREC 0x97, which would lose it."""
+    window = env.limits.max_inflight_messages
+    if receive_maximum and (not window or receive_maximum < window):
+        window = receive_maximum  # [MQTT-3.3.4-9]
     limits: LimitsSection = dataclasses.replace(
-        env.limits, max_queued_messages=config.max_queued_messages, max_queued_bytes=0)
+        env.limits, max_queued_messages=config.max_queued_messages, max_queued_bytes=0,
+        max_inflight_messages=window)
     return SessionEnv(env.store, env.stats, limits, env.drops)
 
 

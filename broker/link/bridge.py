@@ -17,6 +17,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from typing import Any
 
 import gevent
@@ -24,7 +25,7 @@ from gevent import socket as gsocket
 
 from ..codec import MQTT_3_1_1, MQTT_5, ConnAck, Connect, FrameDecoder, encode
 from ..config.schema import BridgeSection
-from ..core.bridge_session import open_session
+from ..core.bridge_session import bridge_env, open_session
 from ..core.context import BrokerContext
 from ..core.message import Message
 from ..core.session import Session
@@ -54,10 +55,15 @@ class Bridge:
         self.session: Session | None = None
         self.link: BridgeLink | None = None
         self.connected_to: str | None = None
+        # What /metrics and the admin API show: read there, kept nowhere else
+        self.state = "stopped"  # connecting (never up yet), connected, reconnecting, stopped
+        self.since = time.time()  # when `state` last changed
+        self.connects = 0  # links established since this Bridge was built
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
         self.session = open_session(self.ctx.registry, self.config, self.ctx.env)
+        self._set_state("connecting")
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
@@ -65,7 +71,13 @@ class Bridge:
             self._greenlet.kill(block=False)
         if self.link is not None:
             self.link.close("the bridge stops")
+        self.link, self.connected_to = None, None
+        self._set_state("stopped")
         self._notify(False)
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state, self.since = state, time.time()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -91,6 +103,8 @@ class Bridge:
                 continue
             failures = 0
             self.link, self.connected_to = link, address
+            self.connects += 1
+            self._set_state("connected")
             assert self.session is not None
             log.info("bridge %s: connected to %s (%s); %d message(s) owed to it", self.name,
                      address, "MQTT 5" if link.level >= MQTT_5 else "MQTT 3.1.1",
@@ -98,6 +112,7 @@ class Bridge:
             self._notify(True)
             why = link.run()
             self.link, self.connected_to = None, None
+            self._set_state("reconnecting")
             self._notify(False)
             delay = self._delay(1)
             log.warning("bridge %s: link to %s lost: %s; reconnecting in %.1f s", self.name,
@@ -161,6 +176,8 @@ class Bridge:
             _close(sock)
             raise AttemptFailed(f"{address} broke the protocol: {exc}") from None
         assert self.session is not None
+        self.session.env = bridge_env(self.ctx.env, self.config,
+                                      connack.properties.get("receive_maximum", 0))
         if not connack.session_present:
             # A new remote session: what it had of our QoS 2 exchanges is gone with it.
             for packet_id in list(self.session.incoming_qos2):

@@ -1,9 +1,10 @@
 """The JSON admin API under `/api/v1/`: who is connected, what is kept, and three actions.
 
 Reads: `clients` (and `clients/<id>`), `sessions` (offline ones), `subscriptions`, `retained`,
-each a page (`limit`, at most `MAX_LIMIT`, and `offset`; `{"total", "offset", "limit",
-"items"}`) in a stable order (client id, filter, topic), so a store of a million entries is
-never answered whole. `overview` is the status page's numbers.
+`bridges` (each `[[bridge]]`'s link, read off the running `Bridge`), each a page (`limit`, at
+most `MAX_LIMIT`, and `offset`; `{"total", "offset", "limit", "items"}`) in a stable order
+(client id, filter, topic, name), so a store of a million entries is never answered whole.
+`overview` is the status page's numbers.
 
 Actions (always with the bearer token, checked by the listener): `POST clients/<id>/disconnect`
 (MQTT 5 clients get DISCONNECT 0x98 administrative action; the will is published, as for any
@@ -25,6 +26,7 @@ from typing import Any
 from ..core.protocol import CloseReason
 from ..core.session import Session
 from ..errors import ReasonCode
+from ..link.bridge import Bridge
 from ..link.connection import Connection
 from ..store.records import RetainedCleared
 from .http_types import Handler, Request, Response
@@ -55,6 +57,7 @@ class AdminApi:
             ("GET", PREFIX + "subscriptions"): self.subscriptions,
             ("GET", PREFIX + "retained"): self.retained,
             ("DELETE", PREFIX + "retained/"): self.delete_retained,
+            ("GET", PREFIX + "bridges"): self.bridges,
         }
 
     # -- reads ---------------------------------------------------------------------------------
@@ -105,6 +108,10 @@ class AdminApi:
                            if m.topic.startswith(prefix)), key=lambda m: m.topic)
         return _page(request, messages, lambda m: {"topic": m.topic, "qos": m.qos,
                                                    "bytes": len(m.payload)})
+
+    def bridges(self, request: Request) -> Response:
+        """The `[[bridge]]`s by name: the remote address in use and the link's state."""
+        return _page(request, list(self.runtime.bridges), bridge_json)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -158,6 +165,19 @@ def client_json(session: Session, connection: Connection) -> dict[str, Any]:
         "queued": len(session.queue),
         "subscriptions": len(session.subscriptions),
         "persistent": session.persistent,
+    }
+
+
+def bridge_json(bridge: Bridge) -> dict[str, Any]:
+    session = bridge.session
+    return {
+        "name": bridge.name,
+        "address": bridge.connected_to,  # None while the link is down
+        "state": bridge.state,
+        "since": _iso(bridge.since),
+        "connects": bridge.connects,
+        "queued": len(session.queue) if session is not None else 0,
+        "inflight": len(session.inflight) if session is not None else 0,
     }
 
 

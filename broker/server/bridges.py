@@ -6,6 +6,7 @@ others stay up untouched."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from ..config.schema import Config
 from ..core.bridge_session import remove_unconfigured, session_id
@@ -49,6 +50,10 @@ class Bridges:
     def states(self) -> dict[str, str | None]:
         """Bridge name -> the address it is connected to, or None while it is down."""
         return {name: bridge.connected_to for name, bridge in self.bridges.items()}
+
+    def __iter__(self) -> Iterator[Bridge]:
+        """The running bridges, by name: what /metrics and the admin API read."""
+        return iter([self.bridges[name] for name in sorted(self.bridges)])
 
 
 __all__ = ["Bridges", "session_id"]

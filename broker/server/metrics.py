@@ -107,6 +107,25 @@ class BrokerCollector:
                        stats.clients_expired)
         yield _gauge("uptime_seconds", "Seconds since the broker started", stats.uptime())
         yield from self._journal()
+        yield from self._bridges()
+
+    def _bridges(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("greenfly_bridge_up", "1 while the bridge's link to its remote "
+                               "is up", labels=["bridge"])
+        queued = GaugeMetricFamily("greenfly_bridge_queued_messages", "Messages the bridge "
+                                   "holds for the remote: queued plus in flight",
+                                   labels=["bridge"])
+        connects = CounterMetricFamily("greenfly_bridge_connects", "Links to the remote "
+                                       "established (since start or the bridge's last change)",
+                                       labels=["bridge"])
+        for bridge in self.runtime.bridges:
+            owed = bridge.session.owed() if bridge.session is not None else 0
+            up.add_metric([bridge.name], int(bridge.state == "connected"))
+            queued.add_metric([bridge.name], owed)
+            connects.add_metric([bridge.name], bridge.connects)
+        yield up
+        yield queued
+        yield connects
 
     def _journal(self) -> Iterator[Metric]:
         store = self.runtime.store

@@ -10,6 +10,7 @@ from typing import Protocol
 from ..core.context import BrokerContext
 from ..link.connection import Connection
 from ..store.base import SessionStore
+from .bridges import Bridges
 from .listeners import Listener
 from .login_throttle import LoginThrottle
 
@@ -21,3 +22,4 @@ class Runtime(Protocol):
     connections: set[Connection]
     failures: LoginThrottle  # failed logins per address, MQTT and HTTP alike
     stopping: bool
+    bridges: Bridges  # the [[bridge]]s running now (reload replaces them in place)

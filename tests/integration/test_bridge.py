@@ -10,7 +10,6 @@ import time
 
 import pytest
 from support.clients import PahoClient, RawClient, publish_many
-from support.mosquitto import Mosquitto
 from support.tls import make_certificates
 
 
@@ -18,20 +17,6 @@ def _bridge(name: str, port: int, topics: list[str], extra: str = "") -> str:
     lines = ", ".join(f'"{line}"' for line in topics)
     return (f'[[bridge]]\nname = "{name}"\naddress = ["127.0.0.1:{port}"]\n'
             f"topic = [{lines}]\nrestart_timeout = [0.1, 0.5]\n{extra}\n")
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    started: list[Mosquitto] = []
-
-    def make(extra: str = "", start: bool = True, **kwargs) -> Mosquitto:
-        broker = Mosquitto(tmp_path / f"mosquitto{len(started)}", extra, **kwargs)
-        started.append(broker)
-        return broker.start() if start else broker
-
-    yield make
-    for broker in started:
-        broker.stop()
 
 
 def _connected(greenfly, name: str = "cloud") -> None:
