@@ -8,6 +8,7 @@ socket with the reason in the log. The same through real nginx: test_proxy_clien
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -104,8 +105,10 @@ def test_a_proxy_that_sends_nothing_is_closed_after_the_deadline(proxied):
 
 def test_a_peer_that_is_not_a_trusted_proxy_is_refused(proxied):
     raw = RawClient(proxied_port(proxied), source="127.0.0.2")
-    raw.send(encode_v1(("203.0.113.9", 51234), ("192.0.2.1", 8883)))
-    raw.send_packet(Connect(unique("spoofer")))
+    # The broker closes such a peer on accept: a send may already find the socket gone.
+    with contextlib.suppress(OSError):
+        raw.send(encode_v1(("203.0.113.9", 51234), ("192.0.2.1", 8883)))
+        raw.send_packet(Connect(unique("spoofer")))
     assert raw.closed_by_broker(timeout=5)
     proxied.wait_for_log(r"closing 127\.0\.0\.2:\d+: mqtt on 127\.0\.0\.1:\d+ \(PROXY protocol\) "
                          r"takes PROXY protocol connections from trusted_proxies only")
