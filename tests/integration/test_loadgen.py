@@ -15,20 +15,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.loadgen import built_loadgen
 
-REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "bench"
-LOADGEN = BENCH / "build" / "loadgen"
 NO_LIMITS = "[limits]\nmax_inflight_messages = 0\nmax_queued_messages = 0\n"
 
 
 @pytest.fixture(scope="module")
 def loadgen() -> Path:
-    build = subprocess.run(["make", "-s", "-C", str(BENCH)], capture_output=True, text=True,
-                           timeout=120)
-    assert build.returncode == 0, f"building the load generator failed:\n{build.stderr}"
-    assert "warning" not in build.stderr, build.stderr
-    return LOADGEN
+    return built_loadgen()
 
 
 def run_loadgen(binary: Path, *args: str) -> tuple[int, dict, str]:

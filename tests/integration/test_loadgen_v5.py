@@ -9,18 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.loadgen import built_loadgen
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-LOADGEN = BENCH / "build" / "loadgen"
 NO_LIMITS = "[limits]\nmax_inflight_messages = 0\nmax_queued_messages = 0\n"
 
 
 @pytest.fixture(scope="module")
 def loadgen() -> Path:
-    build = subprocess.run(["make", "-s", "-C", str(BENCH)], capture_output=True, text=True,
-                           timeout=120)
-    assert build.returncode == 0, f"building the load generator failed:\n{build.stderr}"
-    return LOADGEN
+    return built_loadgen()
 
 
 def run_v5(binary: Path, port: int, *extra: str) -> tuple[int, dict, str]:
