@@ -59,7 +59,7 @@ class Bridge:
         self.state = "stopped"  # connecting (never up yet), connected, reconnecting, stopped
         self.since = time.time()  # when `state` last changed
         self.connects = 0  # links established since this Bridge was built
-        self._greenlet: gevent.Greenlet | None = None
+        self._greenlet: gevent.Greenlet[..., Any] | None = None
 
     def start(self) -> None:
         self.session = open_session(self.ctx.registry, self.config, self.ctx.env)
@@ -122,7 +122,7 @@ class Bridge:
     def _delay(self, failures: int) -> float:
         base, cap = self.config.restart_timeout
         step = min(cap, base * 2 ** min(failures - 1, 30))
-        return step * random.uniform(0.75, 1.0)
+        return float(step * random.uniform(0.75, 1.0))
 
     def _notify(self, up: bool) -> None:
         if self.config.notifications:

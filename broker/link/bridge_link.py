@@ -177,6 +177,7 @@ class BridgeLink:
             decoder = FrameDecoder(server_side=False)
             decoder.feed(item)
             packet = decoder.next_packet()
+            assert isinstance(packet, Publish)
             message = Message(packet.topic, packet.payload, 0, packet.retain)
             return self._publish(message, 0, packet.retain, False, 0)
         return encode(item, self.level)

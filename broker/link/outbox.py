@@ -140,7 +140,7 @@ class Outbox:
         self._awaiting = False  # a store callback (`on_durable`) is registered
         self._flusher = flusher  # None: always a writer greenlet (tests, transports that block)
         self._dirty = False  # scheduled with the flusher
-        self._writer: gevent.Greenlet | None = None
+        self._writer: gevent.Greenlet[..., Any] | None = None
         self._wake: Event | None = None
         self._idle_since = 0.0  # when the writer last found nothing to write
 
@@ -434,7 +434,7 @@ class Outbox:
         writer = self._writer
         current = gevent.getcurrent()
         if flush:
-            with gevent.Timeout(FLUSH_ON_CLOSE_TIMEOUT, False):
+            with gevent.Timeout(FLUSH_ON_CLOSE_TIMEOUT, False):  # type: ignore[arg-type]
                 if writer is not None and writer is not current:
                     self.closed = True  # the writer drains, then ends
                     if self._wake is not None:

@@ -10,6 +10,7 @@ configuration).
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 from gevent import ssl as cooperative_ssl
 
@@ -26,6 +27,7 @@ def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
     context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # sockets that yield
     context.minimum_version = TLS_VERSIONS[listener.tls_version]
     where = f"listener {listener.bind}:{listener.port}"
+    assert listener.certfile is not None  # checked above: no certfile, no TLS context
     try:
         context.load_cert_chain(listener.certfile, listener.keyfile)
     except (OSError, ssl.SSLError) as exc:
@@ -41,14 +43,14 @@ def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
     return context
 
 
-def certificate_identity(peer_certificate: dict | None) -> str | None:
+def certificate_identity(peer_certificate: dict[str, Any] | None) -> str | None:
     """The common name of a verified client certificate."""
     if not peer_certificate:
         return None
     for rdn in peer_certificate.get("subject", ()):
         for name, value in rdn:
             if name == "commonName":
-                return value
+                return str(value)
     return None
 
 
