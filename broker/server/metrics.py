@@ -45,6 +45,20 @@ def drop_reasons(stats: Stats) -> dict[str, int]:
     return reasons
 
 
+def session_tally(runtime: Runtime) -> tuple[int, int, int, int]:
+    """(online, offline, queued, inflight) over every session: what /metrics and the status
+    page both show, counted in one walk of the registry."""
+    online = offline = queued = inflight = 0
+    for session in runtime.ctx.registry:
+        if session.peer is None:
+            offline += 1
+        else:
+            online += 1
+        queued += len(session.queue)
+        inflight += len(session.inflight)
+    return online, offline, queued, inflight
+
+
 def _slots(obj: object) -> Iterator[str]:
     for cls in type(obj).__mro__:
         yield from getattr(cls, "__slots__", ())
@@ -61,14 +75,7 @@ class BrokerCollector:
     def collect(self) -> Iterator[Metric]:
         ctx = self.runtime.ctx
         stats = ctx.stats
-        online = offline = queued = inflight = 0
-        for session in ctx.registry:
-            if session.peer is None:
-                offline += 1
-            else:
-                online += 1
-            queued += len(session.queue)
-            inflight += len(session.inflight)
+        online, offline, queued, inflight = session_tally(self.runtime)
 
         yield _gauge("clients_connected", "MQTT clients connected now", stats.clients_connected)
         sessions = GaugeMetricFamily("greenfly_sessions", "Sessions by state",

@@ -15,7 +15,7 @@ from typing import Any
 
 import gevent
 
-from .metrics import drop_reasons
+from .metrics import drop_reasons, session_tally
 from .runtime_view import Runtime
 
 INTERVAL = 1.0
@@ -56,14 +56,7 @@ class StatusHistory:
         runtime = self.runtime
         ctx = runtime.ctx
         stats = ctx.stats
-        online = offline = queued = inflight = 0
-        for session in ctx.registry:
-            if session.peer is None:
-                offline += 1
-            else:
-                online += 1
-            queued += len(session.queue)
-            inflight += len(session.inflight)
+        online, offline, queued, inflight = session_tally(runtime)
         store = runtime.store
         samples = list(self.samples)
         rates = [(round(b[0], 1), _rate(a, b, 1), _rate(a, b, 2))
