@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.recording_peer import RecordingPeer
 
 from broker.codec import ConnAck, Connect, PingReq, SubAck, SubOptions, Subscribe, encode
 from broker.config.loading import load_text
@@ -23,26 +24,6 @@ from broker.core.protocol import (
 from broker.errors import ReasonCode
 from broker.link.connection import Connection
 from broker.store.memory import MemoryStore
-
-
-class Peer:
-    """What a session and a protocol write to, kept in a list."""
-
-    protocol_level = 4
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.terminated: list[Any] = []
-
-    def put(self, item: Any) -> None:
-        self.items.append(item)
-
-    def offer(self, data: bytes) -> bool:
-        self.put(data)
-        return True
-
-    def terminate(self, reason: Any) -> None:
-        self.terminated.append(reason)
 
 
 class Security:
@@ -84,7 +65,7 @@ def connect_packet(client_id: str = "dev-1") -> Connect:
 
 
 def test_connect_asks_for_a_check_and_answers_only_with_the_verdict(ctx):
-    peer = Peer()
+    peer = RecordingPeer()
     protocol = ClientProtocol(ctx, peer, "[::1]:5000", Listener(Security(OK)), identity="cn")
     request = protocol.handle(connect_packet())
     assert request == AuthRequest("alice", b"s3cret", "::1", "cn")
@@ -98,7 +79,7 @@ def test_connect_asks_for_a_check_and_answers_only_with_the_verdict(ctx):
 
 
 def test_a_refusing_verdict_answers_with_its_code_and_closes(ctx):
-    peer = Peer()
+    peer = RecordingPeer()
     protocol = ClientProtocol(ctx, peer, "127.0.0.1:5000", Listener(Security(WRONG)))
     protocol.authenticated(protocol.source.security.authenticate(
         protocol.handle(connect_packet())))
@@ -109,21 +90,21 @@ def test_a_refusing_verdict_answers_with_its_code_and_closes(ctx):
 
 
 def test_refusals_that_need_no_credentials_ask_for_no_check(ctx):
-    peer = Peer()
+    peer = RecordingPeer()
     protocol = ClientProtocol(ctx, peer, "127.0.0.1:5000")
     assert protocol.handle(Connect("", clean_start=False)) is None
     assert peer.items == [ConnAck(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, False)]
 
 
 def test_a_packet_before_the_verdict_is_the_callers_bug(ctx):
-    protocol = ClientProtocol(ctx, Peer(), "127.0.0.1:5000")
+    protocol = ClientProtocol(ctx, RecordingPeer(), "127.0.0.1:5000")
     protocol.handle(connect_packet())
     with pytest.raises(RuntimeError, match="before the CONNECT's verdict"):
         protocol.handle(PingReq())
 
 
 def test_a_verdict_after_the_connection_was_lost_is_refused_and_changes_nothing(ctx):
-    peer = Peer()
+    peer = RecordingPeer()
     protocol = ClientProtocol(ctx, peer, "127.0.0.1:5000")
     protocol.handle(connect_packet())
     protocol.connection_lost(PEER_CLOSED)

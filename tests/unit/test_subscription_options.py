@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from support.recording_peer import RecordingPeer
 
 from broker.codec import (
     Connect,
@@ -28,32 +28,6 @@ from broker.core.session import Delivery, Session
 from broker.errors import ProtocolError, ReasonCode
 from broker.store.memory import MemoryStore
 from broker.store.records import OutgoingWithdrawn, Subscribed
-
-
-class Peer:
-    def __init__(self, level: int) -> None:
-        self.protocol_level = level
-        self.items: list[Any] = []
-
-    def put(self, item: Any) -> None:
-        self.items.append(item)
-
-    def offer(self, data: bytes) -> bool:
-        self.put(data)
-        return True
-
-    def terminate(self, reason: Any) -> None:
-        pass
-
-    def produce(self, feed: Any) -> None:
-        while not feed(1 << 30):
-            pass
-
-    def take(self, kind: type) -> list[Any]:
-        found = [item for item in self.items if isinstance(item, kind)]
-        self.items = [item for item in self.items if not isinstance(item, kind)]
-        return found
-
 
 Seen = tuple[str, bytes, int, bool, tuple[int, ...]]
 
@@ -84,8 +58,8 @@ def ctx() -> BrokerContext:
 
 
 def connect(ctx: BrokerContext, client_id: str, level: int = 5,
-            expiry: int = 0) -> tuple[ClientProtocol, Peer]:
-    peer = Peer(level)
+            expiry: int = 0) -> tuple[ClientProtocol, RecordingPeer]:
+    peer = RecordingPeer(level)
     protocol = ClientProtocol(ctx, peer, "127.0.0.1:1")
     props = {"session_expiry_interval": expiry} if expiry else {}
     request = protocol.handle(Connect(client_id, level, True, 60,
@@ -101,7 +75,7 @@ def subscribe(protocol: ClientProtocol, *subs: tuple[str, SubOptions],
     props = {"subscription_identifier": [identifier]} if identifier else {}
     protocol.handle(Subscribe(1, subs, props))
     peer = protocol.peer
-    assert isinstance(peer, Peer)
+    assert isinstance(peer, RecordingPeer)
     [suback] = peer.take(SubAck)
     codes: tuple[int, ...] = suback.reason_codes
     return codes
