@@ -9,14 +9,9 @@ import time
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from support.bridges import bridge_config
 from support.clients import PahoClient
 from support.http import HTTP_LISTENER, request
-
-
-def _bridge(name: str, port: int, topics: list[str]) -> str:
-    lines = ", ".join(f'"{line}"' for line in topics)
-    return (f'[[bridge]]\nname = "{name}"\naddress = ["127.0.0.1:{port}"]\n'
-            f"topic = [{lines}]\nrestart_timeout = [0.1, 0.5]\n")
 
 
 def _bridge_metrics(port: int) -> dict[tuple[str, str], float]:
@@ -45,7 +40,7 @@ def _poll(check, timeout: float = 10.0) -> Any:
 
 def test_bridge_state_in_metrics_and_admin_api_follows_the_remote(broker_factory, mosquitto):
     remote = mosquitto()
-    greenfly = broker_factory(HTTP_LISTENER + _bridge("cloud", remote.port, ["s/# out 1"]))
+    greenfly = broker_factory(HTTP_LISTENER + bridge_config("cloud", remote.port, ["s/# out 1"]))
     http = greenfly.port_of("http")
     greenfly.wait_for_log(r"bridge cloud: connected to", timeout=15)
     assert _poll(lambda: _bridge_metrics(http)[("greenfly_bridge_up", "cloud")] == 1)
@@ -81,8 +76,8 @@ def test_bridge_state_in_metrics_and_admin_api_follows_the_remote(broker_factory
 def test_sighup_reconnects_the_changed_bridge_only_and_applies_its_new_topics(
         broker_factory, mosquitto):
     remote = mosquitto()
-    greenfly = broker_factory(_bridge("cloud", remote.port, ["s/# out 1 house/ a/"])
-                              + _bridge("other", remote.port, ["t/# out 1"]))
+    greenfly = broker_factory(bridge_config("cloud", remote.port, ["s/# out 1 house/ a/"])
+                              + bridge_config("other", remote.port, ["t/# out 1"]))
     greenfly.wait_for_log(r"bridge cloud: connected to", timeout=15)
     greenfly.wait_for_log(r"bridge other: connected to", timeout=15)
     far = PahoClient(remote.port)
