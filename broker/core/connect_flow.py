@@ -284,8 +284,7 @@ def connection_lost(proto: ProtocolState, reason: CloseReason) -> None:
 
 def _will_goes_out(proto: ProtocolState, will: Will) -> None:
     """Now, or after the will delay interval (bounded by the session's own end)."""
-    message = Message(will.topic, will.payload, will.qos, will.retain,
-                      _without_delay(will.properties), proto.client_id)
+    message = will_message(proto.client_id, will)
     delay = will.properties.get("will_delay_interval", 0) if will.properties else 0
     session = proto.session
     if delay and session is not None and session.persistent:
@@ -295,6 +294,12 @@ def _will_goes_out(proto: ProtocolState, will: Will) -> None:
         proto.ctx.wills.hold(proto.client_id, message, time.monotonic() + delay)
         return
     proto.ctx.router.publish(message)
+
+
+def will_message(client_id: str, will: Will) -> Message:
+    """The application message a will becomes."""
+    return Message(will.topic, will.payload, will.qos, will.retain,
+                   _without_delay(will.properties), client_id)
 
 
 def _without_delay(properties: Any) -> Any:

@@ -215,9 +215,12 @@ class Message:
         """Record that `client_id` is owed this message (`packet_id` 0: queued): the first
         time together with the message itself, in one record, then by reference."""
         if self.stored:
-            store.append(OutgoingStored(client_id, self.msg_id, qos, retain, packet_id, sub_ids))
-            return
-        self.msg_id = store.new_message_id()
+            if not store.self_contained:
+                store.append(OutgoingStored(client_id, self.msg_id, qos, retain, packet_id,
+                                            sub_ids))
+                return
+        else:
+            self.msg_id = store.new_message_id()
         store.append(MessageQueued(self.msg_id, self.topic, self.payload, self.qos,
                                    self.retain, self.origin, self.properties, client_id, qos,
                                    retain, packet_id, self.received_at, sub_ids))

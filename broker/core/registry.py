@@ -90,6 +90,16 @@ class SessionRegistry:
         with self._lock:
             self._remove(session)
 
+    def forget(self, session: Session) -> None:
+        """Let go of a session without recording its end: in a cluster another node owns it
+        now (its records are that node's to write), so nothing is deleted or handed over."""
+        with self._lock:
+            if self.sessions.get(session.client_id) is not session:
+                return
+            del self.sessions[session.client_id]
+            for topic_filter in list(session.subscriptions):
+                self.tree.unsubscribe(session.client_id, topic_filter)
+
     def _remove(self, session: Session) -> None:
         if self.sessions.get(session.client_id) is not session:
             return

@@ -23,6 +23,7 @@ import logging
 from ..store.base import SessionStore
 from ..store.records import RetainedCleared, RetainedSet
 from ..topics import matches, parse_shared
+from .cluster_hooks import ClusterHooks
 from .message import Message
 from .registry import SessionRegistry
 from .retained import RetainedMessages
@@ -51,17 +52,26 @@ class Router:
             return session is not None and session.peer is not None
 
         self._online = online
+        self.cluster: ClusterHooks | None = None  # set by a cluster node
         registry.hand_over = self.hand_over  # a session's end leaves its shared groups
 
-    def publish(self, message: Message, persist: bool = True) -> int:
+    def publish(self, message: Message, persist: bool = True, forwarded: bool = False) -> int:
         """Deliver `message` to every matching session. Returns how many took it (0: nobody
         matched), or ALL_DROPPED when subscribers matched and every one of them dropped it
-        (a full queue, a packet above its maximum): MQTT 5's "quota exceeded"."""
-        if message.retain:
+        (a full queue, a packet above its maximum): MQTT 5's "quota exceeded".
+
+        In a cluster, a message from a client of this node also goes to the other nodes
+        (`cluster.forward`, counted in the result); one `forwarded` from another node was
+        retained there already, and skips the persistent sessions it reaches at QoS 1/2:
+        the publishing node appended it to their queues in Redis before its PUBACK."""
+        if message.retain and not forwarded:
             self._retain(message, persist)
+        cluster = self.cluster
+        remote = cluster.forward(message) if (cluster is not None and persist
+                                               and not forwarded) else 0
         targets = self.tree.match(message.topic, self._online)
         if not targets:
-            return 0
+            return remote
         sessions = self.registry.sessions
         pub_qos = message.qos
         delivered = 0
@@ -70,6 +80,8 @@ class Router:
         for client_id, qos, options in targets:
             session = sessions.get(client_id)
             if session is not None:
+                if forwarded and session.persistent and qos and pub_qos:
+                    continue  # in its queue in Redis already (see above)
                 rules = session.rules
                 if rules is not None and not rules.can_read(topic):
                     continue  # the ACL is checked per delivery, not only at SUBSCRIBE
@@ -88,9 +100,9 @@ class Router:
                     delivered += 1
                 else:
                     lost += 1
-        if lost and not delivered:
+        if lost and not delivered and not remote:
             return ALL_DROPPED
-        return delivered
+        return delivered + remote
 
     def _retain(self, message: Message, persist: bool) -> None:
         if not message.payload:  # [MQTT-3.3.1-10] [MQTT-3.3.1-11]
@@ -106,6 +118,8 @@ class Router:
                       identifier: int = 0) -> RetainedFeed:
         """After a SUBSCRIBE: the retained messages the new filter matches, to be sent with
         retain=1 and the subscription's identifier as the client reads (`Peer.produce`)."""
+        if self.cluster is not None:
+            self.cluster.retained_barrier()
         found = self.retained.match(topic_filter)
         rules = session.rules
         if rules is not None:

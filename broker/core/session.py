@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 from gevent.lock import Semaphore
 
@@ -66,44 +66,10 @@ from .client_limits import ClientLimits
 from .delivery import Delivery, OwnDelivery, delivery, lay_out, new_flight
 from .drop_log import DropLog
 from .message import Message
+from .peer import Peer, WaitDurable
 from .stats import Stats
 
-
-class Peer(Protocol):
-    """The live end of a session: a connection's outbox (implemented by `Connection`)."""
-
-    @property
-    def protocol_level(self) -> int:
-        """The MQTT level its client speaks (read only: the connection's protocol sets it)."""
-        ...
-
-    def put(self, item: Any) -> None:
-        """Queue for the writer: wire bytes (a QoS 0 PUBLISH), a packet, a `WaitDurable`, or
-        a `Delivery` (a QoS 1/2 PUBLISH)."""
-        ...
-
-    def offer(self, data: bytes) -> bool:
-        """Queue a QoS 0 PUBLISH's wire bytes, unless the outbox is full: then False."""
-        ...
-
-    def terminate(self, reason: Any) -> None:
-        """Close the connection now, from another greenlet (takeover)."""
-        ...
-
-    def produce(self, feed: Callable[[int], bool]) -> None:
-        """Call `feed(budget)` whenever the outbox has room for about `budget` more bytes
-        (and after each read), until it returns True: what is owed in bulk goes at the pace
-        the client reads, after what feeds were given before."""
-        ...
-
-
-class WaitDurable:
-    """Outbox marker: what follows may be written only once record `seq` is durable."""
-
-    __slots__ = ("seq",)
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
+__all__ = ["Peer", "Queued", "Session", "SessionEnv", "WaitDurable"]
 
 
 @dataclass(slots=True)
@@ -188,6 +154,14 @@ class Session:
         else:
             self._owned_queue().append((message, qos, retain, sub_ids))
             self.queued_bytes += len(message.payload)
+
+    def accept_owed(self, message: Message, qos: int, retain: bool,
+                    sub_ids: tuple[int, ...] = ()) -> None:
+        """A message another node put in this session's queue in the store (a cluster):
+        queued here as if restored, and sent when the window has room."""
+        with self._lock:
+            self.restore_owed(message, qos, retain, 0, False, sub_ids)
+            self._fill_window()
 
     def restore_incoming(self, packet_ids: set[int]) -> None:
         if packet_ids:

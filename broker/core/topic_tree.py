@@ -144,6 +144,9 @@ class TopicTree:
         self._cache: dict[str, _Walk] = {}
         self._count = 0
         self._shared_count = 0
+        # (filter, +1 or -1) for each (client, filter) subscription added or removed, after
+        # the change: a cluster node counts its filters for the other nodes' routes.
+        self.observer: Callable[[str, int], None] | None = None
 
     @property
     def count(self) -> int:
@@ -186,7 +189,9 @@ class TopicTree:
                 self._count += 1
                 self._shared_count += 1 if shared else 0
             self._cache.clear()
-            return existed
+        if not existed and self.observer is not None:
+            self.observer(topic_filter, 1)
+        return existed
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         """Remove a subscription; True when it existed. Empty branches are pruned."""
@@ -220,7 +225,9 @@ class TopicTree:
                 if node.children or node.subscribers or node.shared or node.optioned:
                     break
                 del trail[depth - 1].children[levels[depth - 1]]
-            return True
+        if self.observer is not None:
+            self.observer(topic_filter, -1)
+        return True
 
     def match(self, topic: str, online: Online | None = None) -> tuple[Target, ...]:
         """Who receives a message published to `topic`: (client id, maximum QoS, options)."""

@@ -38,6 +38,8 @@ import gevent
 from ..codec import ConnAck, Disconnect, FrameDecoder
 from ..codec.first_bytes import not_connect
 from ..codec.reasons import REASONS
+from ..core.cluster_hooks import ClusterHooks
+from ..core.connect_flow import will_message
 from ..core.context import BrokerContext
 from ..core.protocol import (
     AWAIT_CONNECT,
@@ -45,6 +47,7 @@ from ..core.protocol import (
     GONE,
     PEER_CLOSED,
     AuthRequest,
+    AuthResult,
     ClientProtocol,
     CloseReason,
     SecuritySource,
@@ -239,8 +242,29 @@ class Connection:
         # which once closed first-time logins stuck behind a burst of guesses.
         self.deadline = NO_DEADLINE
         verdict = protocol.source.security.authenticate(request, self._still_wanted)
+        cluster = protocol.ctx.router.cluster
+        if (cluster is not None and self.closed is None
+                and verdict.reason == ReasonCode.SUCCESS):
+            verdict = self._claim(cluster, verdict)
         if self.closed is None:
             protocol.authenticated(verdict)
+
+    def _claim(self, cluster: ClusterHooks, verdict: AuthResult) -> AuthResult:
+        """In a cluster: the session becomes this node's (taken from another node, loaded
+        from Redis) before the CONNACK says whether one is present."""
+        protocol = self.protocol
+        packet = protocol.pending_connect
+        if packet is None:
+            return verdict
+        if protocol.protocol_level >= 5:
+            persistent = protocol.limits.session_expiry > 0
+        else:
+            persistent = not packet.clean_start
+        will = None if packet.will is None else will_message(protocol.client_id, packet.will)
+        refusal = cluster.claim(protocol.client_id, packet.clean_start, persistent, will)
+        if refusal is None:
+            return verdict
+        return AuthResult(refusal, verdict.username, "the cluster's store (Redis) is unavailable")
 
     def _still_wanted(self) -> bool:
         """False once this connection is closed or its peer hung up (FIN or reset), without

@@ -60,6 +60,8 @@ DISK_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
 class JournalStore:
+    self_contained = False  # one log for all sessions: messages are shared by reference
+
     def __init__(self, data_dir: str, fsync: str = "always", fsync_interval_ms: int = 1000,
                  compact_min_bytes: int = 64 * 1024 * 1024, compact_factor: float = 4.0) -> None:
         self.data_dir = data_dir

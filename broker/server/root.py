@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import Event
@@ -35,6 +36,9 @@ from .notify import Notifier
 from .security import ListenerSecurity
 from .sys_topics import SysTopics
 
+if TYPE_CHECKING:
+    from ..cluster.node import ClusterNode
+
 log = logging.getLogger("greenfly")
 
 WATCHDOG_INTERVAL = 0.25  # deadlines are enforced within this many seconds
@@ -43,8 +47,15 @@ WATCHDOG_INTERVAL = 0.25  # deadlines are enforced within this many seconds
 class Broker:
     def __init__(self, config: Config, store: SessionStore | None = None) -> None:
         self.config = config
+        self.cluster: ClusterNode | None = None
+        if store is None and config.cluster is not None:
+            from ..cluster.node import ClusterNode  # Redis is imported only with [cluster]
+            self.cluster = ClusterNode.create(config.cluster, config.limits.max_queued_messages)
+            store = self.cluster.store
         self.store = store if store is not None else make_store(config)
         self.ctx = BrokerContext.build(config, self.store)
+        if self.cluster is not None:
+            self.cluster.attach(self.ctx)
         if isinstance(self.store, JournalStore):
             registry, retained = self.ctx.registry, self.ctx.retained
             self.store.snapshot_source = lambda: registry.snapshot_records(retained)
@@ -73,6 +84,8 @@ class Broker:
         if state.sessions or state.retained:
             log.info("restored %d persistent session(s), %d retained message(s)",
                      len(state.sessions), len(state.retained))
+        if self.cluster is not None:
+            self.cluster.start()  # the other nodes' routes before any client publishes
         self.bridges.start()  # their subscriptions in place before any client publishes
         for listener in [*self.listeners, *self.http_listeners]:
             try:
@@ -108,7 +121,10 @@ class Broker:
             task.kill(block=False)
         for connection in list(self.connections):
             connection.terminate(SERVER_SHUTDOWN)
-        self.store.close()
+        if self.cluster is not None:
+            self.cluster.stop()  # the store with it
+        else:
+            self.store.close()
         self.ctx.env.drops.flush()  # the drops since the last report, before the process goes
         self.hash_pool.close()
         self._stopped.set()
@@ -142,6 +158,8 @@ class Broker:
     def _connection_closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
         self.memory.closed += 1
+        if self.cluster is not None and connection.protocol.client_id:
+            self.cluster.connection_closed(connection.protocol.client_id)
         listener = connection.protocol.source
         if isinstance(listener, Listener):
             listener.connection_closed()

@@ -262,6 +262,10 @@ class SessionStore(Protocol):
 
     seq: int  # number of the last record appended
     failure: str | None  # why records cannot be made durable right now, or None
+    # True when every session's records must stand alone (a cluster keeps one log per
+    # session in Redis): a message owed to several sessions is then written whole to each,
+    # `MessageQueued` with the same id, never `OutgoingStored` by reference.
+    self_contained: bool
 
     def load(self) -> StoredState:
         """The state to start from; called once, before any listener opens."""

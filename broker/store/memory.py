@@ -19,6 +19,8 @@ _COMPACT_MINIMUM = 10_000
 
 
 class MemoryStore:
+    self_contained = False  # one log for all sessions: messages are shared by reference
+
     def __init__(self) -> None:
         self._records: list[Record] = []
         self._live = 0  # records in the last snapshot
