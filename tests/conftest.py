@@ -76,3 +76,14 @@ def mqttjs() -> Iterator:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator:
+    """A started Debian redis-server on loopback (AOF, appendfsync always), stopped by its PID
+    afterwards: `.url`, `.port`, `.kill()`, `.restart()`, `.client()` (tests/support/redis.py)."""
+    from support.redis import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.close()

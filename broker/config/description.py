@@ -32,6 +32,12 @@ def describe(config: Config) -> list[str]:
             lines.append(f"{where}: TLS ({listener.tls_version} or newer"
                          + (", client certificate required" if listener.require_certificate
                             else "") + ")")
+    cluster = config.cluster
+    if cluster is not None:
+        lines.append(f"cluster node {cluster.node_id!r} on {cluster.redis_url} (keys under "
+                     f"{cluster.key_prefix!r}, lease {cluster.lease_ms} ms"
+                     + (f", password from {cluster.redis_password_file}"
+                        if cluster.redis_password_file else ", no password") + ")")
     return lines
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .bridge_topics import TopicLineError
-from .schema import SECTIONS, Config, ListenerSection
+from .schema import SECTIONS, ClusterSection, Config, ListenerSection
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback pyproject names
     import tomllib
@@ -55,6 +55,24 @@ def read_text(path: str, what: str = "file") -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"the {what} is not UTF-8 (byte {exc.start})", file=path) from None
+
+
+def redis_password(cluster: ClusterSection) -> str | None:
+    """The Redis password from redis_password_file (whitespace stripped), None without one.
+
+    Read when the configuration is loaded (so a bad file stops `greenfly check` and start-up)
+    and again by the node when it connects; the secret never sits in the Config."""
+    if cluster.redis_password_file is None:
+        return None
+    key = "cluster.redis_password_file"
+    try:
+        password = read_text(cluster.redis_password_file, "Redis password file").strip()
+    except ConfigError as exc:
+        raise ConfigError(exc.reason + f" ({cluster.redis_password_file})", key=key) from None
+    if not password:
+        raise ConfigError(f"the Redis password file {cluster.redis_password_file} is empty",
+                          key=key)
+    return password
 
 
 def load_file(path: str) -> Config:
@@ -142,6 +160,11 @@ def _check_whole(config: Config, where: _Locator) -> None:
             raise where.error("bridge", i, "name", f"{bridge.name!r} is the name of "
                               f"bridge[{names[bridge.name]}] too")
         names[bridge.name] = i
+    if config.cluster is not None:
+        try:
+            redis_password(config.cluster)
+        except ConfigError as exc:
+            raise where.error("cluster", None, "redis_password_file", exc.reason) from None
 
 
 class _Locator:

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .bridge_topics import BridgeTopic, topic_lines
 
@@ -350,6 +351,69 @@ class LogSection:
         "shippers")
 
 
+NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def node_id(value: Any) -> str:
+    """A cluster node's name: it goes into Redis key names and the log, so a short plain word."""
+    if (not isinstance(value, str) or not value or len(value) > 64
+            or not set(value) <= NODE_ID_CHARS):
+        raise ValueError("expected 1 to 64 letters, digits, '-', '_' or '.' (such as \"n1\"), "
+                         f"got {_describe(value)}")
+    return value
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_url(value: Any) -> str:
+    """redis://host:port/db, rediss:// (TLS) or unix:///path; never with a password in it."""
+    if not isinstance(value, str) or not value.startswith(REDIS_SCHEMES):
+        raise ValueError("expected a URL starting with redis://, rediss:// (TLS) or unix:// "
+                         f"(such as \"redis://127.0.0.1:6379/0\"), got {_describe(value)}")
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port is not a number in 1..65535: {value!r}") from None
+    if parts.password is not None:
+        # A secret in the main config ends up in backups, `greenfly check` output and ps.
+        raise ValueError("the URL holds a password: put it in redis_password_file instead")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"expected unix:///path/to/redis.sock, got {value!r}")
+    else:
+        if not parts.hostname or port == 0:
+            raise ValueError(f"expected a host (and port) after {parts.scheme}://, got {value!r}")
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ValueError(f"the path must be a database number such as /0, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSection:
+    node_id: str = option(node_id, "", "this node's name, stable across restarts and unique in "
+                          "the cluster (letters, digits, '-', '_', '.'; at most 64)")
+    redis_url: str = option(redis_url, "redis://127.0.0.1:6379/0",
+                            "the Redis every node shares: redis://host:port/db, rediss:// "
+                            "(TLS, the server's certificate checked against the system CAs) "
+                            "or unix:///path/redis.sock; never with a password in it")
+    redis_password_file: str | None = option(
+        text, None, "a file holding the Redis password (AUTH; surrounding whitespace "
+        "stripped), read at start; a user name goes in redis_url (redis://user@host)")
+    key_prefix: str = option(text, "gf:", "prefix of every Redis key and channel the cluster "
+                             "uses, so several clusters can share one Redis")
+    lease_ms: int = option(integer(1000, 600_000), 10_000,
+                           "milliseconds a node may go unheard before it counts as dead and "
+                           "its sessions are adopted by the others")
+
+    @staticmethod
+    def check_given(values: dict[str, Any]) -> tuple[str, str] | None:
+        if "node_id" not in values:
+            return "node_id", "[cluster] needs node_id, this node's name (such as \"n1\")"
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     broker: BrokerSection = field(default_factory=BrokerSection)
@@ -358,6 +422,7 @@ class Config:
     persistence: PersistenceSection = field(default_factory=PersistenceSection)
     log: LogSection = field(default_factory=LogSection)
     bridges: tuple[BridgeSection, ...] = ()
+    cluster: ClusterSection | None = None  # None: a single node, and redis is never imported
     source: str = "<default>"
 
 
@@ -369,6 +434,7 @@ SECTIONS: dict[str, tuple[str, type, bool]] = {
     "persistence": ("persistence", PersistenceSection, False),
     "log": ("log", LogSection, False),
     "bridge": ("bridges", BridgeSection, True),
+    "cluster": ("cluster", ClusterSection, False),
 }
 
 LOOPBACK = ("127.", "::1", "localhost")

@@ -2,8 +2,9 @@
 # Install the named Debian packages (as root, with apt-get). Used by the Makefile and by
 # install-test-deps.sh; says clearly what is missing when it cannot install.
 #
-# The tests need mosquitto, nginx and supervisord as programs they start themselves, not as
-# system services: a mosquitto service would take port 1883 from `make run`, nginx port 80.
+# The tests need mosquitto, nginx, supervisord and redis-server as programs they start
+# themselves, not as system services: a mosquitto service would take port 1883 from `make run`,
+# nginx port 80, redis-server 6379 (the [cluster] default, shared with whatever else runs there).
 # So services are kept from starting during the install (policy-rc.d, Debian's own switch)
 # and the ones this script installed are disabled afterwards.
 set -eu
@@ -29,7 +30,7 @@ status=0
 if command -v systemctl >/dev/null 2>&1; then
     for package in "$@"; do
         case "$package" in
-            mosquitto|nginx*|supervisor|prometheus)
+            mosquitto|nginx*|supervisor|prometheus|redis-server)
                 service=${package%-light}
                 systemctl disable "$service" >/dev/null 2>&1 || true
                 ;;

@@ -26,6 +26,8 @@ need openssl openssl
 # loads the status page (Debian installs them as /usr/bin/prometheus and /usr/bin/chromium).
 need prometheus prometheus
 need chromium chromium
+# The cluster tests start their own redis-server (AOF, appendfsync always) on a free port.
+need redis-server redis-server
 # shellcheck disable=SC2086
 [ -z "$missing" ] || tests/setup/install-system-packages.sh $missing
 # MQTT.js 5.x into tests/js/node_modules (git-ignored), pinned by tests/js/package-lock.json.
