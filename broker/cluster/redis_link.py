@@ -146,7 +146,20 @@ class RedisLink:
     def _take(self) -> Conn:
         if self._closed:
             raise RedisUnavailable("the Redis link is closed")
-        return self._idle.pop() if self._idle else self.connection(self.timeout)
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                # A zero-timeout poll: an idle connection has nothing to read unless Redis
+                # closed it (restarted, timeout, CLIENT KILL). Such a connection was dead
+                # before anything was sent on it, so a fresh one is taken instead of
+                # reporting Redis unavailable when it is back.
+                stale = conn.can_read(timeout=0)
+            except LINK_ERRORS:
+                stale = True
+            if not stale:
+                return conn
+            conn.disconnect()
+        return self.connection(self.timeout)
 
     def _give(self, conn: Conn) -> None:
         if self._closed:
