@@ -62,11 +62,11 @@ class RedisServer:
                            + self.log_tail())
 
     def _pong(self) -> bool:
-        # -LOADING while the AOF replays: not ready yet.
+        # -LOADING while the AOF replays: not ready yet; -NOAUTH (requirepass): ready.
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
