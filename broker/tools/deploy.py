@@ -1,12 +1,13 @@
 """`greenfly deploy TOOL`: the configuration of what runs around the broker, derived from its own.
 
 `greenfly deploy nginx|nginx-stream|frpc|frps|systemd|supervisor [-c CONFIG] [--domain D]
-[--listen ADDR:PORT] [--no-tls] [--token T]` prints one file for that tool; an option that
-changes nothing in that tool's file is refused rather than ignored. Why generated rather than
-hand-written: the numbers that must agree with the broker — the upstream ports (the
-`[[listener]]`s) and every idle timeout on the path (from `[limits] max_keepalive`) — then come
-from the one file that the broker reads, so they cannot drift. The files in `deploy/` are this
-command's output for `deploy/greenfly.toml`, and a test keeps them so.
+[--listen ADDR:PORT] [--no-tls] [--token T] [--upstream HOST:PORT,...]` prints one file for
+that tool; an option that changes nothing in that tool's file is refused rather than ignored.
+Why generated rather than hand-written: the numbers that must agree with the broker — the
+upstream ports (the `[[listener]]`s) and every idle timeout on the path (from `[limits]
+max_keepalive`) — then come from the one file that the broker reads, so they cannot drift.
+The files in `deploy/` are this command's output for `deploy/greenfly.toml` (and, in
+`deploy/cluster/`, for its nodes), and a test keeps them so.
 
 The timeout rule. A client with keepalive K sends something at least every K seconds, and the
 broker itself closes it after 1.5 x K seconds of silence [MQTT-3.1.2-24]. Anything on the path
@@ -15,6 +16,10 @@ clients: they reconnect every minute or two, and the broker logs a peer close ea
 every proxy idle timeout here is 2 x max_keepalive — above 1.5 x the largest keepalive the
 broker accepts, with half a keepalive of slack — and the broker, not a proxy, decides when a
 client is gone. Each rendered timeout carries that arithmetic in a one-line comment.
+
+Several nodes (`--upstream`, nginx and nginx-stream only): the upstream lists every node,
+balanced by `least_conn`; the configuration given stands for every node's listener settings
+(path, proxy_protocol, trusted_proxies, max_keepalive), which a cluster's nodes share.
 
 Paths: the layout `deploy/install.sh` creates (/opt/greenfly, /etc/greenfly, the data_dir of
 the configuration); `--prefix DIR` puts the first two under DIR, as `install.sh --prefix` does.
@@ -44,9 +49,10 @@ DEFAULT_DOMAIN = "mqtt.example.com"
 # tool -> (renderer, the options that mean something for it)
 RENDERERS: dict[str, tuple[Any, frozenset[str]]] = {
     "nginx": (deploy_templates.nginx, frozenset({"listen", "no_tls", "cert", "key",
-                                                 "http_listen", "expose_status"})),
+                                                 "http_listen", "expose_status",
+                                                 "upstream"})),
     "nginx-stream": (deploy_templates.nginx_stream, frozenset({"listen", "no_tls", "cert",
-                                                               "key"})),
+                                                               "key", "upstream"})),
     "frpc": (deploy_templates.frpc, frozenset({"listen", "token"})),
     "frps": (deploy_templates.frps, frozenset({"listen", "token"})),
     "systemd": (deploy_templates.systemd, frozenset({"prefix"})),
@@ -56,7 +62,7 @@ RENDERERS: dict[str, tuple[Any, frozenset[str]]] = {
 USES_DOMAIN = frozenset({"nginx", "nginx-stream", "frpc"})
 OPTION_NAMES = {"listen": "--listen", "no_tls": "--no-tls", "cert": "--cert", "key": "--key",
                 "http_listen": "--http-listen", "prefix": "--prefix", "token": "--token",
-                "expose_status": "--expose-status"}
+                "expose_status": "--expose-status", "upstream": "--upstream"}
 PLACEHOLDER_TOKEN = "CHANGE-ME"  # what the frp files once carried for the operator to replace
 MIN_TOKEN = 16
 
@@ -89,6 +95,10 @@ def register(commands: Any, config_option: argparse.ArgumentParser) -> None:
     deploy.add_argument("--expose-status", action="store_true",
                         help="nginx: also proxy /metrics, /api/v1/ and the status page to the "
                         "http listener, every request needing the bearer token")
+    deploy.add_argument("--upstream", action="append", metavar="HOST:PORT[,HOST:PORT...]",
+                        help="nginx, nginx-stream: the greenfly nodes of a cluster, balanced "
+                        "by least_conn (repeat it or separate with commas); default: this "
+                        "configuration's own listener")
     deploy.add_argument("--token", help="frps, frpc: the secret both share (auth.token); "
                         "default: a new random one, printed on stderr for the other side")
     deploy.set_defaults(handler=_handler)
@@ -144,7 +154,8 @@ def exposures(tool: str, config: Config) -> list[str]:
 def render(tool: str, config: Config, args: argparse.Namespace) -> str:
     renderer, applicable = RENDERERS[tool]
     defaults = {"listen": None, "no_tls": False, "cert": None, "key": None,
-                "http_listen": None, "prefix": "/", "token": None, "expose_status": False}
+                "http_listen": None, "prefix": "/", "token": None, "expose_status": False,
+                "upstream": None}
     for name, default in defaults.items():
         if getattr(args, name, default) != default and name not in applicable:
             raise DeployError(f"{OPTION_NAMES[name]} does not apply to {tool}")
@@ -175,6 +186,24 @@ def check_address(option: str, value: str) -> None:
         kind = "IPv6" if ipv6 is not None else "IPv4"
         raise DeployError(f"{option} {value!r}: {ipv6 if ipv6 is not None else host!r} is "
                           f"not an {kind} address") from None
+
+
+def upstreams(given: list[str] | None) -> tuple[str, ...]:
+    """`--upstream`, repeated or comma-separated: each HOST:PORT checked (nginx would take a
+    bad one only to fail at start or, for a name, at its first connection), none twice."""
+    found: list[str] = []
+    for value in (item.strip() for option in given or () for item in option.split(",")):
+        match = re.fullmatch(r"(?:\[([^\]]*)\]|([A-Za-z0-9.-]+)):(\d{1,5})", value)
+        if match is None:
+            raise DeployError(f"--upstream {value!r}: expected HOST:PORT (such as "
+                              "127.0.0.1:1884, node2.internal:1884 or [::1]:1884)")
+        check_address("--upstream", value)
+        if value in found:
+            raise DeployError(f"--upstream {value!r} is given twice")
+        found.append(value)
+    if given is not None and not found:
+        raise DeployError("--upstream: no HOST:PORT given")
+    return tuple(found)
 
 
 def frp_token(args: argparse.Namespace) -> str:
@@ -208,6 +237,7 @@ def make_plan(config: Config, args: argparse.Namespace) -> Plan:
     if args.tool in ("systemd", "supervisor") and not os.path.isabs(data_dir):
         raise DeployError(f"[broker] data_dir {data_dir!r} is relative; a service needs an "
                           "absolute path (such as /var/lib/greenfly)")
+    nodes = upstreams(getattr(args, "upstream", None))
     cert = getattr(args, "cert", None) or f"/etc/letsencrypt/live/{domain}/fullchain.pem"
     key = getattr(args, "key", None) or f"/etc/letsencrypt/live/{domain}/privkey.pem"
     return Plan(domain=domain, listen=getattr(args, "listen", None),
@@ -221,7 +251,11 @@ def make_plan(config: Config, args: argparse.Namespace) -> Plan:
                 expose_status=getattr(args, "expose_status", False),
                 max_keepalive=config.limits.max_keepalive or MQTT_MAX_KEEPALIVE,
                 connect_timeout=config.broker.connect_timeout, data_dir=data_dir,
-                token=frp_token(args) if args.tool in ("frps", "frpc") else "")
+                token=frp_token(args) if args.tool in ("frps", "frpc") else "",
+                upstreams=nodes,
+                # where /readyz answers, named in the cluster's file; port 0 names nothing
+                ready=next((item for item in config.listeners if item.protocol == "http"
+                            and item.port), None) if nodes else None)
 
 
 def _plain_listener(config: Config, protocol: str) -> ListenerSection | None:

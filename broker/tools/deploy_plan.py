@@ -33,6 +33,8 @@ class Plan:
     connect_timeout: float
     data_dir: str
     token: str = ""  # frp's auth.token (frps, frpc only)
+    upstreams: tuple[str, ...] = ()  # --upstream: the nodes of a cluster (nginx, nginx-stream)
+    ready: ListenerSection | None = None  # the http listener, where /readyz answers
 
     @property
     def idle_timeout(self) -> int:

@@ -57,20 +57,72 @@ def _status_locations(plan: Plan) -> str:
     return "".join(out)
 
 
+def _upstream(name: str, plan: Plan, listener: ListenerSection) -> str:
+    """The upstream block: this broker's listener, or with --upstream every node of a cluster,
+    balanced by connection count and left out for a while when it refuses connections."""
+    if not plan.upstreams:
+        return f"upstream {name} {{\n    server {plan.upstream(listener)};\n}}\n"
+    servers = "".join(f"    server {node} max_fails=1 fail_timeout=5s;\n"
+                      for node in plan.upstreams)
+    return (f"# {len(plan.upstreams)} greenfly nodes (--upstream), one broker: any node serves "
+            "any client and its\n# session follows it, so nothing needs to be sticky. Each "
+            "node is taken to have this\n# configuration's listener settings (path, "
+            "proxy_protocol, trusted_proxies, max_keepalive).\n"
+            f"upstream {name} {{\n"
+            "    # MQTT connections last hours: balance by how many each node holds, not by "
+            "turns.\n    least_conn;\n"
+            "    # Passive health checks only (open-source nginx has no active ones): a node "
+            "that\n    # refuses or times out a connection is left out for 5 s, and that "
+            "client is passed\n    # to the next node at once.\n"
+            + servers + "}\n")
+
+
+def _ready_check(plan: Plan, indent: str, stream: bool) -> str:
+    """With --upstream: where /readyz answers, for whatever checks nodes actively."""
+    if not plan.upstreams:
+        return ""
+    if plan.ready is None:
+        return (f"{indent}# Active checks need each node's GET /readyz: give the nodes an "
+                'http listener\n'
+                f'{indent}# ([[listener]] protocol = "http") for an external checker or '
+                "nginx Plus.\n")
+    out = (f"{indent}# Active checks: each node answers GET /readyz on its http listener "
+           f"(this configuration's\n{indent}# is {plan.upstream(plan.ready)}) with 503 while it "
+           "should get no clients (stopping, a listener\n"
+           f"{indent}# or its store failing). An external checker can use it, or nginx "
+           "Plus, which alone has\n"
+           f"{indent}# health_check; its port= is one for every node, so the nodes need "
+           "the same http port\n"
+           f"{indent}# (one node per machine):\n")
+    if stream:
+        return out + (f"{indent}#     match greenfly_ready {{ "
+                      'send "GET /readyz HTTP/1.0\\r\\n\\r\\n"; expect ~ " 200 "; }\n'
+                      f"{indent}# and in the server block below:\n"
+                      f"{indent}#     health_check port={plan.ready.port} "
+                      "match=greenfly_ready;\n")
+    return out + f"{indent}# health_check uri=/readyz port={plan.ready.port};\n"
+
+
+def _connect_timeout(plan: Plan) -> str:
+    why = ("a node that does not answer passes the client to the next one" if plan.upstreams
+           else "greenfly runs on this machine: fail fast when it is down")
+    return f"proxy_connect_timeout 5s;  # {why}\n"
+
+
 def nginx(plan: Plan) -> str:
     ws = need(plan.websockets, "websockets", "nginx")
     status = _status_locations(plan) if plan.expose_status else ""
     scheme = "wss" if plan.tls else "ws"
+    target = (f"the WebSocket listeners of {len(plan.upstreams)} greenfly nodes"
+              if plan.upstreams else f"greenfly's WebSocket listener on {plan.upstream(ws)}")
     out = [f"# greenfly behind nginx: MQTT over WebSocket for browsers (MQTT.js) and apps at\n"
-           f"# {scheme}://{plan.domain}{ws.path[0]}, passed to greenfly's WebSocket listener on "
-           f"{plan.upstream(ws)}.\n", _generated("nginx"),
+           f"# {scheme}://{plan.domain}{ws.path[0]}, passed to {target}.\n", _generated("nginx"),
            "# Install as /etc/nginx/conf.d/greenfly.conf (http context), then: "
            "nginx -t && systemctl reload nginx\n\n"
            "# \"Connection: upgrade\" only when the client asks for one. Without the Upgrade and\n"
            "# Connection headers nginx drops the upgrade and MQTT.js cannot connect at all.\n"
            "map $http_upgrade $greenfly_connection {\n    default upgrade;\n    ''      close;\n"
-           "}\n\n"
-           f"upstream greenfly_websockets {{\n    server {plan.upstream(ws)};\n}}\n\n"]
+           "}\n\n", _upstream("greenfly_websockets", plan, ws), "\n"]
     if plan.tls:
         out.append("# Plain HTTP: certbot's renewals (webroot) and a redirect for the rest.\n"
                    "server {\n" + _listens(plan.http_listen, 80) +
@@ -106,11 +158,10 @@ def nginx(plan: Plan) -> str:
                    "        proxy_set_header X-Real-IP $remote_addr;\n"
                    "        proxy_set_header X-Forwarded-Proto $scheme;\n"
                    "        proxy_buffering off;\n"
-                   "        proxy_connect_timeout 5s;  # greenfly runs on this machine: fail "
-                   "fast when it is down\n"
+                   f"        {_connect_timeout(plan)}"
                    f"        proxy_read_timeout {plan.idle_timeout}s;  # {plan.timeout_why}\n"
                    f"        proxy_send_timeout {plan.idle_timeout}s;  # {plan.timeout_why}\n"
-                   "    }\n")
+                   + _ready_check(plan, "        ", stream=False) + "    }\n")
     out.append(status + "}\n")
     return "".join(out)
 
@@ -120,7 +171,9 @@ def nginx_stream(plan: Plan) -> str:
     what = (f"MQTT over TLS (mqtts://{plan.domain}:8883) for devices, decrypted here"
             if plan.tls else f"MQTT over plain TCP on {plan.listen or 1883}")
     out = [f"# greenfly behind nginx's stream module: {what}\n"
-           f"# and passed on as plain MQTT to greenfly's TCP listener on {plan.upstream(mqtt)}.\n",
+           "# and passed on as plain MQTT to "
+           + (f"the TCP listeners of {len(plan.upstreams)} greenfly nodes.\n" if plan.upstreams
+              else f"greenfly's TCP listener on {plan.upstream(mqtt)}.\n"),
            _generated("nginx-stream"),
            "# Install (stream context; Debian's libnginx-mod-stream loads the module): put this "
            "file in\n# /etc/nginx/stream.d/greenfly-stream.conf and add, at the end of "
@@ -130,7 +183,7 @@ def nginx_stream(plan: Plan) -> str:
            "# This listener has no proxy_protocol = true, so greenfly sees every client as "
            "127.0.0.1\n# (a TCP proxy passes no client address); nginx's stream log has the "
            "real ones.\n",
-           f"\nupstream greenfly_mqtt {{\n    server {plan.upstream(mqtt)};\n}}\n\n",
+           "\n", _upstream("greenfly_mqtt", plan, mqtt), _ready_check(plan, "", stream=True), "\n",
            "server {\n" + _listens(plan.listen, 8883 if plan.tls else 1883,
                                    " ssl" if plan.tls else ""),
            "    proxy_pass greenfly_mqtt;\n"]
@@ -145,8 +198,7 @@ def nginx_stream(plan: Plan) -> str:
                    "    ssl_session_cache shared:greenfly_mqtts:1m;\n"
                    f"    ssl_handshake_timeout {plan.connect_timeout:g}s;  # the broker's "
                    "connect_timeout: what a new client gets to reach CONNECT\n")
-    out.append("    proxy_connect_timeout 5s;  # greenfly runs on this machine: fail fast when "
-               "it is down\n"
+    out.append(f"    {_connect_timeout(plan)}"
                f"    proxy_timeout {plan.idle_timeout}s;  # {plan.timeout_why}\n"
                "}\n")
     return "".join(out)
