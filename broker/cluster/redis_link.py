@@ -332,6 +332,7 @@ class Subscriber:
         self._barriers: dict[bytes, gevent.event.AsyncResult[bool]] = {}
         self._tokens = 0
         self._ready = gevent.event.Event()  # connected (and subscribed, or about to be)
+        self._announce = False
         self._closed = False
         self._greenlet = gevent.spawn(self._run)
 
@@ -402,6 +403,7 @@ class Subscriber:
                 self._ready.set()
                 if not first:
                     log.info("Redis subscription back: %d channels", len(self.channels))
+                self._announce = not first  # on_reconnect once resubscribed (its PONG)
                 first, delay = False, BACKOFF_FIRST
                 self._read(conn)
             except LINK_ERRORS as exc:
@@ -433,14 +435,10 @@ class Subscriber:
             elif kind == b"pong":
                 # Subscribed: [b"pong", token]; with no channel: the token as a bulk string.
                 token = reply[1] if isinstance(reply, list) else reply
-                if token == b"gf-resubscribed":
-                    if self._reconnected:
-                        gevent.spawn(self._call_on_reconnect)
-                    self._reconnected = True
+                if token == b"gf-resubscribed" and self._announce:
+                    gevent.spawn(self._call_on_reconnect)
                 elif token in self._barriers:
                     self._barriers[token].set(True)
-
-    _reconnected = False  # the first connection is not a reconnection
 
     def _call_on_reconnect(self) -> None:
         try:

@@ -255,3 +255,29 @@ def test_no_redis_call_stops_the_hub(link):
           f"longest hub stall {worst:.1f} ms")
     assert blpop >= 1.9 and len(lateness) > 150
     assert worst < 50
+
+
+def test_rediss_checks_the_servers_certificate(tmp_path, monkeypatch):
+    from support.broker import free_port
+    from support.redis import RedisServer
+    from support.tls import make_certificates
+
+    certs = make_certificates(tmp_path / "certs")
+    tls_port = free_port()
+    server = RedisServer(tmp_path / "r", args=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(certs.server_cert),
+        "--tls-key-file", str(certs.server_key), "--tls-ca-cert-file", str(certs.ca),
+        "--tls-auth-clients", "no", "--bind", "127.0.0.1", "127.0.0.2")).start()
+    try:
+        url = f"rediss://localhost:{tls_port}/0"
+        with pytest.raises(RedisUnavailable, match="certificate verify failed"):
+            RedisLink(url).call("PING")  # the test CA is not a system CA
+        monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca))
+        link = RedisLink(url)
+        assert link.call("SET", "over", "tls") == b"OK"
+        link.close()
+        with pytest.raises(RedisUnavailable, match="mismatch"):  # not a name it has
+            RedisLink(f"rediss://127.0.0.2:{tls_port}/0", timeout=2).call("PING")
+        assert server.client().get("over") == b"tls"
+    finally:
+        server.close()
