@@ -58,8 +58,14 @@ BLOCKING_LAST_ARG = {"BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BZPOPMIN", "BZPO
 def _blocks_for(command: Sequence[Any]) -> float | None:
     """How long a blocking command may legitimately wait before it answers (seconds; None:
     forever), so its reply is not taken for a dead connection; 0.0 for the rest."""
-    words = [word.decode() if isinstance(word, bytes) else str(word) for word in command]
-    name = words[0].upper() if words else ""
+    if not command:
+        return 0.0
+    first = command[0]
+    name = (first.decode() if isinstance(first, bytes) else str(first)).upper()
+    if name not in BLOCKING_LAST_ARG and name not in ("XREAD", "XREADGROUP"):
+        return 0.0  # the usual case; its arguments may be any bytes (records, payloads)
+    words = [word.decode(errors="replace") if isinstance(word, bytes) else str(word)
+             for word in command]
     try:
         if name in BLOCKING_LAST_ARG:
             seconds = float(words[-1])

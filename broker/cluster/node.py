@@ -1,0 +1,392 @@
+"""`ClusterNode`: one greenfly process as a member of a cluster on Redis (core's
+`ClusterHooks`).
+
+- **Claim** (a CONNECT): one script raises the session's epoch, names this node its owner and
+  returns the stored session, so every later append is either in what was read or answered
+  with this node's name. A live connection on another node is told to go (its node closes
+  it with 0x8E, as on a takeover within one node); its late writes are refused by the epoch.
+- **Publish**: local subscribers as on one node; then each QoS 1/2 message is appended to
+  the Redis queue of every persistent session elsewhere that wants it (the PUBACK waits for
+  those appends, like for the journal's fsync), its owner is told, and every other node with
+  a live subscriber gets the message once on its push channel.
+- **Owed messages** arriving for a session this node owns are queued and sent; each log
+  entry's position is tracked, so a notification missed while the pub/sub link was down is
+  found again in the log when it is back.
+- **Retained** messages are one hash; every node keeps a copy, told of each change, and a
+  SUBSCRIBE waits for a PING through the same pub/sub connection, after which every change
+  acknowledged before it has arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+
+from ..config.loading import redis_password
+from ..config.schema import ClusterSection
+from ..core.context import BrokerContext
+from ..core.message import Message
+from ..core.protocol_state import TAKEOVER
+from ..errors import ReasonCode
+from ..store.base import restore
+from ..store.record_codec import decode_record
+from ..store.records import MessageQueued, MessageStored, OutgoingWithdrawn, Record
+from . import scripts, wire
+from .keys import Keys
+from .membership import Membership
+from .redis_link import RedisLink, RedisUnavailable
+from .redis_store import RedisStore
+from .routes import Routes
+
+log = logging.getLogger("greenfly.cluster")
+
+CLEAN_SESSION_TTL_MS = 7 * 24 * 3600 * 1000  # a clean session's owner entry, refreshed per claim
+QUEUE_CAP_FACTOR = 3  # a session log holds at most this x max_queued_messages entries + 1,000
+
+
+class ClusterNode:
+    def __init__(self, section: ClusterSection, link: RedisLink, owner: str,
+                 queue_limit: int) -> None:
+        self.section = section
+        self.link = link
+        self.owner = owner
+        self.keys = Keys(section.key_prefix)
+        cap = queue_limit * QUEUE_CAP_FACTOR + 1_000 if queue_limit else 0
+        self.store = RedisStore(link, self.keys, owner, cap)
+        self.store.events = self
+        self.routes = Routes(self.keys, owner, self.store)
+        self.membership = Membership(link, self.keys, owner, section.node_id, section.lease_ms,
+                                     self.routes)
+        self._claim = link.script(scripts.CLAIM)
+        self.ctx: BrokerContext | None = None
+        self.subscriber: Any = None
+        self.loading: dict[str, list[tuple[int, MessageQueued]]] = {}
+        self._kicked_while_loading: dict[str, int] = {}
+        self.known: dict[str, int] = {}  # client id -> every log position up to this is seen
+        self.ahead: dict[str, set[int]] = {}  # ... and these beyond it
+        self.dropped_remote = 0  # QoS 0 forwards not sent: Redis was down
+
+    @classmethod
+    def create(cls, section: ClusterSection, queue_limit: int) -> ClusterNode:
+        """Connect to Redis (waiting up to 30 s for it) and take a new incarnation."""
+        link = RedisLink(section.redis_url, redis_password(section),
+                         name=f"greenfly-{section.node_id}")
+        keys = Keys(section.key_prefix)
+        for attempt in range(60):
+            try:
+                incarnation = int(link.call("INCR", keys.incarnation(section.node_id)))
+                break
+            except RedisUnavailable as exc:
+                if attempt == 59:
+                    raise SystemExit(f"greenfly: cluster: Redis at {section.redis_url} "
+                                     f"is unreachable ({exc}); [cluster] needs it to "
+                                     "start") from None
+                log.warning("cluster: Redis at %s unreachable (%s); retrying", section.redis_url,
+                            exc)
+                gevent.sleep(0.5)
+        return cls(section, link, f"{section.node_id}.{incarnation}", queue_limit)
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def attach(self, ctx: BrokerContext) -> None:
+        """Hook into the state machine (after the retained messages were restored)."""
+        self.ctx = ctx
+        ctx.router.cluster = self
+        self.membership.publish = ctx.router.publish
+        ctx.tree.observer = self.routes.local_changed
+
+    def start(self) -> None:
+        """Join: subscribe, load the others' routes, register, start the lease."""
+        keys = self.keys
+        self.subscriber = self.link.subscriber(self._on_message, self._on_reconnect)
+        self.subscriber.subscribe(keys.push(self.owner), keys.control(self.owner),
+                                  keys.routes_changes.encode(), keys.psubs_changes.encode(),
+                                  keys.retained_changes.encode())
+        self.subscriber.barrier(5.0)
+        self.routes.reload(self.link)
+        self.membership.join()
+        log.info("cluster: joined as %s (Redis %s)", self.owner, self.section.redis_url)
+
+    def stop(self) -> None:
+        self.membership.leave()
+        if self.subscriber is not None:
+            self.subscriber.close()
+        self.store.close()
+        self.link.close()
+
+    # -- ClusterHooks ------------------------------------------------------------------------
+
+    def claim(self, client_id: str, clean_start: bool, persistent: bool,
+              will: Message | None) -> ReasonCode | None:
+        ctx = self.ctx
+        assert ctx is not None
+        store = self.store
+        mine = store.epochs.get(client_id, -1)
+        self.loading[client_id] = []
+        try:
+            answer = self._claim(self.keys.session_keys(client_id),
+                                 [self.owner, int(clean_start), client_id,
+                                  self.keys.psubs_changes, CLEAN_SESSION_TTL_MS, mine])
+        except RedisUnavailable:
+            self.loading.pop(client_id, None)
+            self._kicked_while_loading.pop(client_id, None)
+            if persistent:
+                return ReasonCode.SERVER_BUSY
+            return None  # a clean session is served here alone until Redis is back
+        old_owner, old_epoch, epoch, seq, _stored, entries = answer
+        old_owner, old_epoch, epoch = old_owner.decode(), int(old_epoch), int(epoch)
+        buffered = self.loading.pop(client_id, [])
+        kicked = self._kicked_while_loading.pop(client_id, 0)
+        registry = ctx.registry
+        local = registry.get(client_id)
+        if old_owner != self.owner or old_epoch != mine:
+            if local is not None:  # a copy from before another node had it: stale
+                if local.peer is not None:
+                    local.peer.terminate(TAKEOVER)
+                registry.forget(local)
+            if old_owner and old_owner != self.owner:
+                store.submit(("PUBLISH", self.keys.control(old_owner),
+                              wire.kick(client_id, epoch)))
+            if entries:
+                self._load(entries)
+        store.epochs[client_id] = epoch
+        self.known[client_id] = int(seq)
+        self.ahead.pop(client_id, None)
+        for pos, record in buffered:
+            self._owed(client_id, pos, record)
+        if kicked > epoch:  # a connection elsewhere claimed it after us, while we loaded
+            self._let_go(client_id)
+            return ReasonCode.SERVER_BUSY
+        if will is not None:
+            store.submit(("HSET", self.keys.wills(self.owner), client_id,
+                          b"%d:" % epoch + wire.message_record(will)))
+        return None
+
+    def forward(self, message: Message) -> int:
+        topic = message.topic
+        if topic.startswith("$"):
+            return 0  # $SYS and the like: each node's own
+        reached = 0
+        store = self.store
+        if message.qos:
+            owned = store.epochs
+            for client_id, qos, options in self.routes.persistent_targets(topic):
+                if client_id in owned:
+                    continue  # the local router has it
+                retain = False
+                sub_ids: tuple[int, ...] = ()
+                if options is not None:
+                    if options.no_local and client_id == message.origin:
+                        options = options.own  # [MQTT-3.8.3-3]
+                        if options is None:
+                            continue
+                        qos = options.qos
+                    retain = message.retain and options.retain_as_published
+                    sub_ids = options.identifiers
+                granted = qos if qos < message.qos else message.qos
+                if not granted:
+                    continue
+                if not message.stored:
+                    message.msg_id = store.new_message_id()
+                    message.stored = True
+                store.append(MessageQueued(message.msg_id, topic, message.payload, message.qos,
+                                           message.retain, message.origin, message.properties,
+                                           client_id, granted, retain, 0, message.received_at,
+                                           sub_ids))
+                reached += 1
+        nodes = self.routes.nodes_for(topic)
+        if nodes:
+            if store.failure is not None:
+                self.dropped_remote += len(nodes)
+                return reached
+            data = wire.forward(message)
+            for owner in nodes:
+                store.submit(("PUBLISH", self.keys.push(owner), data))
+            reached += len(nodes)
+        return reached
+
+    def retained_barrier(self) -> None:
+        if self.subscriber is not None:
+            self.subscriber.barrier(1.0)
+
+    def connection_closed(self, client_id: str) -> None:
+        ctx = self.ctx
+        session = ctx.registry.get(client_id) if ctx is not None else None
+        if session is not None and session.peer is not None:
+            return  # a newer connection of this node holds it, and its will
+        self.store.submit(("HDEL", self.keys.wills(self.owner), client_id))
+        if session is None or not session.persistent:
+            self.store.epochs.pop(client_id, None)
+            self.known.pop(client_id, None)
+            self.ahead.pop(client_id, None)
+
+    # -- RedisStore's events -----------------------------------------------------------------
+
+    def fenced(self, client_id: str, epoch: int) -> None:
+        if self.store.epochs.get(client_id, epoch) < epoch:
+            log.info("cluster: %s belongs to another node now (epoch %d)", client_id, epoch)
+            self._let_go(client_id)
+
+    def appended_elsewhere(self, client_id: str, pos: int, owner: str, record: bytes) -> None:
+        if owner == self.owner:
+            queued = decode_record(record)
+            if isinstance(queued, MessageQueued):
+                self._owed(client_id, pos, queued)
+            return
+        if owner:
+            self.store.submit(("PUBLISH", self.keys.push(owner), wire.owed(client_id, pos,
+                                                                             record)))
+
+    def position(self, client_id: str, pos: int) -> None:
+        self._seen(client_id, pos)
+
+    def redis_state(self, up: bool) -> None:
+        pass  # the store's `failure` is what the state machine and /readyz read
+
+    # -- messages from other nodes -----------------------------------------------------------
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        keys = self.keys
+        try:
+            if channel == keys.push(self.owner):
+                if data[0] == wire.FORWARD:
+                    self._forwarded(data[1:])
+                elif data[0] == wire.OWED:
+                    client_id, pos, record = wire.parse_owed(data)
+                    self._owed(client_id, pos, record)
+            elif channel == keys.control(self.owner):
+                client_id, epoch = wire.parse_kick(data)
+                self._kick(client_id, epoch)
+            elif channel == keys.routes_changes.encode():
+                self.routes.route_change(data)
+            elif channel == keys.psubs_changes.encode():
+                self.routes.psubs_change(data)
+            elif channel == keys.retained_changes.encode():
+                self._retained_change(data)
+        except Exception:  # one bad message must not stop the node's pub/sub greenlet
+            log.exception("cluster: cannot handle a message on %r", channel)
+
+    def _forwarded(self, blob: bytes) -> None:
+        record = decode_record(blob)
+        if isinstance(record, MessageStored) and self.ctx is not None:
+            self.ctx.router.publish(wire.message_from(record), forwarded=True)
+
+    def _owed(self, client_id: str, pos: int, record: MessageQueued) -> None:
+        waiting = self.loading.get(client_id)
+        if waiting is not None:
+            waiting.append((pos, record))
+            return
+        if client_id not in self.store.epochs or self._was_seen(client_id, pos):
+            return
+        self._seen(client_id, pos)
+        ctx = self.ctx
+        session = ctx.registry.get(client_id) if ctx is not None else None
+        if session is None:
+            return
+        message = wire.message_from(record)
+        rules = session.rules
+        if rules is not None and not rules.can_read(message.topic):
+            self.store.append(OutgoingWithdrawn(client_id, record.msg_id))
+            return
+        session.accept_owed(message, record.out_qos, record.out_retain, record.sub_ids)
+
+    def _kick(self, client_id: str, epoch: int) -> None:
+        if client_id in self.loading:
+            self._kicked_while_loading[client_id] = max(
+                epoch, self._kicked_while_loading.get(client_id, 0))
+            return
+        if self.store.epochs.get(client_id, epoch) < epoch:
+            self._let_go(client_id)
+
+    def _let_go(self, client_id: str) -> None:
+        """Another node owns `client_id` now: close its connection here (MQTT 5: 0x8E) and
+        forget the session without recording anything."""
+        self.store.epochs.pop(client_id, None)
+        self.known.pop(client_id, None)
+        self.ahead.pop(client_id, None)
+        ctx = self.ctx
+        session = ctx.registry.get(client_id) if ctx is not None else None
+        if session is None or ctx is None:
+            return
+        if session.peer is not None:
+            session.peer.terminate(TAKEOVER)  # [MQTT-3.1.4-2]
+        ctx.registry.forget(session)
+
+    def _retained_change(self, data: bytes) -> None:
+        kind = data[:1]
+        origin, _, rest = data[1:].partition(b"\0")
+        ctx = self.ctx
+        if ctx is None or origin.decode() == self.owner:
+            return
+        if kind == b"S":
+            record = decode_record(rest)
+            if isinstance(record, MessageStored):
+                ctx.retained.set(wire.message_from(record))
+        elif kind == b"C":
+            ctx.retained.clear(rest.decode())
+
+    # -- positions in the session logs -------------------------------------------------------
+
+    def _was_seen(self, client_id: str, pos: int) -> bool:
+        known = self.known.get(client_id, 0)
+        return pos <= known or pos in self.ahead.get(client_id, ())
+
+    def _seen(self, client_id: str, pos: int) -> None:
+        known = self.known.get(client_id)
+        if known is None or pos <= known:
+            return
+        ahead = self.ahead.get(client_id)
+        if pos != known + 1:
+            if ahead is None:
+                ahead = self.ahead[client_id] = set()
+            ahead.add(pos)
+            return
+        known = pos
+        while ahead and known + 1 in ahead:
+            known += 1
+            ahead.discard(known)
+        self.known[client_id] = known
+        if ahead is not None and not ahead:
+            del self.ahead[client_id]
+
+    def _load(self, entries: list[bytes]) -> None:
+        records: list[Record] = [wire.log_entry(entry)[2] for entry in entries]
+        ctx = self.ctx
+        assert ctx is not None
+        ctx.registry.restore(restore(records), ctx.retained)
+
+    def _on_reconnect(self) -> None:
+        """The pub/sub link was lost and is back: reload what changes were missed, and look in
+        the logs of the sessions owned here for messages whose notification was missed."""
+        gevent.spawn(self._catch_up)
+
+    def _catch_up(self) -> None:
+        try:
+            self.routes.reload(self.link)
+            self._reload_retained()
+            for client_id in list(self.store.epochs):
+                entries = self.link.call("LRANGE", self.keys.log(client_id), 0, -1)
+                for entry in entries:
+                    pos, foreign, record = wire.log_entry(entry)
+                    if foreign and isinstance(record, MessageQueued):
+                        self._owed(client_id, pos, record)
+        except RedisUnavailable:
+            log.warning("cluster: Redis went away again while catching up")
+
+    def _reload_retained(self) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        stored = self.link.call("HGETALL", self.keys.retained)
+        fresh = {}
+        for topic, blob in wire.pairs(stored).items():
+            record = decode_record(blob)
+            if isinstance(record, MessageStored):
+                fresh[topic.decode()] = wire.message_from(record)
+        for message in ctx.retained.all():
+            if message.stored and message.topic not in fresh:
+                ctx.retained.clear(message.topic)
+        for message in fresh.values():
+            ctx.retained.set(message)
