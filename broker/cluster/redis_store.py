@@ -82,6 +82,7 @@ class RedisStore:
         self._next_id = 0
         self._last_id = 0
         self._refilling = False
+        self.dropped_full = 0  # messages not appended: the session's log was at its cap
 
     # -- SessionStore --------------------------------------------------------------------------
 
@@ -211,8 +212,10 @@ class RedisStore:
         elif kind == b"O":
             events.position(client_id, int(result[1]))
         elif kind == b"full":
-            log.warning("queue of %s in Redis is full (%d entries): a message was dropped",
-                        client_id, self.queue_cap)
+            self.dropped_full += 1
+            if self.dropped_full % 1000 == 1:  # the first, then every thousandth
+                log.warning("queue of %s in Redis is full (%d entries): a message was dropped "
+                            "(%d so far)", client_id, self.queue_cap, self.dropped_full)
 
     def _owner_written(self, client_id: str, result: Any) -> None:
         events = self.events

@@ -30,7 +30,8 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis: RedisServer) -> Iterator[Cluster]:
-    nodes = Cluster(tmp_path, redis, 3, lease_ms=1500).start()
+    nodes = Cluster(tmp_path, redis, 3, lease_ms=1500,
+                    extra="[limits]\nmax_queued_messages = 20000\n").start()
     yield nodes
     nodes.stop()
 
