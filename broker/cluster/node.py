@@ -110,10 +110,13 @@ class ClusterNode:
         log.info("cluster: joined as %s (Redis %s)", self.owner, self.section.redis_url)
 
     def stop(self) -> None:
-        self.membership.leave()
+        """After every connection closed: what they wrote (their wills' removal too) goes
+        out first, then the lease, so the reaper that comes at once finds nothing to send
+        twice."""
         if self.subscriber is not None:
             self.subscriber.close()
         self.store.close()
+        self.membership.leave()
         self.link.close()
 
     # -- ClusterHooks ------------------------------------------------------------------------

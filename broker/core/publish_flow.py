@@ -71,8 +71,16 @@ def on_publish(proto: ProtocolState, packet: Publish) -> None:
         return
     store = ctx.store
     if store.failure is not None:
-        # Nothing it publishes now can be made durable: no PUBACK/PUBREC, and the client
-        # sends it again after reconnecting (v3.1.1 has no negative acknowledgement).
+        # Nothing it publishes now can be made durable. MQTT 5 can say so: 0x97, and the
+        # client decides (a failure PUBREC ends the exchange, 5.0 section 4.3.3). v3.1.1 has
+        # no negative acknowledgement: no PUBACK/PUBREC, and the client sends it again after
+        # reconnecting.
+        if v5:
+            log.warning("%s: QoS %d publish to %r refused with 0x97: the store cannot be "
+                        "written (%s)", proto.describe(), qos, topic, store.failure)
+            ack = PubAck if qos == 1 else PubRec
+            proto.peer.put(ack(packet.packet_id, ReasonCode.QUOTA_EXCEEDED))
+            return
         raise StoreUnavailable(f"QoS {qos} publish refused: the journal cannot be "
                                f"written ({store.failure})")
     since = store.seq

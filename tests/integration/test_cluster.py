@@ -192,3 +192,54 @@ def test_redis_restart_mid_traffic_loses_nothing_acknowledged(cluster: Cluster,
     assert {p.payload for p in got} >= set(acked)
     assert all(isinstance(p, Publish) for p in got)
     back.close()
+
+
+def test_wills_of_a_killed_node_are_published_once(cluster: Cluster) -> None:
+    """kill -9 of the node holding a client with a will: the will goes out once (not once per
+    surviving node). A client that moved to another node before the kill had its will sent
+    at the takeover (its old connection ended without DISCONNECT, as on one node), and the
+    kill sends it no second time."""
+    topic = unique("will")
+    watchers = []
+    for node in (cluster[1], cluster[2]):
+        watcher = PahoClient(node.port)
+        watcher.connect()
+        watcher.subscribe(f"{topic}/#", 1)
+        watchers.append(watcher)
+    dying = PahoClient(cluster[0].port, will=(f"{topic}/dying", b"gone", 1, False))
+    dying.connect()
+    moved_id = unique("mover")
+    moved = PahoClient(cluster[0].port, client_id=moved_id,
+                       will=(f"{topic}/moved", b"stale", 1, False))
+    moved.connect()
+    moved.drop()  # no DISCONNECT, but before it is noticed it reconnects elsewhere:
+    again = PahoClient(cluster[1].port, client_id=moved_id)
+    again.connect()
+    for watcher in watchers:
+        [got] = watcher.expect(1)
+        assert (got.topic, got.payload) == (f"{topic}/moved", b"stale")
+    cluster[0].kill9()
+    for watcher in watchers:
+        got = watcher.expect(1, timeout=10)
+        assert [(m.topic, m.payload) for m in got] == [(f"{topic}/dying", b"gone")]
+    sender = PahoClient(cluster[2].port)
+    sender.connect()
+    sender.publish(f"{topic}/marker", b"end", qos=1)
+    for watcher in watchers:  # nothing between the will and this: no second copy
+        [got] = watcher.expect(1)
+        assert (got.topic, got.payload) == (f"{topic}/marker", b"end")
+    for client in (*watchers, again, sender):
+        client.disconnect()
+
+
+def test_a_node_paused_past_its_lease_stops_itself(cluster: Cluster) -> None:
+    """SIGSTOP longer than the lease: another node reaps it; on SIGCONT it learns it was
+    declared dead and stops (systemd starts it again as a new incarnation)."""
+    import signal
+    paused = cluster[0]
+    paused.signal(signal.SIGSTOP)
+    cluster[1].wait_for_log(r"node n1\.\d+ reaped", timeout=15)
+    paused.signal(signal.SIGCONT)
+    assert paused.proc is not None
+    paused.proc.wait(timeout=15)
+    assert "declared dead by another node" in paused.log_text()
