@@ -34,6 +34,7 @@ from ..store.base import restore
 from ..store.record_codec import decode_record
 from ..store.records import MessageQueued, MessageStored, OutgoingWithdrawn, Record
 from . import scripts, wire
+from .cluster_stats import ClusterStats
 from .keys import Keys
 from .membership import Membership
 from .redis_link import RedisLink, RedisUnavailable
@@ -43,6 +44,7 @@ from .routes import Routes
 log = logging.getLogger("greenfly.cluster")
 
 CLEAN_SESSION_TTL_MS = 7 * 24 * 3600 * 1000  # a clean session's owner entry, refreshed per claim
+STATS_INTERVAL = 10  # seconds between cluster figures when sys_interval is 0 (/metrics only)
 QUEUE_CAP_FACTOR = 3  # a session log holds at most this x max_queued_messages entries + 1,000
 
 
@@ -59,6 +61,9 @@ class ClusterNode:
         self.routes = Routes(self.keys, owner, self.store)
         self.membership = Membership(link, self.keys, owner, section.node_id, section.lease_ms,
                                      self.routes)
+        self.figures = ClusterStats(link, self.keys, owner, section.node_id)
+        self.takeovers = 0  # sessions this node took from another live node
+        self.given_up = 0  # sessions another node took from this one
         self._claim = link.script(scripts.CLAIM)
         self.ctx: BrokerContext | None = None
         self.subscriber: Any = None
@@ -101,18 +106,23 @@ class ClusterNode:
         """Join: subscribe, load the others' routes, register, start the lease."""
         keys = self.keys
         self.subscriber = self.link.subscriber(self._on_message, self._on_reconnect)
+        self.subscriber.on_lost = self.store.link_lost
         self.subscriber.subscribe(keys.push(self.owner), keys.control(self.owner),
                                   keys.routes_changes.encode(), keys.psubs_changes.encode(),
                                   keys.retained_changes.encode())
         self.subscriber.barrier(5.0)
         self.routes.reload(self.link)
         self.membership.join()
+        interval = self.ctx.config.broker.sys_interval if self.ctx is not None else 0
+        if self.ctx is not None:
+            self.figures.start(self.ctx, float(interval or STATS_INTERVAL))
         log.info("cluster: joined as %s (Redis %s)", self.owner, self.section.redis_url)
 
     def stop(self) -> None:
         """After every connection closed: what they wrote (their wills' removal too) goes
         out first, then the lease, so the reaper that comes at once finds nothing to send
         twice."""
+        self.figures.stop()
         if self.subscriber is not None:
             self.subscriber.close()
         self.store.close()
@@ -150,6 +160,7 @@ class ClusterNode:
                     local.peer.terminate(TAKEOVER)
                 registry.forget(local)
             if old_owner and old_owner != self.owner:
+                self.takeovers += 1
                 store.submit(("PUBLISH", self.keys.control(old_owner),
                               wire.kick(client_id, epoch)))
             if entries:
@@ -248,6 +259,31 @@ class ClusterNode:
     def redis_state(self, up: bool) -> None:
         pass  # the store's `failure` is what the state machine and /readyz read
 
+    def metrics(self) -> dict[str, tuple[str, float]]:
+        """name -> (help, value): what /metrics shows of the cluster, read from memory."""
+        figures = self.figures.totals
+        return {
+            "cluster_nodes_up": ("Nodes whose figures are fresh in Redis",
+                                 figures.get("nodes/up", 0)),
+            "cluster_clients_connected": ("Clients connected to any node",
+                                          figures.get("clients/connected", 0)),
+            "cluster_messages_received": ("PUBLISH packets received by all nodes",
+                                          figures.get("messages/received", 0)),
+            "cluster_messages_sent": ("PUBLISH packets sent by all nodes",
+                                      figures.get("messages/sent", 0)),
+            "cluster_redis_up": ("1 while this node can write to Redis",
+                                 0 if self.store.failure else 1),
+            "cluster_takeovers": ("Sessions this node took from another node", self.takeovers),
+            "cluster_sessions_given_up": ("Sessions another node took from this one",
+                                          self.given_up),
+            "cluster_nodes_reaped": ("Dead nodes whose wills and routes this node handled",
+                                     self.membership.reaped),
+            "cluster_forwards_dropped": ("QoS 0 forwards not sent: Redis was unavailable",
+                                         self.dropped_remote),
+            "cluster_queue_full_drops": ("Messages not appended: a session's log in Redis was "
+                                         "at its cap", self.store.dropped_full),
+        }
+
     # -- messages from other nodes -----------------------------------------------------------
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
@@ -313,6 +349,7 @@ class ClusterNode:
         session = ctx.registry.get(client_id) if ctx is not None else None
         if session is None or ctx is None:
             return
+        self.given_up += 1
         if session.peer is not None:
             session.peer.terminate(TAKEOVER)  # [MQTT-3.1.4-2]
         ctx.registry.forget(session)
@@ -366,6 +403,7 @@ class ClusterNode:
         gevent.spawn(self._catch_up)
 
     def _catch_up(self) -> None:
+        self.store.link_back()
         try:
             self.routes.reload(self.link)
             self._reload_retained()

@@ -332,6 +332,9 @@ class Subscriber:
         self.link = link
         self.on_message = on_message
         self.on_reconnect = on_reconnect
+        # Called when the connection is lost (before reconnecting): the first sign of a Redis
+        # gone, often long before a write would find out.
+        self.on_lost: Callable[[], None] | None = None
         self.channels: set[bytes] = set()
         self._conn: Conn | None = None
         self._send_lock = gevent.lock.Semaphore()
@@ -415,6 +418,8 @@ class Subscriber:
             except LINK_ERRORS as exc:
                 if self._conn is not None:
                     log.warning("Redis subscription lost, reconnecting: %s", exc)
+                    if self.on_lost is not None:
+                        self.on_lost()
             self._drop()
             gevent.sleep(delay)
             delay = min(delay * 2, BACKOFF_CAP)

@@ -226,6 +226,17 @@ class RedisStore:
         elif result[0] == b"O" and int(result[1]):
             events.position(client_id, int(result[1]))
 
+    def link_lost(self) -> None:
+        """The pub/sub connection to Redis broke: count Redis as gone now, so that nothing
+        is acknowledged that may not be durable, even before a write fails."""
+        if self.failure is None:
+            self._writer_state(False)
+
+    def link_back(self) -> None:
+        """The pub/sub connection is back; writes too, unless the writer still fails."""
+        if self.failure is not None and self.writer.up:
+            self._writer_state(True)
+
     def _writer_state(self, up: bool) -> None:
         if up:
             if self.failure is not None:

@@ -115,6 +115,8 @@ class BrokerCollector:
         yield _gauge("uptime_seconds", "Seconds since the broker started", stats.uptime())
         yield from self._journal()
         yield from self._bridges()
+        for name, (text, value) in self.runtime.cluster_metrics().items():
+            yield _gauge(name, text, value)
 
     def _bridges(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("greenfly_bridge_up", "1 while the bridge's link to its remote "

@@ -149,6 +149,9 @@ class Broker:
         for connection in list(self.connections):
             connection.protocol.refresh_rules()
 
+    def cluster_metrics(self) -> dict[str, tuple[str, float]]:
+        return self.cluster.metrics() if self.cluster is not None else {}
+
     def _serve(self, transport: Transport, listener: Listener, identity: str | None) -> None:
         connection = Connection(self.ctx, transport, listener, identity,
                                 on_closed=self._closed_callback, flusher=self.flusher)

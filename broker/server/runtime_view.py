@@ -23,3 +23,7 @@ class Runtime(Protocol):
     failures: LoginThrottle  # failed logins per address, MQTT and HTTP alike
     stopping: bool
     bridges: Bridges  # the [[bridge]]s running now (reload replaces them in place)
+
+    def cluster_metrics(self) -> dict[str, tuple[str, float]]:
+        """name -> (help, value) of the cluster's figures; empty on a single node."""
+        ...

@@ -243,3 +243,91 @@ def test_a_node_paused_past_its_lease_stops_itself(cluster: Cluster) -> None:
     assert paused.proc is not None
     paused.proc.wait(timeout=15)
     assert "declared dead by another node" in paused.log_text()
+
+
+def test_sys_cluster_sums_the_nodes_and_metrics_show_the_cluster(tmp_path: Path,
+                                                                  redis: RedisServer) -> None:
+    """`$SYS/broker/clients/connected` stays per node; `$SYS/cluster/clients/connected` is the
+    sum, one copy per subscriber, from its own node; /metrics shows the cluster figures."""
+    from support.http import HTTP_LISTENER, request
+    nodes = Cluster(tmp_path, redis, 2, extra=HTTP_LISTENER, sys_interval=1)
+    nodes.start()
+    try:
+        clients = [PahoClient(nodes[i % 2].port) for i in range(3)]  # 2 on n1, 1 on n2
+        for client in clients:
+            client.connect()
+        watcher = clients[0]
+        watcher.subscribe("$SYS/cluster/clients/connected", 0)
+        watcher.subscribe("$SYS/broker/clients/connected", 0)
+        seen: dict[str, bytes] = {}
+        for _ in range(40):  # bounded: sys_interval is 1 s
+            for message in watcher.expect(1, timeout=5):
+                seen[message.topic] = message.payload
+            if (seen.get("$SYS/cluster/clients/connected") == b"3"
+                    and seen.get("$SYS/broker/clients/connected") == b"2"):
+                break
+        assert seen == {"$SYS/cluster/clients/connected": b"3",
+                        "$SYS/broker/clients/connected": b"2"}
+        metrics = request(f"http://127.0.0.1:{nodes[1].port_of('http')}/metrics").text
+        assert "greenfly_cluster_redis_up 1.0" in metrics
+        assert "greenfly_cluster_clients_connected 3.0" in metrics
+        for client in clients:
+            client.disconnect()
+    finally:
+        nodes.stop()
+
+
+def test_redis_down_refuses_what_it_cannot_keep_and_readyz_says_so(tmp_path: Path,
+                                                                    redis: RedisServer) -> None:
+    """While Redis is down: QoS 0 and clean sessions keep working on a node; an MQTT 5 QoS 1
+    publish is answered 0x97, a 3.1.1 one gets no PUBACK and is disconnected; a persistent
+    session is refused (0x89); /readyz is 503. Once Redis is back, all of it works again."""
+    from support.http import HTTP_LISTENER, request
+
+    from broker.codec import Connect, PubAck
+    nodes = Cluster(tmp_path, redis, 1, extra=HTTP_LISTENER)
+    nodes.start()
+    node = nodes[0]
+    ready = f"http://127.0.0.1:{node.port_of('http')}/readyz"
+    try:
+        sub = PahoClient(node.port)
+        sub.connect()
+        sub.subscribe("live/#", 0)
+        redis.stop()
+        pub = PahoClient(node.port)
+        pub.connect()
+        pub.publish("live/x", b"qos0 still flows")
+        [got] = sub.expect(1)
+        assert got.payload == b"qos0 still flows"
+        v3 = RawClient(node.port)
+        v3.connect()
+        v3.send_packet(Publish("durable/x", b"v3", 1, packet_id=1))
+        assert v3.closed_by_broker(), "a 3.1.1 QoS 1 publish must not be acknowledged"
+        assert not any(isinstance(p, PubAck) for p in _drain(v3))
+        v5 = RawClient(node.port, protocol_level=5)
+        assert v5.connect(protocol_level=5).reason_code == 0
+        v5.send_packet(Publish("durable/x", b"v5", 1, packet_id=7), 5)
+        ack = v5.recv_packet()
+        assert isinstance(ack, PubAck) and (ack.packet_id, ack.reason_code) == (7, 0x97)
+        persistent = RawClient(node.port, protocol_level=5)
+        persistent.send_packet(Connect(unique("p"), 5, True, 60,
+                                       properties={"session_expiry_interval": 60}), 5)
+        assert persistent.recv_packet().reason_code == 0x89
+        assert request(ready).status == 503
+        redis.restart()
+        for _ in range(100):  # bounded: the writer retries every 0.1 .. 2 s
+            if request(ready).status == 200:
+                break
+            import time
+            time.sleep(0.1)
+        assert request(ready).status == 200
+        pub.publish("durable/y", b"back", qos=1)
+    finally:
+        nodes.stop()
+
+
+def _drain(raw: RawClient) -> list[object]:
+    out = []
+    while (packet := raw.decoder.next_packet()) is not None:
+        out.append(packet)
+    return out

@@ -18,13 +18,14 @@ def cluster_section(redis: RedisServer, node_id: str, prefix: str, lease_ms: int
 
 class Cluster:
     def __init__(self, workdir: Path, redis: RedisServer, nodes: int = 3, *,
-                 lease_ms: int = 2000, websockets: bool = False, extra: str = "") -> None:
+                 lease_ms: int = 2000, websockets: bool = False, extra: str = "",
+                 sys_interval: int = 0) -> None:
         self.redis = redis
         self.prefix = f"gf{uuid.uuid4().hex[:6]}:"
         self.nodes = [BrokerProcess(workdir / f"n{i}",
                                     extra + "\n" + cluster_section(redis, f"n{i}", self.prefix,
                                                                    lease_ms),
-                                    websockets=websockets)
+                                    websockets=websockets, sys_interval=sys_interval)
                       for i in range(1, nodes + 1)]
 
     def start(self) -> Cluster:
