@@ -33,7 +33,7 @@ from ..errors import ReasonCode
 from ..store.base import restore
 from ..store.record_codec import decode_record
 from ..store.records import MessageQueued, MessageStored, OutgoingWithdrawn, Record
-from . import scripts, wire
+from . import compaction, scripts, wire
 from .cluster_stats import ClusterStats
 from .keys import Keys
 from .membership import Membership
@@ -65,6 +65,9 @@ class ClusterNode:
         self.takeovers = 0  # sessions this node took from another live node
         self.given_up = 0  # sessions another node took from this one
         self._claim = link.script(scripts.CLAIM)
+        self._compact = link.script(scripts.COMPACT)
+        self.written: dict[str, int] = {}  # client id -> log entries since its compaction
+        self.compacting: set[str] = set()
         self.ctx: BrokerContext | None = None
         self.subscriber: Any = None
         self.loading: dict[str, list[tuple[int, MessageQueued]]] = {}
@@ -255,6 +258,36 @@ class ClusterNode:
 
     def position(self, client_id: str, pos: int) -> None:
         self._seen(client_id, pos)
+        self._maybe_compact(client_id)
+
+    def _maybe_compact(self, client_id: str) -> None:
+        written = self.written[client_id] = self.written.get(client_id, 0) + 1
+        if written < compaction.COMPACT_AFTER or client_id in self.compacting:
+            return
+        ctx = self.ctx
+        session = ctx.registry.get(client_id) if ctx is not None else None
+        if session is None or not session.persistent or client_id not in self.store.epochs:
+            return
+        held = len(session.queue) + len(session.inflight) + len(session.subscriptions)
+        if compaction.due(held, written):
+            self.written[client_id] = 0
+            self.compacting.add(client_id)
+            gevent.spawn(self._compact_log, client_id)
+
+    def _compact_log(self, client_id: str) -> None:
+        try:
+            entries = self.link.call("LRANGE", self.keys.log(client_id), 0, -1)
+            last, records = compaction.compacted(entries)
+            epoch = self.store.epochs.get(client_id)
+            if last and epoch is not None:
+                self._compact([self.keys.session(client_id), self.keys.log(client_id)],
+                              [epoch, last, *records])
+        except RedisUnavailable:
+            pass
+        except Exception:
+            log.exception("cluster: compacting the log of %s failed", client_id)
+        finally:
+            self.compacting.discard(client_id)
 
     def redis_state(self, up: bool) -> None:
         pass  # the store's `failure` is what the state machine and /readyz read
@@ -330,6 +363,7 @@ class ClusterNode:
             self.store.append(OutgoingWithdrawn(client_id, record.msg_id))
             return
         session.accept_owed(message, record.out_qos, record.out_retain, record.sub_ids)
+        self._maybe_compact(client_id)
 
     def _kick(self, client_id: str, epoch: int) -> None:
         if client_id in self.loading:
@@ -345,6 +379,7 @@ class ClusterNode:
         self.store.epochs.pop(client_id, None)
         self.known.pop(client_id, None)
         self.ahead.pop(client_id, None)
+        self.written.pop(client_id, None)
         ctx = self.ctx
         session = ctx.registry.get(client_id) if ctx is not None else None
         if session is None or ctx is None:

@@ -83,6 +83,7 @@ class RedisStore:
         self._last_id = 0
         self._refilling = False
         self.dropped_full = 0  # messages not appended: the session's log was at its cap
+        self.pending: dict[str, int] = {}  # client id -> its writes not answered yet
 
     # -- SessionStore --------------------------------------------------------------------------
 
@@ -186,6 +187,7 @@ class RedisStore:
 
     def _session_write(self, client_id: str, op: str, blob: bytes,
                        topic_filter: str = "") -> tuple[Any, ...]:
+        self.pending[client_id] = self.pending.get(client_id, 0) + 1
         return self._write.command(
             self.keys.session_keys(client_id),
             [self.epochs.get(client_id, 0), op, blob, topic_filter, client_id,
@@ -194,15 +196,23 @@ class RedisStore:
     def _submit(self, seq: int, command: tuple[Any, ...],
                 then: Callable[[Any], None] | None) -> None:
         def done(result: Any) -> None:
-            if then is not None and not isinstance(result, Exception):
-                then(result)
-            elif isinstance(result, Exception):
+            if isinstance(result, Exception):
                 log.error("cluster store: %s refused: %s", command[0], result)
+            if then is not None:
+                then(result)
             self.durable_seq = seq
             self._release_waiters()
         self.writer.submit(command, done)
 
+    def _written(self, client_id: str) -> None:
+        left = self.pending.get(client_id, 0) - 1
+        if left > 0:
+            self.pending[client_id] = left
+        else:
+            self.pending.pop(client_id, None)
+
     def _owed_written(self, client_id: str, blob: bytes, result: Any) -> None:
+        self._written(client_id)
         events = self.events
         if events is None or not isinstance(result, list):
             return
@@ -218,6 +228,7 @@ class RedisStore:
                             "(%d so far)", client_id, self.queue_cap, self.dropped_full)
 
     def _owner_written(self, client_id: str, result: Any) -> None:
+        self._written(client_id)
         events = self.events
         if events is None or not isinstance(result, list):
             return

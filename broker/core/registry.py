@@ -190,26 +190,32 @@ class SessionRegistry:
                 messages[message.msg_id] = message
                 body.append(RetainedSet(message.topic, message.msg_id))
         for session in self.sessions.values():
-            if not session.persistent:
-                continue
-            cid = session.client_id
-            body.append(SessionOpened(cid, session.protocol_level, session.expiry))
-            if session.disconnected_at is not None and session.peer is None:
-                body.append(SessionClosed(cid, session.disconnected_at))
-            ids = session.subscription_ids
-            body.extend(Subscribed(cid, topic_filter, options.to_byte(), ids.get(topic_filter, 0))
-                        for topic_filter, options in session.subscriptions.items())
-            for packet_id, flight in session.inflight.items():
-                messages[flight.message.msg_id] = flight.message
-                body.append(OutgoingStored(cid, flight.message.msg_id, flight.qos, flight.retain,
-                                           packet_id, flight.sub_ids))
-                if flight.released:
-                    body.append(OutgoingReleased(cid, packet_id))
-            for message, qos, retain, sub_ids in session.queue:
-                messages[message.msg_id] = message
-                body.append(OutgoingStored(cid, message.msg_id, qos, retain, 0, sub_ids))
-            body.extend(IncomingQos2(cid, packet_id) for packet_id in sorted(session.incoming_qos2))
+            if session.persistent:
+                body.extend(session_records(session, messages))
         head: list[Record] = [MessageStored(m.msg_id, m.topic, m.payload, m.qos, m.retain,
                                             m.origin, m.properties, m.received_at)
                               for _msg_id, m in sorted(messages.items())]
         return head + body
+
+
+def session_records(session: Session, messages: dict[int, Message]) -> list[Record]:
+    """One persistent session as the records that restore it (the messages it refers to
+    are added to `messages`, to be written once ahead of it)."""
+    cid = session.client_id
+    body: list[Record] = [SessionOpened(cid, session.protocol_level, session.expiry)]
+    if session.disconnected_at is not None and session.peer is None:
+        body.append(SessionClosed(cid, session.disconnected_at))
+    ids = session.subscription_ids
+    body.extend(Subscribed(cid, topic_filter, options.to_byte(), ids.get(topic_filter, 0))
+                for topic_filter, options in session.subscriptions.items())
+    for packet_id, flight in session.inflight.items():
+        messages[flight.message.msg_id] = flight.message
+        body.append(OutgoingStored(cid, flight.message.msg_id, flight.qos, flight.retain,
+                                   packet_id, flight.sub_ids))
+        if flight.released:
+            body.append(OutgoingReleased(cid, packet_id))
+    for message, qos, retain, sub_ids in session.queue:
+        messages[message.msg_id] = message
+        body.append(OutgoingStored(cid, message.msg_id, qos, retain, 0, sub_ids))
+    body.extend(IncomingQos2(cid, packet_id) for packet_id in sorted(session.incoming_qos2))
+    return body

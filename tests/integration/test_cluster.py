@@ -331,3 +331,37 @@ def _drain(raw: RawClient) -> list[object]:
     while (packet := raw.decoder.next_packet()) is not None:
         out.append(packet)
     return out
+
+
+def test_a_busy_sessions_log_stays_short_and_resumes_exactly(tmp_path: Path,
+                                                             redis: RedisServer) -> None:
+    """5,000 QoS 1 messages through an online persistent session write three entries each;
+    the owner compacts its log in Redis, so it stays near what the session holds (and under
+    the cap that drops messages), and a resume on another node gets only what is owed."""
+    nodes = Cluster(tmp_path, redis, 2).start()  # default limits: max_queued_messages 1000
+    try:
+        cid, topic = unique("busy"), unique("busy")
+        sub = RawClient(nodes[0].port)
+        sub.connect(cid, clean=False)
+        sub.subscribe(topic, 1)
+        pub = RawClient(nodes[1].port)
+        pub.connect()
+        payloads = [b"%05d" % i for i in range(5000)]
+        reader = threading.Thread(target=lambda: got.extend(receive_all(sub, 5000, timeout=60)))
+        got: list[Publish] = []
+        reader.start()
+        publish_many(pub, topic, payloads)
+        reader.join()
+        assert [p.payload for p in got] == payloads
+        log_length = redis.client().llen(f"{nodes.prefix}{{c:{cid}}}:log")
+        assert log_length < 1500, log_length
+        sub.close()
+        publish_many(pub, topic, [b"after-1", b"after-2"], first_id=5001)
+        back = RawClient(nodes[1].port)
+        assert back.connect(cid, clean=False).session_present
+        again = receive_all(back, 2, linger=0.5)
+        assert [p.payload for p in again] == [b"after-1", b"after-2"]
+        back.close()
+        pub.close()
+    finally:
+        nodes.stop()
