@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -223,6 +224,20 @@ class ClusterNode:
                 store.submit(("PUBLISH", self.keys.push(owner), data))
             reached += len(nodes)
         return reached
+
+    def shared_groups(self, message: Message) -> Callable[[str], bool] | None:
+        if not self.routes.others.holders:
+            return None  # no other node has a shared group member: this one serves its own
+        if not message.msg_id:
+            message.msg_id = self.store.new_message_id()  # the same on every node it reaches
+        turn = message.msg_id
+        holders_of = self.routes.shared_holders
+        owner = self.owner
+
+        def serves(key: str) -> bool:
+            holders = holders_of(key)
+            return not holders or holders[turn % len(holders)] == owner
+        return serves
 
     def retained_barrier(self) -> None:
         if self.subscriber is not None:

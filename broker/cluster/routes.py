@@ -4,7 +4,8 @@ persistent session's subscriptions.
 - `local`: how many of this node's sessions hold each filter. The first holder announces it
   (`HSET` on this owner's routes hash and a change on the routes channel), the last one
   leaving withdraws it: one forward per interested node, not a broadcast of every message.
-- `remote`: a topic tree whose "clients" are the other owners, from those announcements.
+- `others`: the other owners' filters (`OtherNodes`), from those announcements, and which
+  owners hold each shared group: a group's message is served by one node, chosen alike by all.
 - `persistent`: a topic tree of every persistent session's subscriptions in the cluster,
   whoever owns them, so a publisher can append a QoS 1/2 message to the queue of a session
   another node owns (or a dead node owned) before it acknowledges: nothing acknowledged
@@ -19,6 +20,7 @@ from ..codec import SubOptions
 from ..core.topic_tree import Target, TopicTree
 from ..store.record_codec import decode_record
 from ..store.records import Subscribed
+from ..topics import parse_shared
 from .keys import Keys
 from .redis_link import RedisLink
 from .redis_store import RedisStore
@@ -32,8 +34,7 @@ class Routes:
         self.owner = owner
         self.store = store
         self.local: dict[str, int] = {}
-        self.remote = TopicTree()
-        self._remote_filters: dict[str, set[str]] = {}  # owner -> its filters
+        self.others = OtherNodes()
         self.persistent = TopicTree()
 
     # -- this node's filters -------------------------------------------------------------------
@@ -73,23 +74,26 @@ class Routes:
             return
         if sign == b"*":
             self.drop_owner(who)
-            return
-        topic_filter = raw.decode()
-        filters = self._remote_filters.setdefault(who, set())
-        if sign == b"+":
-            if topic_filter not in filters:
-                filters.add(topic_filter)
-                self.remote.subscribe(who, topic_filter, 2)
-        elif topic_filter in filters:
-            filters.discard(topic_filter)
-            self.remote.unsubscribe(who, topic_filter)
+        elif sign == b"+":
+            self.others.add(who, raw.decode())
+        else:
+            self.others.remove(who, raw.decode())
 
     def drop_owner(self, owner: str) -> None:
-        for topic_filter in self._remote_filters.pop(owner, set()):
-            self.remote.unsubscribe(owner, topic_filter)
+        self.others.drop(owner)
 
     def nodes_for(self, topic: str) -> list[str]:
-        return [owner for owner, _qos, _options in self.remote.match(topic)]
+        return [owner for owner, _qos, _options in self.others.tree.match(topic)]
+
+    def shared_holders(self, key: str) -> list[str]:
+        """Every owner with a member of the shared group `key`, this one included, sorted: the
+        same list on every node, from which each message's server is chosen."""
+        holders = self.others.holders.get(key)
+        if not holders:
+            return [self.owner] if key in self.local else []
+        if key in self.local:
+            return sorted({*holders, self.owner})
+        return sorted(holders)
 
     # -- persistent sessions' subscriptions ----------------------------------------------------
 
@@ -98,11 +102,14 @@ class Routes:
             self._add_persistent(data[1:])
         else:
             cid, _, topic_filter = data[1:].partition(b"\0")
-            self.persistent.unsubscribe(cid.decode(), topic_filter.decode())
+            if not topic_filter.startswith(b"$share/"):
+                self.persistent.unsubscribe(cid.decode(), topic_filter.decode())
 
     def _add_persistent(self, blob: bytes) -> None:
         record = decode_record(blob)
-        if isinstance(record, Subscribed):
+        # A shared group's message goes to one node, whose router picks the member: the
+        # groups are the route table's business, not this table's.
+        if isinstance(record, Subscribed) and parse_shared(record.topic_filter) is None:
             opts = SubOptions.from_byte(record.options, 5)
             self.persistent.subscribe(record.client_id, record.topic_filter, opts.qos,
                                       opts.no_local, opts.retain_as_published,
@@ -117,17 +124,13 @@ class Routes:
         """Everything from Redis again: at start, and after the pub/sub connection was lost
         (changes published meanwhile were missed)."""
         owners = [o.decode() for o in link.call("HKEYS", self.keys.nodes)]
-        remote = TopicTree()
-        filters: dict[str, set[str]] = {}
+        others = OtherNodes()
         for owner in owners:
-            if owner == self.owner:
-                continue
-            mine = filters[owner] = {f.decode() for f in link.call("HKEYS",
-                                                                     self.keys.routes(owner))}
-            for topic_filter in mine:
-                remote.subscribe(owner, topic_filter, 2)
+            if owner != self.owner:
+                for topic_filter in link.call("HKEYS", self.keys.routes(owner)):
+                    others.add(owner, topic_filter.decode())
         persistent = TopicTree()
-        self.remote, self._remote_filters, self.persistent = remote, filters, persistent
+        self.others, self.persistent = others, persistent
         cursor = 0
         for _ in range(1_000_000):  # bounded: HSCAN ends when the cursor returns to 0
             cursor, found = link.call("HSCAN", self.keys.psubs, cursor, "COUNT", 1000)
@@ -137,4 +140,57 @@ class Routes:
             if not cursor:
                 break
         log.info("cluster routes loaded: %d other node(s), %d persistent subscription(s)",
-                 len(filters), persistent.count)
+                 len(others.filters), persistent.count)
+
+
+class OtherNodes:
+    """The other owners' filters: a topic tree whose "clients" are owners (a shared group
+    counts as its inner filter there, so every node holding the group gets the message and
+    decides), and which owners hold each shared group."""
+
+    def __init__(self) -> None:
+        self.tree = TopicTree()
+        self.filters: dict[str, set[str]] = {}  # owner -> filters as announced
+        self.holders: dict[str, set[str]] = {}  # `$share/group/filter` -> owners
+        self._inner: dict[tuple[str, str], int] = {}  # (owner, tree filter) -> how many
+
+    def add(self, owner: str, topic_filter: str) -> None:
+        filters = self.filters.setdefault(owner, set())
+        if topic_filter in filters:
+            return
+        filters.add(topic_filter)
+        shared = parse_shared(topic_filter)
+        inner = topic_filter
+        if shared is not None:
+            self.holders.setdefault(topic_filter, set()).add(owner)
+            inner = shared[1]
+        count = self._inner.get((owner, inner), 0)
+        self._inner[(owner, inner)] = count + 1
+        if not count:
+            self.tree.subscribe(owner, inner, 2)
+
+    def remove(self, owner: str, topic_filter: str) -> None:
+        filters = self.filters.get(owner)
+        if filters is None or topic_filter not in filters:
+            return
+        filters.discard(topic_filter)
+        shared = parse_shared(topic_filter)
+        inner = topic_filter
+        if shared is not None:
+            holders = self.holders.get(topic_filter)
+            if holders is not None:
+                holders.discard(owner)
+                if not holders:
+                    del self.holders[topic_filter]
+            inner = shared[1]
+        count = self._inner.get((owner, inner), 0) - 1
+        if count > 0:
+            self._inner[(owner, inner)] = count
+        else:
+            self._inner.pop((owner, inner), None)
+            self.tree.unsubscribe(owner, inner)
+
+    def drop(self, owner: str) -> None:
+        for topic_filter in list(self.filters.get(owner, ())):
+            self.remove(owner, topic_filter)
+        self.filters.pop(owner, None)

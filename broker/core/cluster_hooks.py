@@ -7,6 +7,7 @@ test per publish.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import ReasonCode
@@ -25,6 +26,11 @@ class ClusterHooks(Protocol):
         """Send a message published on this node to the other nodes: appended to the queues
         of persistent sessions they own (durable before the publisher's acknowledgement),
         and once to each node with a live subscriber. Returns how many it reached."""
+        ...
+
+    def shared_groups(self, message: Message) -> Callable[[str], bool] | None:
+        """Which shared groups this node serves for `message` (by `$share/group/filter`):
+        each group's message goes to one node, the same choice on every node. None: all."""
         ...
 
     def retained_barrier(self) -> None:

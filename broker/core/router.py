@@ -67,9 +67,12 @@ class Router:
         if message.retain and not forwarded:
             self._retain(message, persist)
         cluster = self.cluster
-        remote = cluster.forward(message) if (cluster is not None and persist
-                                               and not forwarded) else 0
-        targets = self.tree.match(message.topic, self._online)
+        if cluster is None:
+            remote, serves = 0, None
+        else:
+            serves = cluster.shared_groups(message)
+            remote = cluster.forward(message) if persist and not forwarded else 0
+        targets = self.tree.match(message.topic, self._online, serves)
         if not targets:
             return remote
         sessions = self.registry.sessions

@@ -107,11 +107,12 @@ class _Node:
 
 
 class _SharedGroup:
-    __slots__ = ("members", "turn")
+    __slots__ = ("members", "turn", "key")
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
         self.members: dict[str, Subscription] = {}
         self.turn = 0
+        self.key = key  # the `$share/group/filter` it was subscribed as
 
     def pick(self, online: Online | None,
              skip: str = "") -> tuple[str, Subscription] | None:
@@ -172,7 +173,10 @@ class TopicTree:
                     child = node.children[level] = _Node()
                 node = child
             if shared:
-                members = node.shared.setdefault(shared[0], _SharedGroup()).members
+                group = node.shared.get(shared[0])
+                if group is None:
+                    group = node.shared[shared[0]] = _SharedGroup(topic_filter)
+                members = group.members
                 existed = client_id in members
                 members[client_id] = sub
             else:
@@ -229,8 +233,11 @@ class TopicTree:
             self.observer(topic_filter, -1)
         return True
 
-    def match(self, topic: str, online: Online | None = None) -> tuple[Target, ...]:
-        """Who receives a message published to `topic`: (client id, maximum QoS, options)."""
+    def match(self, topic: str, online: Online | None = None,
+              serves: Callable[[str], bool] | None = None) -> tuple[Target, ...]:
+        """Who receives a message published to `topic`: (client id, maximum QoS, options).
+        `serves`: which shared groups (by `$share/group/filter`) pick a member here; in a
+        cluster each message's group is served by one node only."""
         cached = self._cache.get(topic)
         if cached is not None and not cached[1]:
             return cached[0]  # the hot path: fan-in to a known topic
@@ -246,6 +253,8 @@ class TopicTree:
                 return targets
             picks: dict[str, list[Subscription]] = {}
             for group in groups:
+                if serves is not None and not serves(group.key):
+                    continue
                 picked = group.pick(online)
                 if picked is not None:
                     picks.setdefault(picked[0], []).append(picked[1])

@@ -365,3 +365,36 @@ def test_a_busy_sessions_log_stays_short_and_resumes_exactly(tmp_path: Path,
         pub.close()
     finally:
         nodes.stop()
+
+
+def test_a_shared_group_spread_over_nodes_gets_each_message_once(cluster: Cluster) -> None:
+    group = f"$share/{unique('g')}/{unique('work')}"
+    topic = group.split("/", 2)[2]
+    members = []
+    for index in (0, 1, 2):
+        member = PahoClient(cluster[index].port)
+        member.connect()
+        member.subscribe(group, 1)
+        members.append(member)
+    pub = PahoClient(cluster[0].port)
+    pub.connect()
+    for i in range(60):
+        pub.publish(topic, b"%02d" % i, qos=1)
+    got: list[bytes] = []
+    counts = []
+    for member in members:
+        mine = [m.payload for m in take_all(member)]
+        counts.append(len(mine))
+        got += mine
+    assert sorted(got) == [b"%02d" % i for i in range(60)], counts
+    assert all(counts), counts  # each node's member had its share
+    for client in (*members, pub):
+        client.disconnect()
+
+
+def take_all(client: PahoClient, quiet: float = 1.0) -> list:
+    from support.clients import take
+    out: list = []
+    while batch := take(client.messages, 1000, quiet):
+        out += batch
+    return out
