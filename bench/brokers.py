@@ -28,6 +28,7 @@ BROKERS = ("greenfly", "mosquitto")
 class BrokerOptions:
     fsync: str = "never"          # greenfly [persistence] fsync
     persistence: bool = False     # mosquitto: persistence true (saved on exit only)
+    extra: str = ""               # greenfly: more config appended (a [cluster] table)
 
 
 class Broker:
@@ -61,7 +62,8 @@ class Broker:
                 f'[persistence]\nenabled = true\nfsync = "{self.options.fsync}"\n\n'
                 f'[[listener]]\nbind = "127.0.0.1"\nport = {self.tcp_port}\nprotocol = "mqtt"\n\n'
                 f'[[listener]]\nbind = "127.0.0.1"\nport = {self.ws_port}\n'
-                'protocol = "websockets"\npath = "/mqtt"\n\n[log]\nlevel = "warning"\n')
+                'protocol = "websockets"\npath = "/mqtt"\n\n[log]\nlevel = "warning"\n'
+                + self.options.extra)
             return path
         path = self.workdir / "mosquitto.conf"
         persistence = (f"persistence true\npersistence_location {data}/\nautosave_interval 0\n"

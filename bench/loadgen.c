@@ -72,6 +72,7 @@
 #define PAYLOAD_HEADER 24   /* magic u32, stream u32, seq u64, send time u64 */
 #define SEQ_LIMIT (1ull << 34)
 #define MAX_EVENTS 1024
+#define MAX_LIST 8          /* --pub-ports, --sub-ports, --cpu-pids */
 
 enum { M_FLOW, M_IDLE, M_FILL, M_DRAIN };
 enum { R_PUB, R_SUB, R_IDLE, R_SESS };
@@ -219,6 +220,10 @@ static struct {
     uint64_t fault_swap, max_lead;
     int coalesce_us, broker_core;
     int level;            /* MQTT protocol level: 4 (3.1.1) or 5 */
+    /* Several brokers (cluster nodes): connection i of a role goes to ports[i % n], and the
+       CPU of every process in cpu_pids (nodes, redis-server) is reported per process. */
+    int pub_ports[MAX_LIST], n_pub_ports, sub_ports[MAX_LIST], n_sub_ports;
+    int cpu_pids[MAX_LIST], n_cpu_pids;
 } O;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -577,7 +582,7 @@ typedef struct pubst {
 } pubst_t;
 
 typedef struct conn {
-    int fd, role, idx, state, blocked, ws, want_out;
+    int fd, role, idx, state, blocked, ws, want_out, port;
     uint32_t ev;
     buf_t rbuf, mq, out, ack;  /* raw input, MQTT bytes after WS deframing, output, PUBACKs */
     uint64_t ws_left;          /* payload bytes of the current data frame still to come */
@@ -593,6 +598,7 @@ typedef struct conn {
 typedef struct {
     int taken;
     double t, cpu, bcpu, sirq, busy;  /* cpu: ours; bcpu, sirq, busy: the broker's and its core's */
+    double xcpu[MAX_LIST];            /* each of --cpu-pids */
     uint64_t delivered, produced;
 } mark_t;
 
@@ -700,7 +706,7 @@ static void tcp_connected(conn_t *c) {
                          "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                          "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
-                         O.ws_path, O.host, O.port, key);
+                         O.ws_path, O.host, c->port, key);
         buf_put(&c->out, req, (size_t)n);
         c->state = S_WSHS;
     } else {
@@ -715,7 +721,7 @@ static size_t rbuf_size(int role) {
 }
 
 static void conn_open(conn_t *c) {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)O.port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
     if (inet_pton(AF_INET, O.host, &sa.sin_addr) != 1) die("--host must be an IPv4 address");
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -743,7 +749,7 @@ static void conn_open(conn_t *c) {
     } else if (errno == EINPROGRESS) {
         c->state = S_TCP;
     } else {
-        fatal(3, "connect %s:%d for %s %d: %s", O.host, O.port, role_name(c->role), c->idx,
+        fatal(3, "connect %s:%d for %s %d: %s", O.host, c->port, role_name(c->role), c->idx,
               strerror(errno));
     }
 }
@@ -1301,7 +1307,7 @@ static void on_event(conn_t *c, uint32_t ev) {
         if (err) {
             conn_close(c);
             R.opening--;
-            fatal(3, "connect to %s:%d for %s %d: %s", O.host, O.port, role_name(c->role),
+            fatal(3, "connect to %s:%d for %s %d: %s", O.host, c->port, role_name(c->role),
                   c->idx, strerror(err));
             return;
         }
@@ -1344,6 +1350,7 @@ static void take_mark(mark_t *m, double t) {
     for (int i = 0; i < R.npubs; i++) m->produced += R.pubs[i]->pub->produced;
     m->cpu = cpu_self();
     m->bcpu = proc_cpu(O.broker_pid);
+    for (int i = 0; i < O.n_cpu_pids; i++) m->xcpu[i] = proc_cpu(O.cpu_pids[i]);
     m->sirq = cpu_softirq(O.broker_core, &m->busy);
 }
 
@@ -1658,6 +1665,14 @@ static int report(void) {
         fprintf(js, ",\"loadgen_cpu_pct\":%.1f", wall > 0 ? 100 * cpu / wall : 0);
         if (R.w0.bcpu >= 0 && R.w1.bcpu >= 0 && wall > 0)
             fprintf(js, ",\"broker_cpu_pct\":%.1f", 100 * (R.w1.bcpu - R.w0.bcpu) / wall);
+        if (O.n_cpu_pids && wall > 0) {
+            fputs(",\"pids_cpu_pct\":[", js);
+            for (int i = 0; i < O.n_cpu_pids; i++)
+                fprintf(js, "%s%.1f", i ? "," : "",
+                        R.w0.xcpu[i] >= 0 && R.w1.xcpu[i] >= 0
+                            ? 100 * (R.w1.xcpu[i] - R.w0.xcpu[i]) / wall : -1.0);
+            fputc(']', js);
+        }
         if (R.w0.sirq >= 0 && R.w1.sirq >= 0 && wall > 0)
             fprintf(js, ",\"broker_core_softirq_pct\":%.1f,\"broker_core_busy_pct\":%.1f",
                     100 * (R.w1.sirq - R.w0.sirq) / wall, 100 * (R.w1.busy - R.w0.busy) / wall);
@@ -2073,6 +2088,21 @@ static int selftest(void) {
 /* ---------------------------------------------------------------------------------------- */
 /* main                                                                                       */
 
+/* "a,b,c" -> out[] (at most MAX_LIST positive integers); the count. */
+static int int_list(const char *text, int *out, const char *what) {
+    int n = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0 || v > 1 << 30 || n == MAX_LIST || (*end && *end != ','))
+            die("%s takes up to %d positive integers separated by commas", what, MAX_LIST);
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return n;
+}
+
 static void usage(void) {
     fputs(
 "usage: loadgen --port N [options]        (one JSON line on stdout)\n"
@@ -2100,6 +2130,9 @@ static void usage(void) {
 "  --wait-port S       drain: poll the port for up to S seconds first\n"
 "  --broker-pid PID    sample the broker's CPU and VmRSS from /proc\n"
 "  --broker-core N     the CPU the broker is pinned to: report its softirq time too\n"
+"  --pub-ports P,P     several brokers (cluster nodes): publisher i connects to the\n"
+"  --sub-ports P,P     (i mod n)-th port, subscriber i likewise (default --port)\n"
+"  --cpu-pids A,B      report each process's CPU over the window (pids_cpu_pct)\n"
 "  --timeout S         setup/first-message timeout (30)   --drain-timeout S (30)\n"
 "  --quiet S           QoS 0 drain ends after S s without deliveries (1)\n"
 "  --stall S           QoS 1 and drain mode: give up S s after the last delivery once\n"
@@ -2129,7 +2162,8 @@ int main(int argc, char **argv) {
            O_WINDOW, O_PAYLOAD, O_BATCH, O_DURATION, O_WARMUP, O_COUNT, O_RATE, O_EXPECT,
            O_FAULT, O_STRICT, O_SUBCLEAN, O_CONNS, O_PARALLEL, O_KEEPALIVE, O_HOLD,
            O_SESSIONS, O_PERSESSION, O_TAG, O_WAITPORT, O_BPID, O_TIMEOUT, O_DTIMEOUT, O_QUIET,
-           O_SELFTEST, O_HELP, O_LEAD, O_COALESCE, O_STALL, O_BCORE, O_LEVEL };
+           O_SELFTEST, O_HELP, O_LEAD, O_COALESCE, O_STALL, O_BCORE, O_LEVEL, O_PUBPORTS,
+           O_SUBPORTS, O_CPUPIDS };
     static const struct option longopts[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"ws", 0, 0, O_WS},
         {"ws-path", 1, 0, O_WSPATH}, {"ws-frames", 1, 0, O_WSFRAMES}, {"mode", 1, 0, O_MODE},
@@ -2146,7 +2180,8 @@ int main(int argc, char **argv) {
         {"quiet", 1, 0, O_QUIET}, {"selftest", 0, 0, O_SELFTEST}, {"help", 0, 0, O_HELP},
         {"max-lead", 1, 0, O_LEAD}, {"coalesce-us", 1, 0, O_COALESCE},
         {"stall", 1, 0, O_STALL}, {"broker-core", 1, 0, O_BCORE},
-        {"protocol-level", 1, 0, O_LEVEL},
+        {"protocol-level", 1, 0, O_LEVEL}, {"pub-ports", 1, 0, O_PUBPORTS},
+        {"sub-ports", 1, 0, O_SUBPORTS}, {"cpu-pids", 1, 0, O_CPUPIDS},
         {0, 0, 0, 0}};
     O.host = "127.0.0.1";
     O.ws_path = "/mqtt";
@@ -2224,11 +2259,15 @@ int main(int argc, char **argv) {
         case O_STALL: O.stall = atof(optarg); break;
         case O_BCORE: O.broker_core = atoi(optarg); break;
         case O_LEVEL: O.level = atoi(optarg); break;
+        case O_PUBPORTS: O.n_pub_ports = int_list(optarg, O.pub_ports, "--pub-ports"); break;
+        case O_SUBPORTS: O.n_sub_ports = int_list(optarg, O.sub_ports, "--sub-ports"); break;
+        case O_CPUPIDS: O.n_cpu_pids = int_list(optarg, O.cpu_pids, "--cpu-pids"); break;
         default: usage();
         }
     }
     signal(SIGPIPE, SIG_IGN);
     if (do_selftest) return selftest(); /* before the checks below: it sets O.level itself */
+    if (!O.port && O.n_sub_ports) O.port = O.sub_ports[0];
     if (O.port <= 0 || O.port > 65535) usage();
     if (O.qos < 0 || O.qos > 1) die("--qos is 0 or 1");
     if (O.level != 4 && O.level != 5) die("--protocol-level is 4 or 5");
@@ -2261,9 +2300,11 @@ int main(int argc, char **argv) {
         if (i < n_first) {
             c->idx = i;
             c->role = O.mode == M_FLOW ? R_SUB : O.mode == M_IDLE ? R_IDLE : R_SESS;
+            c->port = O.n_sub_ports ? O.sub_ports[i % O.n_sub_ports] : O.port;
         } else {
             c->idx = i - n_first;
             c->role = R_PUB;
+            c->port = O.n_pub_ports ? O.pub_ports[c->idx % O.n_pub_ports] : O.port;
             R.pubs[c->idx] = c;
             pub_init(c);
         }
