@@ -26,7 +26,7 @@ from .config.schema import Config
 from .errors import ConfigError
 from .store.dir_lock import DataDirInUse
 from .store.journal_file import JournalCorrupt
-from .tools import admin_commands, deploy, journal, passwd, preflight, probe
+from .tools import admin_commands, deploy, journal, passwd, preflight, probe, redis_probe
 
 log = logging.getLogger("greenfly")
 
@@ -109,7 +109,7 @@ def check_command(path: str | None, args: argparse.Namespace) -> int:
 
 
 # Extra work `greenfly check` does when a tool's flag asks for it (e.g. --salvage).
-CHECK_HOOKS = (journal.check_hook,)
+CHECK_HOOKS = (journal.check_hook, redis_probe.check_hook)
 
 
 GC_THRESHOLD = (20_000, 10, 10)

@@ -26,6 +26,7 @@ from typing import Any
 import gevent
 
 from ..config.loading import redis_password
+from ..config.redis_durability import durability_warnings
 from ..config.schema import ClusterSection
 from ..core.context import BrokerContext
 from ..core.message import Message
@@ -117,10 +118,24 @@ class ClusterNode:
         self.subscriber.barrier(5.0)
         self.routes.reload(self.link)
         self.membership.join()
+        self._say_durability()
         interval = self.ctx.config.broker.sys_interval if self.ctx is not None else 0
         if self.ctx is not None:
             self.figures.start(self.ctx, float(interval or STATS_INTERVAL))
         log.info("cluster: joined as %s (Redis %s)", self.owner, self.section.redis_url)
+
+    def _say_durability(self) -> None:
+        """Log once, at start, if Redis would not keep what this node acknowledges."""
+        found: list[str | None] = []
+        for name in ("appendonly", "appendfsync"):
+            try:
+                reply = self.link.call("CONFIG", "GET", name)
+            except Exception:  # unreachable, or CONFIG renamed or not allowed here
+                reply = None
+            found.append(reply[1].decode() if isinstance(reply, list) and len(reply) == 2
+                         else None)
+        for warning in durability_warnings(found[0], found[1]):
+            log.warning("cluster: %s", warning)
 
     def stop(self) -> None:
         """After every connection closed: what they wrote (their wills' removal too) goes

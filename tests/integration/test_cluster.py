@@ -398,3 +398,34 @@ def take_all(client: PahoClient, quiet: float = 1.0) -> list:
     while batch := take(client.messages, 1000, quiet):
         out += batch
     return out
+
+
+def test_check_and_start_up_say_when_redis_would_not_keep_acknowledged_messages(
+        tmp_path: Path, redis: RedisServer) -> None:
+    import subprocess
+    import sys
+
+    from support.cluster import cluster_section
+    lax = RedisServer(tmp_path / "lax", args=("--appendfsync", "everysec"))
+    lax.start()
+    try:
+        for server, durable in ((redis, True), (lax, False)):
+            config = tmp_path / f"node-{durable}.toml"
+            config.write_text(f'[broker]\ndata_dir = "{tmp_path}/d"\n\n'
+                              + cluster_section(server, "n1", unique("gf") + ":", 2000))
+            checked = subprocess.run([sys.executable, "-m", "broker", "check", "-c", str(config)],
+                                     capture_output=True, text=True, timeout=30)
+            assert checked.returncode == 0, checked.stderr
+            if durable:
+                assert "appendonly yes, appendfsync always" in checked.stdout
+                assert "[cluster]" not in checked.stderr
+            else:
+                assert "appendfsync everysec: a Redis crash can lose acknowledged" \
+                    in checked.stderr
+        node = Cluster(tmp_path / "c", lax, 1).start()
+        try:
+            node[0].wait_for_log("Redis runs with appendfsync everysec")
+        finally:
+            node.stop()
+    finally:
+        lax.stop()
