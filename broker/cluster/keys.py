@@ -53,6 +53,9 @@ class Keys:
     def wills(self, owner: str) -> str:
         return f"{self.prefix}{{n:{owner}}}:wills"  # hash cid -> "<epoch>:<MessageStored>"
 
+    def sessions(self, owner: str) -> str:
+        return f"{self.prefix}{{n:{owner}}}:sess"  # set: persistent sessions it has held
+
     def stats(self, owner: str) -> str:
         return f"{self.prefix}{{n:{owner}}}:stats"  # hash counter -> value
 

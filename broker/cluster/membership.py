@@ -10,9 +10,11 @@ Every second each node looks at the others' leases. The first to see one gone ta
 - publishes the wills of that owner's connections, each only if the session is still that
   owner's at the epoch the will was stored with (a client that moved on has none to send);
 - withdraws its routes (every node drops them) and its wills, and forgets it.
-Its persistent sessions need no adopting: their queues are in Redis and publishers append
-to them whatever became of their owner; the client's next CONNECT, on any node, claims
-them. A restarted node reaps its own previous incarnations at once.
+- adopts that owner's persistent sessions still marked as its: they are offline sessions
+  of the reaper from then on (they expire, their routes are announced). Their queues were
+  in Redis all along (publishers append whatever became of the owner) and the client's next
+  CONNECT, on any node, claims them as from any owner.
+A restarted node reaps its own previous incarnations at once.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Membership:
         self.lease_ms = lease_ms
         self.routes = routes
         self.publish: Callable[[Message], object] | None = None  # the router's, once attached
+        self.adopt: Callable[[str, str], bool] | None = None  # (client id, dead owner)
         self._renew = link.script(scripts.RENEW)
         self._take_will = link.script(scripts.TAKE_WILL)
         self._greenlets: list[gevent.Greenlet[..., None]] = []
@@ -121,9 +124,14 @@ class Membership:
                 if isinstance(record, MessageStored) and self.publish is not None:
                     self.publish(wire.message_from(record))
                     wills += 1
-        link.call("DEL", keys.routes(dead), keys.wills(dead))
+        adopted = 0
+        if self.adopt is not None:
+            for client_id in link.call("SMEMBERS", keys.sessions(dead)):
+                adopted += self.adopt(client_id.decode(), dead)
+        link.call("DEL", keys.routes(dead), keys.wills(dead), keys.sessions(dead))
         link.call("PUBLISH", keys.routes_changes, b"*" + dead.encode())
         link.call("HDEL", keys.nodes, dead)
         self.routes.drop_owner(dead)
         self.reaped += 1
-        log.warning("cluster: node %s reaped: %d will(s) published", dead, wills)
+        log.warning("cluster: node %s reaped: %d will(s) published, %d offline session(s) "
+                    "adopted", dead, wills, adopted)

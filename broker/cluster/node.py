@@ -68,6 +68,7 @@ class ClusterNode:
         self.given_up = 0  # sessions another node took from this one
         self._claim = link.script(scripts.CLAIM)
         self._compact = link.script(scripts.COMPACT)
+        self._adopt = link.script(scripts.ADOPT)
         self.written: dict[str, int] = {}  # client id -> log entries since its compaction
         self.compacting: set[str] = set()
         self.ctx: BrokerContext | None = None
@@ -105,6 +106,7 @@ class ClusterNode:
         self.ctx = ctx
         ctx.router.cluster = self
         self.membership.publish = ctx.router.publish
+        self.membership.adopt = self.adopt
         ctx.tree.observer = self.routes.local_changed
 
     def start(self) -> None:
@@ -192,10 +194,38 @@ class ClusterNode:
         if kicked > epoch:  # a connection elsewhere claimed it after us, while we loaded
             self._let_go(client_id)
             return ReasonCode.SERVER_BUSY
+        if persistent:
+            store.submit(("SADD", self.keys.sessions(self.owner), client_id))
         if will is not None:
             store.submit(("HSET", self.keys.wills(self.owner), client_id,
                           b"%d:" % epoch + wire.message_record(will)))
         return None
+
+    def adopt(self, client_id: str, dead: str) -> bool:
+        """A dead owner's offline session becomes this node's (the reaper's step)."""
+        ctx = self.ctx
+        if ctx is None or client_id in self.store.epochs:
+            return False
+        self.loading[client_id] = []
+        try:
+            answer = self._adopt([self.keys.session(client_id), self.keys.log(client_id)],
+                                 [dead, self.owner])
+        finally:
+            buffered = self.loading.pop(client_id, [])
+            kicked = self._kicked_while_loading.pop(client_id, 0)
+        if not answer:
+            return False
+        epoch, seq, entries = answer
+        if kicked > int(epoch):
+            return False  # its client claimed it elsewhere meanwhile
+        if entries:
+            self._load(entries)
+        self.store.epochs[client_id] = int(epoch)
+        self.known[client_id] = int(seq)
+        for pos, record in buffered:
+            self._owed(client_id, pos, record)
+        self.store.submit(("SADD", self.keys.sessions(self.owner), client_id))
+        return True
 
     def forward(self, message: Message) -> int:
         topic = message.topic

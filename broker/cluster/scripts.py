@@ -89,6 +89,18 @@ local persistent = redis.call('HGET', KEYS[1], 'p') or '0'
 return {old, old_epoch, epoch, redis.call('HGET', KEYS[1], 'seq') or '0', persistent, entries}
 """
 
+# A dead owner's persistent session, taken by a survivor so that it expires and is owed
+# messages as any offline session is; nothing if it moved on meanwhile.
+# KEYS: s, log   ARGV: dead owner, new owner
+# returns: false | {epoch, seq, entries}
+ADOPT = r"""
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
+if redis.call('HGET', KEYS[1], 'p') ~= '1' then return false end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+return {epoch, redis.call('HGET', KEYS[1], 'seq') or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+
 # The owner rewrites its session's log as a snapshot: the entries up to `pos` (all of which
 # it has applied) go, the snapshot (position 0) takes their place, later appends stay.
 # KEYS: s, log   ARGV: epoch, pos, snapshot records...

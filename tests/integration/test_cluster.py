@@ -429,3 +429,31 @@ def test_check_and_start_up_say_when_redis_would_not_keep_acknowledged_messages(
             node.stop()
     finally:
         lax.stop()
+
+
+def test_a_dead_nodes_offline_sessions_are_adopted_and_expire(cluster: Cluster) -> None:
+    """An MQTT 5 session with a 3 s expiry, offline on node 1 when node 1 dies: a survivor
+    adopts it after the lease, and it expires there as it would have on node 1."""
+    from broker.codec import Connect
+    cid = unique("mortal")
+    first = RawClient(cluster[0].port, protocol_level=5)
+    first.send_packet(Connect(cid, 5, True, 60, properties={"session_expiry_interval": 3}), 5)
+    assert first.recv_packet().reason_code == 0
+    first.close()
+    cluster[0].kill9()
+    reaper = None
+    for _ in range(100):  # bounded: the lease is 1.5 s, the watch runs every second
+        for node in (cluster[1], cluster[2]):
+            if "1 offline session(s) adopted" in node.log_text():
+                reaper = node
+        if reaper is not None:
+            break
+        import time
+        time.sleep(0.1)
+    assert reaper is not None, "no survivor adopted the session"
+    reaper.wait_for_log(r"expired 1 persistent session\(s\): " + cid, timeout=10)
+    back = RawClient(cluster[2].port, protocol_level=5)
+    back.send_packet(Connect(cid, 5, False, 60, properties={"session_expiry_interval": 3}), 5)
+    connack = back.recv_packet()
+    assert (connack.reason_code, connack.session_present) == (0, False)
+    back.close()
