@@ -3,8 +3,8 @@
 the node's name in it and passes `systemd-analyze verify`; Debian's redis-server runs with its
 Redis settings in effect; the three node files differ only where a node must.
 
-The node files' [cluster] table is cut before `greenfly deploy` and the loader read them: deploy
-reads only listeners and limits, and the loader knows [cluster] only with the cluster schema.
+The node files are read whole, their Redis password file moved to a temporary one (the loader
+reads it, and /etc/greenfly/redis.secret exists only where the kit is installed).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.broker import REPO, free_port, wait_for_port
-from support.cluster_kit import template_unit, without_cluster_table
+from support.cluster_kit import template_unit
 from support.deploy import Nginx, deploy, need_program, self_signed
 
 from broker.config.loading import load_text
@@ -43,8 +43,7 @@ def upstreams(protocol: str) -> str:
 @pytest.mark.parametrize("shipped", list(NGINX))
 def test_nginx_files_are_greenfly_deploy_upstream_output_for_the_nodes(tmp_path, shipped):
     tool, protocol = NGINX[shipped]
-    config = tmp_path / "n1.toml"
-    config.write_text(without_cluster_table((KIT / "n1.toml").read_text()))
+    config = with_secret_in(tmp_path, (KIT / "n1.toml").read_text())
     rendered = deploy(tool, config, "--upstream", upstreams(protocol))
     text = (KIT / shipped).read_text()
     assert rendered == text, (
@@ -87,11 +86,23 @@ def test_the_nodes_differ_only_in_name_ports_and_data_dir():
         assert all(name in line or line.startswith("+ port = ") for line in changed), changed
 
 
+def with_secret_in(tmp_path, text: str) -> Path:
+    """A node file as shipped, its Redis password file moved to `tmp_path` (the loader reads
+    it: /etc/greenfly/redis.secret exists only on an installed machine)."""
+    secret = tmp_path / "redis.secret"
+    secret.write_text("test-secret\n")
+    config = tmp_path / "node.toml"
+    config.write_text(text.replace("/etc/greenfly/redis.secret", str(secret)))
+    return config
+
+
 @pytest.mark.parametrize("name", NODES)
-def test_the_node_files_load_but_for_their_cluster_table(name):
-    text = (KIT / f"{name}.toml").read_text()
-    config = load_text(without_cluster_table(text), f"{name}.toml")
+def test_the_node_files_load_as_cluster_nodes(tmp_path, name):
+    path = with_secret_in(tmp_path, (KIT / f"{name}.toml").read_text())
+    config = load_text(path.read_text(), f"{name}.toml")
     assert config.limits.max_keepalive == 300 and config.broker.allow_anonymous is False
+    assert config.cluster is not None and config.cluster.node_id == name
+    assert config.cluster.redis_url == "redis://127.0.0.1:6379/0"
 
 
 def test_the_template_unit_is_the_single_node_unit_per_instance(tmp_path):

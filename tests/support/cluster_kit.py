@@ -3,8 +3,6 @@ in step (tests/integration/test_deploy_cluster_files.py) and for regenerating th
 
 from __future__ import annotations
 
-import re
-
 # What `greenfly deploy systemd -c deploy/greenfly.toml` says that a node's template unit says
 # otherwise: one instance per node, its own configuration and data directory; everything else
 # (notify, watchdog, restart rules, hardening) is the single-node unit's.
@@ -35,9 +33,3 @@ def template_unit(single_node_unit: str) -> str:
         assert single_node_unit.count(old) == 1, old
         single_node_unit = single_node_unit.replace(old, new)
     return single_node_unit
-
-
-def without_cluster_table(toml: str) -> str:
-    """A node's configuration without its [cluster] table: what `greenfly deploy` reads of it
-    (listeners, limits) stays, and a loader that does not know [cluster] can read the rest."""
-    return re.sub(r"^\[cluster\]\n(?:(?!\[).*\n)*", "", toml, flags=re.M)
