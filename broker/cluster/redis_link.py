@@ -227,6 +227,21 @@ class Script:
         return self.link.call(*self.command(keys, args))
 
 
+NOT_READY = ("LOADING", "BUSY", "TRYAGAIN", "READONLY", "MASTERDOWN", "OOM", "NOREPLICAS",
+             "MISCONF")
+
+
+def _not_ready(result: Any) -> bool:
+    """A per-command error that says Redis cannot take writes now, not that the command is
+    wrong: the write is to be made later, not reported as done. (redis-py's parser strips
+    the code from the message of the errors it has a class for, and keeps it in
+    `status_code`.)"""
+    if not isinstance(result, Exception):
+        return False
+    code = getattr(result, "status_code", None) or str(result).split(" ", 1)[0]
+    return code in NOT_READY
+
+
 class GroupWriter:
     """Group commit: what is submitted while a pipeline is in flight (or during the hub
     iteration that woke the writer) goes out as the next pipeline, so concurrent writers share
@@ -300,6 +315,20 @@ class GroupWriter:
                 gevent.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP)
                 # What came in meanwhile joins the retry, behind the batch: order is kept.
+                batch.extend(self._pending)
+                self._pending = []
+                continue
+            busy = next((r for r in results if _not_ready(r)), None)
+            if busy is not None:
+                # Redis is up but will not take writes yet (loading its AOF after a restart,
+                # a replica, out of memory): as unavailable, the whole batch again later.
+                # Anything it did apply is applied again, which the scripts allow.
+                if self.up:
+                    self.up = False
+                    log.warning("Redis refuses writes for now, held and retried: %s", busy)
+                    self._notify(False)
+                gevent.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP)
                 batch.extend(self._pending)
                 self._pending = []
                 continue
