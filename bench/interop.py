@@ -19,7 +19,8 @@ thrown away. Each broker is started here on a free loopback port with what the s
 through a few lines of ours (`RUN311`) that give it the port and unittest the test names.
 `greenfly-cluster` (bench/interop_cluster.py) is three nodes with the single-node settings and
 a `[cluster]` section, behind `greenfly deploy nginx-stream --upstream`; the suite talks to
-nginx, and the report says on which node each of its clients landed.
+nginx, and the report says on which node each of its clients landed. `greenfly-nginx` is one
+plain greenfly behind the same nginx, to tell nginx's effects from the cluster's.
 
     .venv/bin/python bench/interop.py                       # both suites, greenfly and mosquitto
     .venv/bin/python bench/interop.py --brokers greenfly-cluster --suites 3.1.1
@@ -74,7 +75,7 @@ class Outcome:
 
 
 SUITES = {"3.1.1": "client_test.py", "5": "client_test5.py"}
-BROKER_KINDS = ("greenfly", "mosquitto", "greenfly-cluster")
+BROKER_KINDS = ("greenfly", "mosquitto", "greenfly-cluster", "greenfly-nginx")
 
 # Runs client_test.py as its own __main__ with `--hostname=127.0.0.1 -p PORT` (what its getopt
 # reads; not `-h`, which its `o in ("--help")`, a substring test, takes for help), while
@@ -257,9 +258,10 @@ def parse(out: str, asked: list[str], stalled: bool) -> Outcome:
 
 
 def start_broker(kind: str, workdir: Path, reveal_denials: bool) -> SuiteBroker | ClusterBroker:
-    if kind == "greenfly-cluster":
+    if kind in ("greenfly-cluster", "greenfly-nginx"):
         return ClusterBroker(workdir, lambda home, port: greenfly_config(home, port,
-                                                                         reveal_denials)).start()
+                                                                         reveal_denials),
+                             cluster=kind == "greenfly-cluster").start()
     return SuiteBroker(kind, workdir, reveal_denials).start()
 
 

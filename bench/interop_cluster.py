@@ -35,25 +35,29 @@ _CONNECTED = re.compile(r"client connected: (.+?) from \S+ protocol=")
 
 
 class ClusterBroker:
-    """redis-server, three nodes and nginx; `port` is nginx's, where the suite connects."""
+    """redis-server, three nodes and nginx; `port` is nginx's, where the suite connects.
 
-    kind = "greenfly-cluster"
+    With `cluster=False`, one plain greenfly behind the same nginx and no Redis (broker kind
+    `greenfly-nginx`): what fails there and not on greenfly alone is nginx's doing, not the
+    cluster's."""
 
-    def __init__(self, workdir: Path, node_config: Callable[[Path, int], str]) -> None:
+    def __init__(self, workdir: Path, node_config: Callable[[Path, int], str],
+                 cluster: bool = True) -> None:
         self.workdir = workdir
+        self.kind = "greenfly-cluster" if cluster else "greenfly-nginx"
         workdir.mkdir(parents=True)
-        self.redis = RedisServer(workdir / "redis")
+        self.redis = RedisServer(workdir / "redis") if cluster else None
         prefix = f"gfi{uuid.uuid4().hex[:6]}:"
         self.nodes: list[tuple[str, int, Path, list[str]]] = []
-        for node_id in NODES:
+        for node_id in NODES if cluster else NODES[:1]:
             home = workdir / node_id
             home.mkdir()
             port = free_port()
             config = home / "greenfly.toml"
-            config.write_text(
-                node_config(home, port)
-                + f'\n[cluster]\nnode_id = "{node_id}"\nredis_url = "{self.redis.url}"\n'
-                f'key_prefix = "{prefix}"\nlease_ms = {LEASE_MS}\n')
+            section = ("" if self.redis is None else
+                       f'\n[cluster]\nnode_id = "{node_id}"\nredis_url = "{self.redis.url}"\n'
+                       f'key_prefix = "{prefix}"\nlease_ms = {LEASE_MS}\n')
+            config.write_text(node_config(home, port) + section)
             python = REPO / ".venv" / "bin" / "python"
             command = [str(python if python.exists() else sys.executable), "-m", "broker",
                        "-c", str(config)]
@@ -63,9 +67,10 @@ class ClusterBroker:
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> ClusterBroker:
-        self.redis.start()
-        assert self.redis.proc is not None
-        register(self.redis.proc)
+        if self.redis is not None:
+            self.redis.start()
+            assert self.redis.proc is not None
+            register(self.redis.proc)
         for node_id, port, log_path, command in self.nodes:
             with log_path.open("ab") as log:
                 self.procs.append(register(subprocess.Popen(
@@ -127,9 +132,10 @@ class ClusterBroker:
                     proc.wait(5)
             reap(proc)
         self.procs = []
-        self.redis.close()
-        if self.redis.proc is not None:
-            reap(self.redis.proc)
+        if self.redis is not None:
+            self.redis.close()
+            if self.redis.proc is not None:
+                reap(self.redis.proc)
         with self.log_path.open("w") as out:
             for node_id, _, log, _ in self.nodes:
                 if log.exists():
