@@ -1,5 +1,6 @@
-"""The Eclipse Paho MQTT 5 interoperability suite (`client_test5.py` of eclipse/paho.mqtt.testing)
-against greenfly and, for comparison, Debian's Mosquitto; prints pass/fail per test.
+"""The Eclipse Paho interoperability suites of eclipse/paho.mqtt.testing, MQTT 3.1.1
+(`client_test.py`) and MQTT 5 (`client_test5.py`), against greenfly, Debian's Mosquitto and a
+greenfly cluster (three nodes on Redis behind nginx); prints pass/fail per test.
 
 Why a script and not a test: the suite is someone else's code (EPL/EDL), so it is never copied
 into this repo; it is extracted from a local snapshot of its git repository into a temporary
@@ -14,28 +15,38 @@ thrown away. Each broker is started here on a free loopback port with what the s
   does (`--reveal-denials` runs with the default);
 - a fresh data directory, nothing retained from earlier runs.
 
-    .venv/bin/python bench/interop.py                       # both brokers, the whole suite
+`client_test.py` hands its whole command line to unittest, which refuses its `-p`: it is run
+through a few lines of ours (`RUN311`) that give it the port and unittest the test names.
+`greenfly-cluster` (bench/interop_cluster.py) is three nodes with the single-node settings and
+a `[cluster]` section, behind `greenfly deploy nginx-stream --upstream`; the suite talks to
+nginx, and the report says on which node each of its clients landed. `greenfly-nginx` is one
+plain greenfly behind the same nginx, to tell nginx's effects from the cluster's.
+
+    .venv/bin/python bench/interop.py                       # both suites, greenfly and mosquitto
+    .venv/bin/python bench/interop.py --brokers greenfly-cluster --suites 3.1.1
     .venv/bin/python bench/interop.py --brokers greenfly --each   # one process per test
-    .venv/bin/python bench/interop.py --tests test_will_delay,test_flow_control2
+    .venv/bin/python bench/interop.py --suites 5 --tests test_will_delay,test_flow_control2
 
 `--each` runs every test in its own process (the suite's class setup cleans up before each):
 slower, but one test's leftovers or hang cannot touch the next. The exit status is 0 when
-greenfly passed everything it ran.
+every greenfly kind passed everything it ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from brokers import MOSQUITTO
+from interop_cluster import ClusterBroker
 from procs import REPO, free_port, kill_everything, port_accepts, reap, register
 
 SNAPSHOT = Path("/work/.mirror/eclipse+paho.mqtt.testing/repo")  # a bare git directory
@@ -47,8 +58,9 @@ START_TIMEOUT = 30.0
 # suite's forbidden filter. The same text is a valid greenfly and Mosquitto ACL file.
 ACL = "topic readwrite #\ntopic deny test/nosubscribe\n"
 
-_STARTED = re.compile(r"^(test_\w+) \(__main__\.Test[\w.]*\)", re.M)
-_FAILED = re.compile(r"^(FAIL|ERROR): (test_\w+) ", re.M)
+# 3.1.1's suite names one test testBasic.
+_STARTED = re.compile(r"^(test\w+) \(__main__\.Test[\w.]*\)", re.M)
+_FAILED = re.compile(r"^(FAIL|ERROR): (test\w+) ", re.M)
 _VERDICT = re.compile(r"(?:\.\.\. |^)(ok|FAIL|ERROR)$", re.M)
 _ERROR_LINE = re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception|Timeout|timeout)\b.*$", re.M)
 
@@ -59,6 +71,22 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)  # test -> why, in a line
     unfinished: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    landed: dict[str, list[str]] = field(default_factory=dict)  # cluster: node -> client ids
+
+
+SUITES = {"3.1.1": "client_test.py", "5": "client_test5.py"}
+BROKER_KINDS = ("greenfly", "mosquitto", "greenfly-cluster", "greenfly-nginx")
+
+# Runs client_test.py as its own __main__ with `--hostname=127.0.0.1 -p PORT` (what its getopt
+# reads; not `-h`, which its `o in ("--help")`, a substring test, takes for help), while
+# unittest gets `-v` and the test names instead of that command line.
+RUN311 = """import runpy, sys, unittest
+script, port, *tests = sys.argv[1:]
+_main = unittest.main
+unittest.main = lambda *args, **kwargs: _main(*args, argv=[script, "-v", *tests], **kwargs)
+sys.argv = [script, "--hostname=127.0.0.1", "-p", port]
+runpy.run_path(script, run_name="__main__")
+"""
 
 
 def extract_suite(snapshot: Path, into: Path) -> Path:
@@ -67,14 +95,28 @@ def extract_suite(snapshot: Path, into: Path) -> Path:
                               "interoperability"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     suite = into / "interoperability"
-    if not (suite / "client_test5.py").exists():
-        raise SystemExit(f"{snapshot}: no interoperability/client_test5.py at HEAD")
+    for script in SUITES.values():
+        if not (suite / script).exists():
+            raise SystemExit(f"{snapshot}: no interoperability/{script} at HEAD")
+    (suite / "run311.py").write_text(RUN311)
     return suite
 
 
-def test_names(suite: Path) -> list[str]:
-    text = (suite / "client_test5.py").read_text()
-    return re.findall(r"^    def (test_\w+)\(self\)", text, re.M)
+def test_names(suite: Path, script: str = "client_test5.py") -> list[str]:
+    text = (suite / script).read_text()
+    return re.findall(r"^    def (test\w+)\(self\)", text, re.M)
+
+
+def greenfly_config(home: Path, port: int, reveal_denials: bool = False) -> str:
+    """One greenfly (or cluster node) as the suite wants it, listening on `port`."""
+    acl = home / "acl"
+    acl.write_text(ACL)
+    data = home / "data"
+    data.mkdir()
+    return (f'[broker]\ndata_dir = "{data}"\nallow_anonymous = true\nacl_file = "{acl}"\n'
+            f"reveal_denials = {str(reveal_denials).lower()}\n\n"
+            "[limits]\nmax_keepalive = 60\n\n"
+            f'[[listener]]\nbind = "127.0.0.1"\nport = {port}\nprotocol = "mqtt"\n')
 
 
 class SuiteBroker:
@@ -86,21 +128,15 @@ class SuiteBroker:
         workdir.mkdir(parents=True)
         self.port = free_port()
         self.log_path = workdir / f"{kind}.log"
-        acl = workdir / "acl"
-        acl.write_text(ACL)
-        data = workdir / "data"
-        data.mkdir()
         if kind == "greenfly":
             self.config = workdir / "greenfly.toml"
-            self.config.write_text(
-                f'[broker]\ndata_dir = "{data}"\nallow_anonymous = true\nacl_file = "{acl}"\n'
-                f"reveal_denials = {str(reveal_denials).lower()}\n\n"
-                "[limits]\nmax_keepalive = 60\n\n"
-                f'[[listener]]\nbind = "127.0.0.1"\nport = {self.port}\nprotocol = "mqtt"\n')
+            self.config.write_text(greenfly_config(workdir, self.port, reveal_denials))
             python = REPO / ".venv" / "bin" / "python"
             self.command = [str(python if python.exists() else sys.executable), "-m",
                             "broker", "-c", str(self.config)]
         else:
+            acl = workdir / "acl"
+            acl.write_text(ACL)
             self.config = workdir / "mosquitto.conf"
             self.config.write_text(
                 "user root\nallow_anonymous true\nmax_keepalive 60\npersistence false\n"
@@ -137,12 +173,15 @@ class SuiteBroker:
         reap(proc)
 
 
-def run_suite(suite: Path, port: int, tests: list[str], log: Path) -> tuple[str, bool]:
-    """One `client_test5.py` process (verbose, so it names each test as it starts); its
-    output, and whether it was stopped because one test ran past STALL_TIMEOUT (some of
-    the suite's loops wait for a packet forever)."""
-    command = [sys.executable, "client_test5.py", "-p", str(port), "-v",
-               *(f"Test.{name}" for name in tests)]
+def run_suite(suite: Path, port: int, tests: list[str], log: Path,
+              script: str = "client_test5.py") -> tuple[str, bool]:
+    """One suite process (verbose, so it names each test as it starts); its output, and
+    whether it was stopped because one test ran past STALL_TIMEOUT (some of the suite's
+    loops wait for a packet forever)."""
+    names = [f"Test.{name}" for name in tests]
+    command = ([sys.executable, script, "-p", str(port), "-v", *names]
+               if script == "client_test5.py"
+               else [sys.executable, "run311.py", script, str(port), *names])
     out_path = log.with_suffix(".current")
     with out_path.open("w") as out_file:
         proc = register(subprocess.Popen(command, cwd=suite, stdout=out_file,
@@ -218,9 +257,17 @@ def parse(out: str, asked: list[str], stalled: bool) -> Outcome:
     return outcome
 
 
-def run_against(kind: str, suite: Path, tests: list[str], each: bool,
-                workdir: Path, reveal_denials: bool = False) -> Outcome:
-    broker = SuiteBroker(kind, workdir / kind, reveal_denials).start()
+def start_broker(kind: str, workdir: Path, reveal_denials: bool) -> SuiteBroker | ClusterBroker:
+    if kind in ("greenfly-cluster", "greenfly-nginx"):
+        return ClusterBroker(workdir, lambda home, port: greenfly_config(home, port,
+                                                                         reveal_denials),
+                             cluster=kind == "greenfly-cluster").start()
+    return SuiteBroker(kind, workdir, reveal_denials).start()
+
+
+def run_against(kind: str, suite: Path, tests: list[str], each: bool, workdir: Path,
+                reveal_denials: bool = False, script: str = "client_test5.py") -> Outcome:
+    broker = start_broker(kind, workdir / kind, reveal_denials)
     log = workdir / f"{kind}-suite.log"
     began = time.monotonic()
     try:
@@ -229,7 +276,7 @@ def run_against(kind: str, suite: Path, tests: list[str], each: bool,
             # One process for the lot; after a hung test, a new one for the tests after it.
             remaining = tests
             while remaining:
-                out, stalled = run_suite(suite, broker.port, remaining, log)
+                out, stalled = run_suite(suite, broker.port, remaining, log, script)
                 one = parse(out, remaining, stalled)
                 outcome.passed += one.passed
                 outcome.failed.update(one.failed)
@@ -240,14 +287,14 @@ def run_against(kind: str, suite: Path, tests: list[str], each: bool,
             # run those alone once more, for a reason (the verdict stays the whole run's).
             for name, reason in list(outcome.failed.items()):
                 if reason == NO_REASON:
-                    out, stalled = run_suite(suite, broker.port, [name], log)
+                    out, stalled = run_suite(suite, broker.port, [name], log, script)
                     alone = parse(out, [name], stalled).failed.get(name)
                     outcome.failed[name] = (f"{alone} (when run alone)" if alone
                                             else "passes when run alone: an earlier test's "
                                             "leftovers?")
         else:
             for name in tests:
-                out, stalled = run_suite(suite, broker.port, [name], log)
+                out, stalled = run_suite(suite, broker.port, [name], log, script)
                 one = parse(out, [name], stalled)
                 outcome.passed += one.passed
                 outcome.failed.update(one.failed)
@@ -256,6 +303,8 @@ def run_against(kind: str, suite: Path, tests: list[str], each: bool,
     finally:
         broker.stop()
     outcome.seconds = time.monotonic() - began
+    if isinstance(broker, ClusterBroker):
+        outcome.landed = broker.landed()
     with contextlib.suppress(OSError):
         issues = [line for line in broker.log_path.read_text(errors="replace").splitlines()
                   if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback", line)]
@@ -264,49 +313,72 @@ def run_against(kind: str, suite: Path, tests: list[str], each: bool,
     return outcome
 
 
-def report(kind: str, outcome: Outcome, total: int) -> None:
-    print(f"\n{kind}: {len(outcome.passed)} of {total} passed "
+def report(title: str, outcome: Outcome, total: int) -> None:
+    print(f"\n{title}: {len(outcome.passed)} of {total} passed "
           f"({outcome.seconds:.0f} s)")
     for name, reason in sorted(outcome.failed.items()):
         print(f"  FAIL {name}: {reason}")
     for name in outcome.unfinished:
         print(f"  NOT RUN {name}")
+    if outcome.landed:
+        clients = sorted({c for ids in outcome.landed.values() for c in ids})
+        print(f"  {len(clients)} client ids landed on "
+              + ", ".join(f"{node}: {len(ids)} connections ({len(set(ids))} ids)"
+                          for node, ids in outcome.landed.items()))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--brokers", default="greenfly,mosquitto")
+    parser.add_argument("--brokers", default="greenfly,mosquitto",
+                        help=f"comma-separated, of {', '.join(BROKER_KINDS)}")
+    parser.add_argument("--suites", default="3.1.1,5", help="3.1.1, 5 or both")
     parser.add_argument("--tests", default="", help="comma-separated test names (default all)")
     parser.add_argument("--each", action="store_true", help="one process per test")
     parser.add_argument("--snapshot", type=Path, default=SNAPSHOT,
                         help="bare git directory of eclipse/paho.mqtt.testing")
     parser.add_argument("--reveal-denials", action="store_true",
                         help="greenfly's default reveal_denials = true (0x87 in SUBACK)")
+    parser.add_argument("--json", type=Path, help="also write the outcomes here")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (logs, configs) and print it")
     args = parser.parse_args()
     kinds = [k for k in args.brokers.split(",") if k]
+    suites = [v for v in args.suites.split(",") if v]
+    if set(kinds) - set(BROKER_KINDS) or set(suites) - set(SUITES) or not kinds or not suites:
+        raise SystemExit(f"--brokers: of {', '.join(BROKER_KINDS)}; "
+                         f"--suites: of {', '.join(SUITES)}")
     status = 0
     tmp = Path(tempfile.mkdtemp(prefix="greenfly-interop-"))
     try:
         suite = extract_suite(args.snapshot, tmp)
-        names = test_names(suite)
-        tests = [t for t in args.tests.split(",") if t] or names
-        unknown = set(tests) - set(names)
+        asked = [t for t in args.tests.split(",") if t]
+        names = {version: test_names(suite, SUITES[version]) for version in suites}
+        unknown = set(asked) - {t for tests in names.values() for t in tests}
         if unknown:
             raise SystemExit(f"no such tests: {', '.join(sorted(unknown))}")
         commit = subprocess.run(["git", "--git-dir", str(args.snapshot), "log", "-1",
                                  "--format=%h %cs"], capture_output=True, text=True).stdout
-        print(f"paho.mqtt.testing {commit.strip()}: client_test5.py, {len(tests)} tests")
-        results = {}
-        for kind in kinds:
-            print(f"running against {kind} ...", flush=True)
-            results[kind] = run_against(kind, suite, tests, args.each, tmp,
-                                       args.reveal_denials)
-        for kind, outcome in results.items():
-            report(kind, outcome, len(tests))
-            if kind == "greenfly" and (outcome.failed or outcome.unfinished):
+        results: dict[tuple[str, str], tuple[Outcome, int]] = {}
+        for version in suites:
+            tests = [t for t in names[version] if not asked or t in asked]
+            if not tests:
+                continue
+            script = SUITES[version]
+            print(f"paho.mqtt.testing {commit.strip()}: {script} (MQTT {version}), "
+                  f"{len(tests)} tests")
+            for kind in kinds:
+                print(f"running against {kind} ...", flush=True)
+                results[(version, kind)] = (run_against(
+                    kind, suite, tests, args.each, tmp / f"v{version}", args.reveal_denials,
+                    script), len(tests))
+        for (version, kind), (outcome, total) in results.items():
+            report(f"MQTT {version} suite, {kind}", outcome, total)
+            if kind.startswith("greenfly") and (outcome.failed or outcome.unfinished):
                 status = 1
+        if args.json:
+            args.json.write_text(json.dumps(
+                [{"suite": version, "broker": kind, "total": total, **asdict(outcome)}
+                 for (version, kind), (outcome, total) in results.items()], indent=1))
     finally:
         kill_everything()
         if args.keep:
