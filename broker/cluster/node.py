@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,7 @@ from ..errors import ReasonCode
 from ..store.base import restore
 from ..store.record_codec import decode_record
 from ..store.records import MessageQueued, MessageStored, OutgoingWithdrawn, Record
+from ..topics import matches
 from . import compaction, scripts, wire
 from .cluster_stats import ClusterStats
 from .keys import Keys
@@ -46,6 +49,11 @@ from .routes import Routes
 log = logging.getLogger("greenfly.cluster")
 
 CLEAN_SESSION_TTL_MS = 7 * 24 * 3600 * 1000  # a clean session's owner entry, refreshed per claim
+LATE_WINDOW = 0.2  # seconds a routed message is kept for a route that arrives after it
+# A message that reached this node this long before another node took a SUBSCRIBE counts as
+# after it: the two came in through different nodes, and a client that sent the SUBSCRIBE
+# first (on one node, handled first) may be a little late on its node.
+LATE_MARGIN = 0.05
 STATS_INTERVAL = 10  # seconds between cluster figures when sys_interval is 0 (/metrics only)
 QUEUE_CAP_FACTOR = 3  # a session log holds at most this x max_queued_messages entries + 1,000
 
@@ -78,6 +86,9 @@ class ClusterNode:
         self.known: dict[str, int] = {}  # client id -> every log position up to this is seen
         self.ahead: dict[str, set[int]] = {}  # ... and these beyond it
         self.dropped_remote = 0  # QoS 0 forwards not sent: Redis was down
+        # (arrived, message, owners it went to, sessions it was appended for), newest last
+        self.recent: deque[tuple[float, Message, set[str], frozenset[str]]] = deque()
+        self.late_forwards = 0  # messages sent on to a node whose route came after them
 
     @classmethod
     def create(cls, section: ClusterSection, queue_limit: int) -> ClusterNode:
@@ -233,6 +244,7 @@ class ClusterNode:
             return 0  # $SYS and the like: each node's own
         reached = 0
         store = self.store
+        appended: list[str] = []
         if message.qos:
             owned = store.epochs
             for client_id, qos, options in self.routes.persistent_targets(topic):
@@ -258,8 +270,10 @@ class ClusterNode:
                                            message.retain, message.origin, message.properties,
                                            client_id, granted, retain, 0, message.received_at,
                                            sub_ids))
+                appended.append(client_id)
                 reached += 1
         nodes = self.routes.nodes_for(topic)
+        self._remember(message, nodes, appended)
         if nodes:
             if store.failure is not None:
                 self.dropped_remote += len(nodes)
@@ -269,6 +283,30 @@ class ClusterNode:
                 store.submit(("PUBLISH", self.keys.push(owner), data))
             reached += len(nodes)
         return reached
+
+    def _remember(self, message: Message, nodes: list[str], appended: list[str]) -> None:
+        """Keep what was just routed for `LATE_WINDOW`, with where it went."""
+        now = time.time()
+        recent = self.recent
+        recent.append((now, message, set(nodes), frozenset(appended)))
+        while recent and recent[0][0] < now - LATE_WINDOW:
+            recent.popleft()
+
+    def catch_up(self, owner: str, topic_filter: str, since: float) -> None:
+        """`owner` subscribed to `topic_filter` at `since`, and this node learnt of it only
+        now: what its clients published after that (give or take `LATE_MARGIN`), routed
+        without it, goes to it late (in publish order, before anything routed from now on),
+        as one node would have delivered it. A shared group gets nothing late (its message
+        went to one member)."""
+        if topic_filter.startswith("$share/"):
+            return
+        for arrived, message, sent, appended in self.recent:
+            if (arrived > since - LATE_MARGIN and owner not in sent
+                    and matches(topic_filter, message.topic)):
+                sent.add(owner)
+                self.late_forwards += 1
+                self.store.submit(("PUBLISH", self.keys.push(owner),
+                                   wire.late(message, appended)))
 
     def shared_groups(self, message: Message) -> Callable[[str], bool] | None:
         if not self.routes.others.holders:
@@ -373,6 +411,8 @@ class ClusterNode:
                                      self.membership.reaped),
             "cluster_forwards_dropped": ("QoS 0 forwards not sent: Redis was unavailable",
                                          self.dropped_remote),
+            "cluster_late_forwards": ("Messages sent on to a node whose subscription this "
+                                      "node learnt of after routing them", self.late_forwards),
             "cluster_queue_full_drops": ("Messages not appended: a session's log in Redis was "
                                          "at its cap", self.store.dropped_full),
         }
@@ -385,6 +425,9 @@ class ClusterNode:
             if channel == keys.push(self.owner):
                 if data[0] == wire.FORWARD:
                     self._forwarded(data[1:])
+                elif data[0] == wire.LATE:
+                    appended, blob = wire.parse_late(data)
+                    self._forwarded(blob, appended)
                 elif data[0] == wire.OWED:
                     client_id, pos, record = wire.parse_owed(data)
                     self._owed(client_id, pos, record)
@@ -392,7 +435,9 @@ class ClusterNode:
                 client_id, epoch = wire.parse_kick(data)
                 self._kick(client_id, epoch)
             elif channel == keys.routes_changes.encode():
-                self.routes.route_change(data)
+                added = self.routes.route_change(data)
+                if added is not None and self.recent:
+                    self.catch_up(*added)
             elif channel == keys.psubs_changes.encode():
                 self.routes.psubs_change(data)
             elif channel == keys.retained_changes.encode():
@@ -400,10 +445,11 @@ class ClusterNode:
         except Exception:  # one bad message must not stop the node's pub/sub greenlet
             log.exception("cluster: cannot handle a message on %r", channel)
 
-    def _forwarded(self, blob: bytes) -> None:
+    def _forwarded(self, blob: bytes, appended: frozenset[str] | None = None) -> None:
         record = decode_record(blob)
         if isinstance(record, MessageStored) and self.ctx is not None:
-            self.ctx.router.publish(wire.message_from(record), forwarded=True)
+            self.ctx.router.publish(wire.message_from(record), forwarded=True,
+                                    appended=appended)
 
     def _owed(self, client_id: str, pos: int, record: MessageQueued) -> None:
         waiting = self.loading.get(client_id)

@@ -15,6 +15,7 @@ persistent session's subscriptions.
 from __future__ import annotations
 
 import logging
+import time
 
 from ..codec import SubOptions
 from ..core.topic_tree import Target, TopicTree
@@ -56,8 +57,11 @@ class Routes:
             self.store.submit(("HSET", routes, topic_filter, 1))
         else:
             self.store.submit(("HDEL", routes, topic_filter))
+        # An added filter says when (wall clock): a node that routed a message that arrived
+        # after it, without it, sends it on late (ClusterNode.catch_up).
+        when = b"\0%.6f" % time.time() if sign == b"+" else b""
         self.store.submit(("PUBLISH", self.keys.routes_changes,
-                           sign + self.owner.encode() + b"\0" + topic_filter.encode()))
+                           sign + self.owner.encode() + b"\0" + topic_filter.encode() + when))
 
     def announce_all(self) -> None:
         """After Redis lost what this node announced (restarted without it): say it again."""
@@ -66,18 +70,22 @@ class Routes:
 
     # -- other nodes' filters ------------------------------------------------------------------
 
-    def route_change(self, data: bytes) -> None:
+    def route_change(self, data: bytes) -> tuple[str, str, float] | None:
+        """Apply another node's change; for a filter added: (owner, filter, since when)."""
         sign, rest = data[:1], data[1:]
         owner, _, raw = rest.partition(b"\0")
         who = owner.decode()
         if who == self.owner:
-            return
+            return None
         if sign == b"*":
             self.drop_owner(who)
         elif sign == b"+":
-            self.others.add(who, raw.decode())
+            topic_filter, _, when = raw.partition(b"\0")
+            self.others.add(who, topic_filter.decode())
+            return who, topic_filter.decode(), float(when or 0)
         else:
             self.others.remove(who, raw.decode())
+        return None
 
     def drop_owner(self, owner: str) -> None:
         self.others.drop(owner)

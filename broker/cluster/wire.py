@@ -14,6 +14,7 @@ from ..store.records import MessageQueued, MessageStored, Record
 FORWARD = 0x4D  # b"M": a message published on another node, for this node's live clients
 OWED = 0x51  # b"Q": a message appended to the queue of a session this node owns
 KICK = 0x4B  # b"K": another node took a session of this node's
+LATE = 0x4C  # b"L": a forward sent after the fact: the route came after the message
 
 
 def message_record(message: Message) -> bytes:
@@ -29,6 +30,20 @@ def message_from(record: MessageStored | MessageQueued) -> Message:
 
 def forward(message: Message) -> bytes:
     return bytes((FORWARD,)) + message_record(message)
+
+
+def late(message: Message, appended: frozenset[str]) -> bytes:
+    """A forward for a node whose new subscription the publishing node learnt of only after
+    routing the message, with the sessions it appended it for (they have it already)."""
+    ids = "\0".join(sorted(appended)).encode()
+    return b"%c%d:%s%s" % (LATE, len(ids), ids, message_record(message))
+
+
+def parse_late(data: bytes) -> tuple[frozenset[str], bytes]:
+    colon = data.index(b":")
+    size = int(data[1:colon])
+    ids = data[colon + 1:colon + 1 + size].decode()
+    return frozenset(ids.split("\0")) if ids else frozenset(), data[colon + 1 + size:]
 
 
 def owed(client_id: str, pos: int, record: bytes) -> bytes:

@@ -55,7 +55,8 @@ class Router:
         self.cluster: ClusterHooks | None = None  # set by a cluster node
         registry.hand_over = self.hand_over  # a session's end leaves its shared groups
 
-    def publish(self, message: Message, persist: bool = True, forwarded: bool = False) -> int:
+    def publish(self, message: Message, persist: bool = True, forwarded: bool = False,
+                appended: frozenset[str] | None = None) -> int:
         """Deliver `message` to every matching session. Returns how many took it (0: nobody
         matched), or ALL_DROPPED when subscribers matched and every one of them dropped it
         (a full queue, a packet above its maximum): MQTT 5's "quota exceeded".
@@ -63,7 +64,9 @@ class Router:
         In a cluster, a message from a client of this node also goes to the other nodes
         (`cluster.forward`, counted in the result); one `forwarded` from another node was
         retained there already, and skips the persistent sessions it reaches at QoS 1/2:
-        the publishing node appended it to their queues in Redis before its PUBACK."""
+        the publishing node appended it to their queues in Redis before its PUBACK. One sent
+        late (the publishing node learnt of this node's subscription after it had routed the
+        message) says which sessions it was `appended` for: the others take it here."""
         if message.retain and not forwarded:
             self._retain(message, persist)
         cluster = self.cluster
@@ -83,7 +86,8 @@ class Router:
         for client_id, qos, options in targets:
             session = sessions.get(client_id)
             if session is not None:
-                if forwarded and session.persistent and qos and pub_qos:
+                if forwarded and session.persistent and qos and pub_qos and (
+                        appended is None or client_id in appended):
                     continue  # in its queue in Redis already (see above)
                 rules = session.rules
                 if rules is not None and not rules.can_read(topic):

@@ -482,3 +482,31 @@ def test_a_dead_nodes_offline_sessions_are_adopted_and_expire(cluster: Cluster) 
     connack = back.recv_packet()
     assert (connack.reason_code, connack.session_present) == (0, False)
     back.close()
+
+
+def test_a_publish_right_after_a_subscribe_elsewhere_is_delivered(cluster: Cluster) -> None:
+    """The Paho v5 suite's request/response: b subscribes through node 2 and, without waiting
+    for b's SUBACK, a publishes through node 1. Node 1 may route it before it has heard of
+    b's filter; the message came after the subscription, so it is sent on late, and b gets it
+    as it would on one node."""
+    from broker.codec import SubOptions, Subscribe, SubAck
+    a = RawClient(cluster[0].port)
+    a.connect()
+    missed = 0
+    for round_ in range(30):
+        topic = unique("reqresp")
+        b = RawClient(cluster[1].port)
+        b.connect()
+        b.send_packet(Subscribe(1, ((topic, SubOptions(1)),)))
+        a.send_packet(Publish(topic, b"request %d" % round_, 0))
+        first = b.recv_packet()
+        assert isinstance(first, SubAck)
+        try:
+            got = b.recv_packet(timeout=2)
+        except TimeoutError:
+            missed += 1
+        else:
+            assert isinstance(got, Publish) and got.payload == b"request %d" % round_
+        b.close()
+    a.close()
+    assert missed == 0, f"{missed} of 30 publishes right after a SUBSCRIBE elsewhere were lost"
