@@ -80,7 +80,7 @@ def restored(data_dir: str) -> tuple[BrokerContext, JournalStore]:
     store = JournalStore(data_dir, fsync="never")
     ctx = BrokerContext.build(config, store)
     state = store.load()
-    ctx.registry.restore(state, ctx.retained)
+    ctx.registry.restore(state, ctx.retained, release=True)
     return ctx, store
 
 
