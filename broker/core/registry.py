@@ -133,14 +133,20 @@ class SessionRegistry:
             log.info("expired %d persistent session(s): %s", len(gone), ", ".join(gone[:10]))
         return gone
 
-    def restore(self, state: StoredState, retained: RetainedMessages) -> None:
-        """Rebuild sessions, subscriptions and retained messages from the store's state."""
+    def restore(self, state: StoredState, retained: RetainedMessages,
+                release: bool = False) -> None:
+        """Rebuild sessions, subscriptions and retained messages from the store's state.
+
+        `release`: empty `state` as it is rebuilt (each stored session and message let go of
+        once its live form exists), so a restart never holds the whole of both at once."""
         messages: dict[int, Message] = {}
+        stored_messages = state.messages
+        take = stored_messages.pop if release else stored_messages.get
 
         def message(msg_id: int) -> Message | None:
             found = messages.get(msg_id)
             if found is None:
-                record = state.messages.get(msg_id)
+                record = take(msg_id, None)
                 if record is None:
                     return None
                 found = Message(record.topic, record.payload, record.qos, record.retain,
@@ -150,7 +156,8 @@ class SessionRegistry:
             return found
 
         now = time.time()
-        for stored in state.sessions.values():
+        for client_id in list(state.sessions):
+            stored = state.sessions.pop(client_id) if release else state.sessions[client_id]
             session = Session(self.env, stored.client_id, persistent=True,
                               protocol_level=stored.protocol_level, expiry=stored.expiry)
             # A session whose connection was cut by a crash counts as disconnected from now.
@@ -165,17 +172,21 @@ class SessionRegistry:
                 self.tree.subscribe(stored.client_id, topic_filter, opts.qos, opts.no_local,
                                     opts.retain_as_published,
                                     stored.subscription_ids.get(topic_filter, 0))
+            restore_owed = session.restore_owed
             for entry in stored.outgoing.values():
-                msg = message(entry.msg_id)
+                msg = messages.get(entry.msg_id) or message(entry.msg_id)
                 if msg is not None:
-                    session.restore_owed(msg, entry.qos, entry.retain, entry.packet_id,
-                                         entry.released, entry.sub_ids)
+                    restore_owed(msg, entry.qos, entry.retain, entry.packet_id,
+                                 entry.released, entry.sub_ids)
             session.restore_incoming(stored.incoming_qos2)
             self.sessions[stored.client_id] = session
         for msg_id in state.retained.values():
             msg = message(msg_id)
             if msg is not None:
                 retained.set(msg)
+        if release:
+            state.retained.clear()
+            stored_messages.clear()
 
     def snapshot_records(self, retained: RetainedMessages) -> list[Record]:
         """The live persistent state as the shortest record list that restores it.

@@ -39,7 +39,7 @@ from gevent.event import Event
 
 from ..core.stats import LatencyHistogram
 from ..errors import StoreUnavailable
-from ..store.base import StoredState, restore
+from ..store.base import StoredState
 from ..store.dir_lock import DataDirLock
 from ..store.journal_file import (
     HEADER,
@@ -49,6 +49,7 @@ from ..store.journal_file import (
     save_cut,
     scan_journal,
 )
+from ..store.journal_fold import JournalFold
 from ..store.record_codec import encode_frame
 from ..store.records import Record
 
@@ -106,13 +107,14 @@ class JournalStore:
         if os.path.exists(tmp):
             os.unlink(tmp)  # a compaction that never reached its rename
             log.warning("removed %s left by an interrupted compaction", tmp)
-        records: list[Record] = []
+        # Folded frame by frame as the scan reads them: no list of every record.
+        fold = JournalFold()
         good_end = 0
         if os.path.exists(self.path):
-            found = scan_journal(self.path)
+            found = scan_journal(self.path, fold.consume)
             if found.damage is not None:
                 raise JournalCorrupt(self.path, *found.damage)
-            records, good_end = found.records, found.good_end
+            good_end = found.good_end
             if found.torn_tail:
                 kept = save_cut(self.path, found.good_end)
                 log.warning("%s: truncating a torn final frame of %d bytes at offset %d "
@@ -129,9 +131,9 @@ class JournalStore:
             os.ftruncate(self._fd, good_end)
             os.fsync(self._fd)
         self._size = self._snapshot_size = os.fstat(self._fd).st_size
-        state = restore(records)
+        state = fold.finish()
         self._max_msg_id = state.max_msg_id
-        log.info("journal %s: %d records, %d bytes, fsync=%s", self.path, len(records),
+        log.info("journal %s: %d records, %d bytes, fsync=%s", self.path, fold.records,
                  self._size, self.policy)
         self._writer = gevent.spawn(self._run)
         return state

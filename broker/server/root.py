@@ -80,10 +80,13 @@ class Broker:
 
     def start(self) -> None:
         state = self.store.load()
-        self.ctx.registry.restore(state, self.ctx.retained)
-        if state.sessions or state.retained:
-            log.info("restored %d persistent session(s), %d retained message(s)",
-                     len(state.sessions), len(state.retained))
+        sessions, retained = len(state.sessions), len(state.retained)
+        # Released as restored: the stored form and the live one never both whole.
+        self.ctx.registry.restore(state, self.ctx.retained, release=True)
+        del state
+        if sessions or retained:
+            log.info("restored %d persistent session(s), %d retained message(s)", sessions,
+                     retained)
         if self.cluster is not None:
             self.cluster.start()  # the other nodes' routes before any client publishes
         self.bridges.start()  # their subscriptions in place before any client publishes

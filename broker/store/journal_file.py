@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .record_codec import FRAME_HEADER, MAX_RECORD, CorruptRecord, decode_record
@@ -56,8 +57,12 @@ class JournalScan:
     torn_tail: int = 0  # bytes of a final frame that was cut short
 
 
-def scan_journal(path: str) -> JournalScan:
-    """Read every record; report a torn tail and the first damage. Changes nothing."""
+def scan_journal(path: str, consume: Callable[[bytes], None] | None = None) -> JournalScan:
+    """Read every record; report a torn tail and the first damage. Changes nothing.
+
+    With `consume`, each intact frame's body is handed to it instead of being decoded into
+    `records` (start-up folds them as they come: `journal_fold.py`); it raises
+    `CorruptRecord` for a body that is not a record."""
     with open(path, "rb") as fh:
         data = fh.read()
     result = JournalScan(size=len(data))
@@ -106,7 +111,10 @@ def scan_journal(path: str) -> JournalScan:
                 else:
                     result.damage = (pos, "bad CRC")
                 break
-            append(decode_record(body))
+            if consume is None:
+                append(decode_record(body))
+            else:
+                consume(body)
             pos = end
     except CorruptRecord as exc:
         result.damage = (pos, str(exc))

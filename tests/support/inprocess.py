@@ -219,7 +219,7 @@ class InProcessBroker:
         """A new broker on this one's store, restored as the server restores at start-up
         (what a restart keeps: persistent sessions, what they are owed, retained messages)."""
         again = InProcessBroker(self._config_text, self.ctx.store, self.keep)
-        again.ctx.registry.restore(again.ctx.store.load(), again.ctx.retained)
+        again.ctx.registry.restore(again.ctx.store.load(), again.ctx.retained, release=True)
         return again
 
     def open(self, protocol_level: int = MQTT_3_1_1) -> Client:
