@@ -200,6 +200,11 @@ def nginx_stream(plan: Plan) -> str:
                    "connect_timeout: what a new client gets to reach CONNECT\n")
     out.append(f"    {_connect_timeout(plan)}"
                f"    proxy_timeout {plan.idle_timeout}s;  # {plan.timeout_why}\n"
+               "    # When the broker closes after telling the client why (an MQTT 5 DISCONNECT,\n"
+               "    # then a half close while it reads what the client still sends), pass the\n"
+               "    # half close on instead of cutting both ways: the client reads the reason\n"
+               "    # rather than a reset.\n"
+               "    proxy_half_close on;\n"
                "}\n")
     return "".join(out)
 

@@ -489,7 +489,7 @@ def test_a_publish_right_after_a_subscribe_elsewhere_is_delivered(cluster: Clust
     for b's SUBACK, a publishes through node 1. Node 1 may route it before it has heard of
     b's filter; the message came after the subscription, so it is sent on late, and b gets it
     as it would on one node."""
-    from broker.codec import SubOptions, Subscribe, SubAck
+    from broker.codec import SubAck, SubOptions, Subscribe
     a = RawClient(cluster[0].port)
     a.connect()
     missed = 0
