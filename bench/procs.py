@@ -14,6 +14,8 @@ import resource
 import signal
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]  # the working directory of every child
@@ -106,6 +108,40 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     except OSError:
         pass
     return None
+
+
+class MemorySampler(threading.Thread):
+    """Reads a process's VmRSS and VmHWM every `interval` s until stopped, with the time of
+    each read (time.monotonic, the clock the load generator's CLOCK_MONOTONIC reports use),
+    so that the peak up to a moment reported later (the port accepting) can be picked out.
+    VmHWM is the kernel's own peak of VmRSS, so nothing between two reads is missed."""
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []   # (when, VmRSS KiB, VmHWM KiB)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            rss = proc_status_kib(self.pid, "VmRSS")
+            hwm = proc_status_kib(self.pid, "VmHWM")
+            if rss is not None and hwm is not None:
+                self.samples.append((time.monotonic(), rss, hwm))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    def peak_until(self, moment: float) -> int | None:
+        """VmHWM at the last read at or before `moment` (KiB): the peak up to then."""
+        before = [hwm for when, _, hwm in self.samples if when <= moment]
+        return before[-1] if before else None
+
+    def peak(self) -> int | None:
+        return self.samples[-1][2] if self.samples else None
 
 
 def cpus_busy(cpus: tuple[int, ...]) -> tuple[float, float]:

@@ -109,6 +109,68 @@ COST_ROWS = [
 ]
 
 
+def round2_rows(args: argparse.Namespace) -> list[Row]:
+    """Issue 17's table, row for row, with its goals (Mosquitto = 1 where a ratio is asked)."""
+    conns = getattr(args, "conns", 10_000)
+    restart = getattr(args, "sessions", 1000) * getattr(args, "per_session", 100)
+    queued = getattr(args, "queued_sessions", 2000) * getattr(args, "queued_per_session", 100)
+    return [
+        Row(f"connects/s while opening {conns:,} connections", "idle", "connects_per_s",
+            ratio_at_least(1.2)),
+        Row("memory per idle connection, KiB", "idle", "kib_per_conn",
+            greenfly_at_most(1.0, "KiB"), digits=2),
+        Row("latency at 2,000 msg/s QoS 0: p50 us", "latency", "p50", ratio_at_most(1.0)),
+        Row("latency at 2,000 msg/s QoS 0: p99 us", "latency", "p99", ratio_at_most(1.0)),
+        Row("latency at 2,000 msg/s QoS 0: p99.9 us", "latency", "p999", ratio_at_most(1.5)),
+        Row("cold start, empty data dir -> port accepts, ms", "restart", "cold_ms",
+            greenfly_at_most(300, "ms")),
+        Row(f"restart with {restart:,} queued: process start -> port accepts, ms", "restart",
+            "start_ms", greenfly_at_most(1000, "ms")),
+        Row(f"... then until all {restart:,} delivered in order, s (from accept)", "restart",
+            "all_s", ratio_at_most(1.0), digits=2),
+        Row("memory while restarting: peak RSS start -> port accepts / live RSS before the "
+            "kill", "restart", "restart_peak_ratio", greenfly_at_most(1.2, "x"), digits=2),
+        Row("... peak RSS until all delivered / live RSS before the kill", "restart",
+            "drain_peak_ratio", digits=2),
+        Row("... live RSS before the kill, MiB", "restart", "live_rss_mib", digits=1),
+        Row(f"{queued:,} queued QoS 1 messages (64 B) for offline sessions: broker RSS, MB",
+            "queued", "rss_after_mb", greenfly_at_most(50, "MB"), digits=1),
+        Row("... RSS growth while filling them, MB", "queued", "rss_delta_mb", digits=1),
+        Row("... bytes of RSS per queued message", "queued", "bytes_per_msg"),
+    ]
+
+
+# Round 1's ratios as issue 17 quotes them (one interleaved run, 2026-11-30): none may fall.
+ROUND1_ROWS = [
+    Row("QoS 0 fan-in 10 -> 1, delivered msgs/s", "fanin_qos0", "rate", ratio_at_least(1.39)),
+    Row("QoS 0 fan-out 1 -> 100, delivered msgs/s", "fanout_qos0", "rate",
+        ratio_at_least(6.7)),
+    Row("QoS 1 fan-in 10 x window 100, msgs/s (fsync never)", "fanin_qos1", "rate",
+        ratio_at_least(1.5)),
+    Row("QoS 0 fan-in over WebSockets, delivered msgs/s", "ws_fanin_qos0", "rate",
+        ratio_at_least(1.7)),
+    Row("durable QoS 1 fan-in, greenfly fsync=always", "durable", "rate",
+        greenfly_at_least(20_000, "msgs/s"), "always", "persistence"),
+]
+
+
+def round2_lines(runs: list[Run], args: argparse.Namespace) -> list[str]:
+    """Issue 17's table as measured, then the round-1 ratios it must keep."""
+    present = {r.scenario for r in runs}
+    lines: list[str] = []
+    rows = round2_rows(args)
+    if present & {row.scenario for row in rows}:
+        lines += ["## Issue 17 (performance, round 2): its table, measured", ""]
+        lines += table(runs, rows, with_goals=True)
+        lines += [""]
+    if present & {row.scenario for row in ROUND1_ROWS}:
+        lines += ["## No round-1 ratio falls (floors: issue 17's round-1 figures)", ""]
+        lines += table(runs, ROUND1_ROWS, with_goals=True)
+        lines += ["", "QoS 2 (2.1x in round 1) has no scenario here: the load generator "
+                  "publishes QoS 0 and 1 only.", ""]
+    return lines
+
+
 def values(runs: list[Run], scenario: str, broker: str, variant: str, key: str) -> list[float]:
     return [r.metrics[key] for r in runs if r.scenario == scenario and r.broker == broker
             and r.variant == variant and r.ok and key in r.metrics]
@@ -268,6 +330,8 @@ def report_lines(runs: list[Run], args: argparse.Namespace, info: dict[str, str]
               f"warm-up per flow run, 64-byte payloads, loopback; QoS 0 publishers at most "
               f"{args.max_lead} messages ahead of their slowest subscriber; "
               f"whole run {elapsed / 60:.1f} min", ""]
+    lines += round2_lines(runs, args)
+    lines += ["## Every figure (issue 7's goals)", ""]
     lines += table(runs, ROWS, with_goals=True)
     lines += ["", "Broker CPU per unit of work: the broker process's utime+stime from /proc "
               "(steadier than rates when other work shares the machine); and all busy time "

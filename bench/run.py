@@ -94,6 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sessions", type=int, default=1000, help="restart: sessions (1000)")
     parser.add_argument("--per-session", type=int, default=100,
                         help="restart: queued messages per session (100)")
+    parser.add_argument("--queued-sessions", type=int, default=2000,
+                        help="queued: offline persistent sessions (2000)")
+    parser.add_argument("--queued-per-session", type=int, default=100,
+                        help="queued: QoS 1 messages queued for each (100; 200,000 in all)")
     parser.add_argument("--max-lead", type=int, default=1000,
                         help="QoS 0 flows: messages a publisher may run ahead of its slowest "
                         "subscriber (1000); keeps unlimited broker queues from growing")
@@ -119,7 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 META_KEYS = ("reps", "duration", "warmup", "max_lead", "names", "broker_list", "conns",
-             "sessions", "per_session", "nice")
+             "sessions", "per_session", "queued_sessions", "queued_per_session", "nice")
 
 
 def rerender(path: str) -> int:
