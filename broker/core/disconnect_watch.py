@@ -16,7 +16,12 @@ close (a clean DISCONNECT, a keepalive timeout, a takeover... reset the streak).
 than 1.5 x the client's keepalive (any length when its keepalive is 0), log one warning naming
 the likely cause — once per client id per `REPEAT_AFTER` seconds, not once per disconnect.
 Memory is bounded: at most `MAX_CLIENTS` client ids are remembered (least recently seen first
-out), since clients with generated ids never come back under the same id.
+out), since clients with generated ids never come back under the same id; a client id with
+nothing to remember (a clean end, a connection too short to be in a streak, and no warning
+within `REPEAT_AFTER`) is forgotten at once. What is remembered is kept in flat arrays, one
+slot per client id, written in place: a thousand devices cut again and again allocate no
+objects after their first cut, and none that outlive the burst of closes they arrive in (such
+stragglers keep CPython's memory pools from going back to the system).
 
 Layer B: no sockets, no gevent; the connection's protocol calls `ended()` as it closes.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -36,49 +42,89 @@ TOLERANCE = 0.10
 MIN_SECONDS = 1.0  # a client that dies at once every time is crashing, not being cut
 REPEAT_AFTER = 3600.0
 MAX_CLIENTS = 10_000
-
-
-class _Client:
-    __slots__ = ("durations", "warned_at")
-
-    def __init__(self) -> None:
-        self.durations: list[float] = []
-        self.warned_at: float | None = None
+# A duration this short is never within TOLERANCE of a median of MIN_SECONDS or more: it ends
+# any streak it is in, as a clean end does (with a margin for rounding).
+SHORT = MIN_SECONDS * (1 - 2 * TOLERANCE)
+NEVER = float("-inf")  # warned_at of a client never warned
 
 
 class DisconnectWatch:
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  warn: Callable[[str], None] | None = None) -> None:
-        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._slots: OrderedDict[str, int] = OrderedDict()  # client id -> slot, oldest first
+        self._free: list[int] = []
+        self._durations = array("d")  # STREAK per slot, oldest first
+        self._lengths = array("B")  # how many of a slot's durations count
+        self._warned_at = array("d")
         self._clock = clock
         self._warn = warn if warn is not None else log.warning
 
+    def __len__(self) -> int:
+        """How many client ids are remembered."""
+        return len(self._slots)
+
     def ended(self, client_id: str, keepalive: int, duration: float, by_peer: bool) -> str | None:
         """Record how one connection of `client_id` ended; the warning, when one is due."""
-        clients = self._clients
-        client = clients.get(client_id)
-        if not by_peer:
-            if client is not None:
-                client.durations.clear()
+        slot = self._slots.get(client_id)
+        if not by_peer or duration < SHORT:
+            if slot is not None:
+                self._lengths[slot] = 0  # the streak ends here
+                if self._clock() - self._warned_at[slot] >= REPEAT_AFTER:
+                    self._forget(client_id, slot)
             return None
-        if client is None:
-            client = clients[client_id] = _Client()
-            if len(clients) > MAX_CLIENTS:
-                clients.popitem(last=False)
+        if slot is None:
+            slot = self._remember(client_id)
         else:
-            clients.move_to_end(client_id)
-        durations = client.durations
-        durations.append(duration)
-        del durations[:-STREAK]
-        if len(durations) < STREAK or not looks_like_idle_timeout(durations, keepalive):
+            self._slots.move_to_end(client_id)
+        durations = self._push(slot, duration)
+        if durations is None or not looks_like_idle_timeout(durations, keepalive):
             return None
         now = self._clock()
-        if client.warned_at is not None and now - client.warned_at < REPEAT_AFTER:
+        if now - self._warned_at[slot] < REPEAT_AFTER:
             return None
-        client.warned_at = now
+        self._warned_at[slot] = now
         message = diagnosis(client_id, keepalive, durations)
         self._warn(message)
         return message
+
+    def _push(self, slot: int, duration: float) -> list[float] | None:
+        """Add `duration` to the slot's streak; the last STREAK durations, once there are."""
+        base, length = slot * STREAK, self._lengths[slot]
+        stored = self._durations
+        if length < STREAK:
+            stored[base + length] = duration
+            self._lengths[slot] = length + 1
+            if length + 1 < STREAK:
+                return None
+        else:
+            stored[base:base + STREAK - 1] = stored[base + 1:base + STREAK]
+            stored[base + STREAK - 1] = duration
+        return stored[base:base + STREAK].tolist()
+
+    def _remember(self, client_id: str) -> int:
+        if len(self._slots) >= MAX_CLIENTS:
+            _, slot = self._slots.popitem(last=False)
+            self._free.append(slot)
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = len(self._lengths)
+            self._durations.extend((0.0,) * STREAK)
+            self._lengths.append(0)
+            self._warned_at.append(NEVER)
+        self._lengths[slot] = 0
+        self._warned_at[slot] = NEVER
+        self._slots[client_id] = slot
+        return slot
+
+    def _forget(self, client_id: str, slot: int) -> None:
+        del self._slots[client_id]
+        self._free.append(slot)
+        if not self._slots:
+            # all gone: let go of the tables too, dicts do not shrink by themselves
+            self._slots = OrderedDict()
+            self._free.clear()
+            del self._durations[:], self._lengths[:], self._warned_at[:]
 
 
 def looks_like_idle_timeout(durations: list[float], keepalive: int) -> bool:

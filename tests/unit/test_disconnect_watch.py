@@ -91,4 +91,44 @@ def test_keepalive_0_is_cut_by_any_idle_timeout_and_says_so(watch):
 def test_memory_is_bounded_by_the_number_of_client_ids(watch):
     for i in range(MAX_CLIENTS + 50):
         watch.ended(f"auto-{i}", 30, 2.0, True)
-    assert len(watch._clients) == MAX_CLIENTS
+    assert len(watch) == MAX_CLIENTS
+
+
+def test_clients_that_left_cleanly_or_at_once_are_forgotten(watch):
+    # A devices' fleet that ends cleanly (or crash-loops) leaves nothing behind.
+    for i in range(1000):
+        watch.ended(f"dev-{i}", 30, 2.0, True)
+    for i in range(500):
+        watch.ended(f"dev-{i}", 30, 2.0, False)
+    for i in range(500, 1000):
+        watch.ended(f"dev-{i}", 30, 0.05, True)
+    assert len(watch) == 0
+
+
+def test_a_client_warned_within_the_hour_is_remembered_after_a_clean_end(watch):
+    cut(watch, [2.0, 2.0, 2.0])
+    cut(watch, [2.0], by_peer=False)
+    assert len(watch) == 1
+    cut(watch, [2.0, 2.0, 2.0])
+    assert len(watch.warnings) == 1  # not again within REPEAT_AFTER
+
+
+def test_cuts_of_known_clients_allocate_nothing_that_outlives_them(watch):
+    # Objects kept from a burst of closes pin CPython's memory pools (bench/slow_readers.py):
+    # once a client id is known, its later cuts are written in place.
+    import tracemalloc
+
+    ids = [f"slow-{i}" for i in range(1000)]
+    for client in ids:
+        watch.ended(client, 600, 1.5, True)
+    tracemalloc.start()  # traces only what is allocated from here on
+    try:
+        for round_ in range(5):
+            for client in ids:
+                watch.ended(client, 600, (1.5, 3.0)[round_ % 2], True)  # no warning
+        kept = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, "*disconnect_watch.py")])
+    finally:
+        tracemalloc.stop()
+    # (CPython's float free list may keep a few of the temporaries: up to 100)
+    assert len(kept.traces) < 100, kept.statistics("lineno")[:5]
