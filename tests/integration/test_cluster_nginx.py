@@ -6,6 +6,7 @@ meanwhile."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,41 @@ def test_mqttjs_session_follows_the_browser_when_its_node_dies(tmp_path: Path, m
         nginx.stop()
         nodes.stop()
         redis.stop()
+
+
+def test_a_disconnect_reason_reaches_the_client_through_nginx_stream(tmp_path: Path,
+                                                                     broker_factory) -> None:
+    """An MQTT 5 client that sends more QoS 2 PUBLISHes than the receive maximum, through
+    the rendered nginx-stream file, reads DISCONNECT 0x93, not a reset: the broker half-closes
+    and reads on, and nginx passes the half close on (`proxy_half_close on`)."""
+    from support.clients import RawClient
+
+    from broker.codec import Connect, Disconnect, PingReq, Publish, encode
+    broker = broker_factory()
+    port = free_port()
+    stream = deploy("nginx-stream", broker.config_path, "--no-tls", "--listen",
+                    f"127.0.0.1:{port}")
+    nginx = Nginx(tmp_path / "nginx", stream=stream, ports=(port,)).start()
+    try:
+        client = RawClient(port, protocol_level=5)
+        client.send_packet(Connect(unique("flood"), 5, True, 60), 5)
+        connack = client.recv_packet()
+        maximum = connack.properties.get("receive_maximum", 65535)
+        assert maximum < 1000, maximum  # the broker's own, small enough to exceed here
+        client.send(b"".join(encode(Publish("flood/x", b"m", 2, packet_id=i + 1), 5)
+                             for i in range(maximum + 1)))
+        # Like the Paho suite's client, it goes on writing a moment before it reads: a
+        # proxy that cut both ways at the broker's close would answer these with a reset.
+        for _ in range(30):
+            client.send(encode(PingReq(), 5))
+            time.sleep(0.01)
+        packets = []
+        for _ in range(maximum + 40):
+            packet = client.recv_packet(timeout=5)
+            packets.append(packet)
+            if isinstance(packet, Disconnect):
+                break
+        assert isinstance(packets[-1], Disconnect) and packets[-1].reason_code == 0x93
+        client.close()
+    finally:
+        nginx.stop()
