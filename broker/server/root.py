@@ -2,7 +2,10 @@
 
 Start order: load the store and restore sessions and retained messages *before* any listener
 opens (so a reconnecting client finds its session), then open the listeners, then start
-`$SYS` and the watchdog. Stop order: close the listeners, close every connection (server
+`$SYS` and the watchdog. Only what the configuration uses is imported: the HTTP listener
+(gevent.pywsgi, prometheus_client, the admin API) with a `protocol = "http"` listener, the
+bridges with a `[[bridge]]`, Redis with `[cluster]`; the rest waits until the ports accept
+(`tune_gc`, the hash threads). Stop order: close the listeners, close every connection (server
 shutdown), then close the store so everything appended is flushed.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
@@ -27,7 +31,6 @@ from ..store.base import SessionStore
 from ..store.memory import MemoryStore
 from .bridges import Bridges
 from .hash_pool import HashPool
-from .http_listener import HttpListener
 from .journal_writer import JournalStore
 from .listeners import Listener
 from .login_throttle import LoginThrottle
@@ -38,6 +41,7 @@ from .sys_topics import SysTopics
 
 if TYPE_CHECKING:
     from ..cluster.node import ClusterNode
+    from .http_listener import HttpListener
 
 log = logging.getLogger("greenfly")
 
@@ -70,8 +74,13 @@ class Broker:
                                                           self.hash_pool))
                           for listener in config.listeners if listener.protocol != "http"]
         self.stopping = False  # /readyz says 503 from the moment stop() begins
-        self.http_listeners = [HttpListener(listener, self) for listener in config.listeners
-                               if listener.protocol == "http"]
+        self.http_listeners: list[HttpListener] = []
+        if any(listener.protocol == "http" for listener in config.listeners):
+            from .http_listener import HttpListener  # prometheus_client, pywsgi: only with it
+
+            self.http_listeners = [HttpListener(listener, self)
+                                   for listener in config.listeners
+                                   if listener.protocol == "http"]
         self.sys_topics = SysTopics(self.ctx)
         self.bridges = Bridges(self.ctx, config)
         self._stopped = Event()
@@ -100,8 +109,12 @@ class Broker:
         self._tasks += self.notify.ready("; ".join(
             item.describe() for item in [*self.listeners, *self.http_listeners]))
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, listening: Callable[[], None] | None = None) -> None:
+        """Start, call `listening` (work that can wait until the ports accept: it runs before
+        the first connection is served), and run until stopped."""
         self.start()
+        if listening is not None:
+            listening()
         self._stopped.wait()
 
     def stop(self) -> None:
