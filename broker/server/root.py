@@ -4,16 +4,16 @@ Start order: load the store and restore sessions and retained messages *before* 
 opens (so a reconnecting client finds its session), then open the listeners, then start
 `$SYS` and the watchdog. Only what the configuration uses is imported: the HTTP listener
 (gevent.pywsgi, prometheus_client, the admin API) with a `protocol = "http"` listener, the
-bridges with a `[[bridge]]`, Redis with `[cluster]`; the rest waits until the ports accept
-(`tune_gc`, the hash threads). Stop order: close the listeners, close every connection (server
-shutdown), then close the store so everything appended is flushed.
+bridges with a `[[bridge]]`, Redis with `[cluster]`; what waits for first use (the hash
+threads, libc's malloc_trim) is not made before the ports accept. Stop order: close the
+listeners, close every connection (server shutdown), then close the store so everything
+appended is flushed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
@@ -109,12 +109,8 @@ class Broker:
         self._tasks += self.notify.ready("; ".join(
             item.describe() for item in [*self.listeners, *self.http_listeners]))
 
-    def serve_forever(self, listening: Callable[[], None] | None = None) -> None:
-        """Start, call `listening` (work that can wait until the ports accept: it runs before
-        the first connection is served), and run until stopped."""
+    def serve_forever(self) -> None:
         self.start()
-        if listening is not None:
-            listening()
         self._stopped.wait()
 
     def stop(self) -> None:
