@@ -6,15 +6,15 @@ Hashes (as `mosquitto_passwd` writes them, salts and digests in standard base64)
   Mosquitto reads too because the count is in the string.
 - `$6$SALT$HASH`: SHA-512 of password + salt (Mosquitto 1.x); read, never written.
 Verification compares digests in constant time. Parsing errors name the file and line.
-This module is pure: the caller decides where the (slow) hashing runs.
+This module is pure: the caller decides where the (slow) hashing runs. hashlib (OpenSSL's
+libcrypto) is imported by the first hash, not with the module: the broker imports this with
+its listeners, password file or not, and a cold start without one need not load it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import os
 from dataclasses import dataclass
 
@@ -35,6 +35,9 @@ class PasswordHash:
 
     def verify(self, password: str) -> bool:
         """True when `password` hashes to this digest (constant-time comparison)."""
+        import hashlib
+        import hmac
+
         secret = password.encode("utf-8")
         if self.scheme == "7":
             candidate = hashlib.pbkdf2_hmac("sha512", secret, self.salt, self.iterations,
@@ -53,6 +56,8 @@ class PasswordHash:
 
 def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS,
                   salt: bytes | None = None) -> PasswordHash:
+    import hashlib
+
     salt = os.urandom(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations,
                                  DIGEST_BYTES)

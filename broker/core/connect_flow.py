@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any
 
 from ..codec import MQTT_3_1, MQTT_5, ConnAck, Connect, Disconnect, Will
@@ -73,6 +72,8 @@ def on_connect(proto: ProtocolState, packet: Connect) -> AuthRequest | None:
             refuse(proto, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
                    "empty client id needs clean session 1 [MQTT-3.1.3-8]")
             return None
+        import uuid  # here: uuid loads platform, a cold-start cost for the rare empty id
+
         proto.client_id = f"auto-{str(uuid.uuid4()).upper()}"
     elif packet.client_id.startswith(BRIDGE_SESSION_PREFIX):
         refuse(proto, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,

@@ -29,7 +29,6 @@ Layer B: no sockets, no gevent; the connection's protocol calls `ended()` as it 
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from array import array
 from collections import OrderedDict
@@ -127,18 +126,26 @@ class DisconnectWatch:
             del self._durations[:], self._lengths[:], self._warned_at[:]
 
 
+def median(values: list[float]) -> float:
+    """statistics.median, without importing statistics (numbers, fractions, decimal: ~5 ms
+    of every cold start for a list of three)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def looks_like_idle_timeout(durations: list[float], keepalive: int) -> bool:
-    median = statistics.median(durations)
-    if median < MIN_SECONDS:
+    median_duration = median(durations)
+    if median_duration < MIN_SECONDS:
         return False
-    if any(abs(d - median) > TOLERANCE * median for d in durations):
+    if any(abs(d - median_duration) > TOLERANCE * median_duration for d in durations):
         return False
     return keepalive == 0 or max(durations) < 1.5 * keepalive
 
 
 def diagnosis(client_id: str, keepalive: int, durations: list[float]) -> str:
     """The warning: what was seen, the likely cause, and what to change."""
-    timeout = statistics.median(durations)
+    timeout = median(durations)
     seen = ", ".join(f"{d:.1f}" for d in durations)
     about = f"{timeout:.0f}" if timeout >= 10 else f"{timeout:.1f}"
     if keepalive:

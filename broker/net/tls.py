@@ -4,28 +4,42 @@ verified client certificate carries.
 The context is gevent's cooperative `SSLContext`, so its sockets yield instead of blocking
 the hub. Building it reads the certificate, key and CA files: a bad one is a `ConfigError`
 naming the key, at start-up, on `greenfly check` and on reload (when it keeps the running
-configuration).
+configuration). `ssl` is imported by the first context built: a broker without TLS never
+loads it (a few ms of its cold start).
 """
 
 from __future__ import annotations
 
-import ssl
-from typing import Any
-
-from gevent import ssl as cooperative_ssl
+from typing import TYPE_CHECKING, Any
 
 from ..config.schema import BridgeSection, ListenerSection
 from ..errors import ConfigError
 
-TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
+if TYPE_CHECKING:
+    import ssl
+
+
+def _context(purpose: str, version: str) -> ssl.SSLContext:
+    """gevent's cooperative SSLContext (sockets that yield) for `purpose` ("server" or
+    "client"), with the minimum TLS version `version` names."""
+    import ssl
+
+    from gevent import ssl as cooperative_ssl
+
+    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if purpose == "server"
+                                         else ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = {"tlsv1.2": ssl.TLSVersion.TLSv1_2,
+                               "tlsv1.3": ssl.TLSVersion.TLSv1_3}[version]
+    return context
 
 
 def build_ssl_context(listener: ListenerSection) -> ssl.SSLContext | None:
     """The TLS context of a listener, or None without TLS; ConfigError names the bad key."""
     if not listener.tls:
         return None
-    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # sockets that yield
-    context.minimum_version = TLS_VERSIONS[listener.tls_version]
+    import ssl
+
+    context = _context("server", listener.tls_version)
     where = f"listener {listener.bind}:{listener.port}"
     assert listener.certfile is not None  # checked above: no certfile, no TLS context
     try:
@@ -59,8 +73,9 @@ def build_bridge_context(bridge: BridgeSection) -> ssl.SSLContext | None:
     certificate must be signed by cafile and, unless `insecure`, name the host dialled."""
     if bridge.cafile is None:
         return None
-    context = cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # sockets that yield
-    context.minimum_version = TLS_VERSIONS[bridge.tls_version]
+    import ssl
+
+    context = _context("client", bridge.tls_version)
     where = f"bridge {bridge.name}"
     try:
         context.load_verify_locations(bridge.cafile)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import socket as stdlib_socket
+import sys
 from typing import Any, Protocol, runtime_checkable
 
 import gevent
 from gevent import Timeout, socket
-from gevent.ssl import SSLSocket
 
 from .arrival import arrival_order
 
@@ -96,7 +96,14 @@ def adopt_socket(sock: socket.socket) -> int:
     layer must see every byte."""
     with contextlib.suppress(OSError):  # not a TCP socket (a socketpair): nothing to tune
         sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-    return -1 if isinstance(sock, SSLSocket) else sock.fileno()
+    return -1 if is_tls(sock) else sock.fileno()
+
+
+def is_tls(sock: socket.socket) -> bool:
+    """True for a TLS socket. gevent.ssl is imported only where TLS is configured (net/tls.py):
+    until then no socket can be one, and a broker without TLS never loads ssl."""
+    tls = sys.modules.get("gevent.ssl")
+    return tls is not None and isinstance(sock, tls.SSLSocket)
 
 
 def recv_within(sock: socket.socket, idle: Timeout | None) -> bytes:

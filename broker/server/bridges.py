@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from ..config.schema import Config
+from ..config.schema import BridgeSection, Config
 from ..core.bridge_session import remove_unconfigured, session_id
 from ..core.context import BrokerContext
-from ..link.bridge import Bridge
+
+if TYPE_CHECKING:
+    from ..link.bridge import Bridge
 
 log = logging.getLogger("greenfly.bridge")
 
@@ -20,7 +23,7 @@ class Bridges:
     def __init__(self, ctx: BrokerContext, config: Config) -> None:
         self.ctx = ctx
         # Built now: a bad TLS file is a ConfigError before anything starts
-        self.bridges = {section.name: Bridge(ctx, section) for section in config.bridges}
+        self.bridges = {section.name: _bridge(ctx, section) for section in config.bridges}
 
     def start(self) -> None:
         remove_unconfigured(self.ctx.registry, set(self.bridges))
@@ -34,7 +37,7 @@ class Bridges:
     def reconfigure(self, config: Config) -> None:
         """Apply `config`'s bridges: raises ConfigError (bad TLS files) before changing any."""
         wanted = {section.name: section for section in config.bridges}
-        fresh = {name: Bridge(self.ctx, section) for name, section in wanted.items()
+        fresh = {name: _bridge(self.ctx, section) for name, section in wanted.items()
                  if name not in self.bridges or self.bridges[name].config != section}
         for name, bridge in list(self.bridges.items()):
             if name not in wanted or name in fresh:
@@ -54,6 +57,12 @@ class Bridges:
     def __iter__(self) -> Iterator[Bridge]:
         """The running bridges, by name: what /metrics and the admin API read."""
         return iter([self.bridges[name] for name in sorted(self.bridges)])
+
+
+def _bridge(ctx: BrokerContext, section: BridgeSection) -> Bridge:
+    from ..link.bridge import Bridge  # its client side and ssl: only with a [[bridge]]
+
+    return Bridge(ctx, section)
 
 
 __all__ = ["Bridges", "session_id"]

@@ -22,10 +22,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gevent.event import Event
-from gevent.threadpool import ThreadPool
+
+if TYPE_CHECKING:
+    from gevent.threadpool import ThreadPool
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -71,12 +73,22 @@ class HashPool:
     def __init__(self, threads: int, queue_limit: int) -> None:
         self.threads = threads
         self.queue_limit = queue_limit
-        self._pool = ThreadPool(threads)
+        self._threads: ThreadPool | None = None  # made by the first check (see `_pool`)
         self._running = 0  # checks holding a thread (or handed one and about to run)
         self._waiting: deque[_Waiter] = deque()
         self.hashed = 0  # counters for the log and the benchmark
         self.dropped = 0
         self.refused = 0
+
+    @property
+    def _pool(self) -> ThreadPool:
+        """The threads, made at the first check: a broker without password files never
+        hashes, and gevent.threadpool is not imported before the port accepts."""
+        if self._threads is None:
+            from gevent.threadpool import ThreadPool
+
+            self._threads = ThreadPool(self.threads)
+        return self._threads
 
     @property
     def waiting(self) -> int:
@@ -147,13 +159,15 @@ class HashPool:
     def resize(self, threads: int, queue_limit: int) -> None:
         """A reload: more threads serve waiters now, fewer take effect as checks end."""
         self.threads, self.queue_limit = threads, queue_limit
-        self._pool.maxsize = threads
+        if self._threads is not None:
+            self._threads.maxsize = threads
         while self._running < self.threads and self._waiting:
             self._running += 1
             self._waiting.popleft().turn.set()
 
     def close(self) -> None:
-        self._pool.kill()
+        if self._threads is not None:
+            self._threads.kill()
 
 
 def _call(pool: ThreadPool, func: Callable[[A], T], arg: A) -> T:

@@ -4,26 +4,33 @@ Each accepted socket gets a greenlet (the server spawns it) that wraps the socke
 transport and runs a `Connection` until it ends. A `protocol = "websockets"` listener first
 runs the WebSocket opening handshake in that greenlet, bounded by `connect_timeout`; a socket
 refused there never becomes a `Connection`. The listener keeps no per-connection state of its
-own; the broker's connection set does, for the watchdog and for shutdown.
+own; the broker's connection set does, for the watchdog and for shutdown. What only some
+listeners need (wsproto and h11 for WebSockets, ssl for TLS, the PROXY header parser) is
+imported by the first listener that has it: a plain MQTT broker starts without them.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent import socket
 from gevent.server import StreamServer
-from gevent.ssl import SSLSocket
 
 from ..config.schema import Config, ListenerSection
-from ..net.proxy_accept import ProxyProtocolEndpoint
 from ..net.tls import build_ssl_context, certificate_identity
 from ..net.transport import TcpTransport, Transport, format_address
-from ..net.ws_handshake import WebSocketEndpoint
 from .security import ListenerSecurity
+
+if TYPE_CHECKING:
+    import ssl
+
+    from gevent.ssl import SSLSocket
+
+    from ..net.proxy_accept import ProxyProtocolEndpoint
+    from ..net.ws_handshake import WebSocketEndpoint
 
 log = logging.getLogger("greenfly.listener")
 
@@ -64,9 +71,13 @@ class Listener:
         self._settings = settings
         self._websocket: WebSocketEndpoint | None = None
         if config.protocol == "websockets":
+            from ..net.ws_handshake import WebSocketEndpoint
+
             self._websocket = WebSocketEndpoint(config.path, config.trusted_proxies)
         self._proxied: ProxyProtocolEndpoint | None = None
         if config.proxy_protocol:
+            from ..net.proxy_accept import ProxyProtocolEndpoint
+
             self._proxied = ProxyProtocolEndpoint(config.trusted_proxies, self.describe)
         self._server = _Server((config.bind, config.port), self._handle, backlog=BACKLOG)
 
@@ -166,6 +177,8 @@ class Listener:
     def _tls_handshake(self, sock: socket.socket, address: object,
                        timeout: float) -> SSLSocket | None:
         """The TLS handshake, bounded by connect_timeout; None (and a log line) if it fails."""
+        import ssl  # loaded already: this listener has an SSL context
+
         peer = format_address(address)
         tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         try:

@@ -19,7 +19,6 @@ stderr's own, since a child may inherit the variable with its stderr sent elsewh
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -78,8 +77,11 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, journal: bool) -> None:
+        import json  # here: a text log (the default) starts without it
+
         super().__init__()
         self.journal = journal
+        self._dumps = json.dumps
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
@@ -96,7 +98,7 @@ class JsonFormatter(logging.Formatter):
             event["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             event["stack"] = self.formatStack(record.stack_info)
-        line = json.dumps(event, ensure_ascii=False, default=str)
+        line = self._dumps(event, ensure_ascii=False, default=str)
         return f"<{priority(record.levelno)}>{line}" if self.journal else line
 
 

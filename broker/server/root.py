@@ -2,8 +2,12 @@
 
 Start order: load the store and restore sessions and retained messages *before* any listener
 opens (so a reconnecting client finds its session), then open the listeners, then start
-`$SYS` and the watchdog. Stop order: close the listeners, close every connection (server
-shutdown), then close the store so everything appended is flushed.
+`$SYS` and the watchdog. Only what the configuration uses is imported: the HTTP listener
+(gevent.pywsgi, prometheus_client, the admin API) with a `protocol = "http"` listener, the
+bridges with a `[[bridge]]`, Redis with `[cluster]`; what waits for first use (the hash
+threads, libc's malloc_trim) is not made before the ports accept. Stop order: close the
+listeners, close every connection (server shutdown), then close the store so everything
+appended is flushed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from ..store.base import SessionStore
 from ..store.memory import MemoryStore
 from .bridges import Bridges
 from .hash_pool import HashPool
-from .http_listener import HttpListener
 from .journal_writer import JournalStore
 from .listeners import Listener
 from .login_throttle import LoginThrottle
@@ -38,6 +41,7 @@ from .sys_topics import SysTopics
 
 if TYPE_CHECKING:
     from ..cluster.node import ClusterNode
+    from .http_listener import HttpListener
 
 log = logging.getLogger("greenfly")
 
@@ -70,8 +74,13 @@ class Broker:
                                                           self.hash_pool))
                           for listener in config.listeners if listener.protocol != "http"]
         self.stopping = False  # /readyz says 503 from the moment stop() begins
-        self.http_listeners = [HttpListener(listener, self) for listener in config.listeners
-                               if listener.protocol == "http"]
+        self.http_listeners: list[HttpListener] = []
+        if any(listener.protocol == "http" for listener in config.listeners):
+            from .http_listener import HttpListener  # prometheus_client, pywsgi: only with it
+
+            self.http_listeners = [HttpListener(listener, self)
+                                   for listener in config.listeners
+                                   if listener.protocol == "http"]
         self.sys_topics = SysTopics(self.ctx)
         self.bridges = Bridges(self.ctx, config)
         self._stopped = Event()
