@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brokers import Broker, BrokerOptions
-from procs import BROKER_CPU, REPO, free_port, proc_cpu, reap, register
+from procs import BROKER_CPU, REPO, free_port, proc_cpu, register, terminate
 from scenarios import Context, Run, flow_metrics, timing
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -90,16 +90,7 @@ class Redis:
         proc = self.proc
         if proc is None:
             return
-        try:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
-        finally:
-            reap(proc)
+        terminate(proc)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from brokers import MOSQUITTO
 from interop_cluster import ClusterBroker
-from procs import REPO, free_port, kill_everything, port_accepts, reap, register
+from procs import REPO, free_port, kill_everything, port_accepts, reap, register, terminate
 
 SNAPSHOT = Path("/work/.mirror/eclipse+paho.mqtt.testing/repo")  # a bare git directory
 NO_REASON = "(no exception line; see the log)"
@@ -163,14 +163,7 @@ class SuiteBroker:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        reap(proc)
+        terminate(proc)
 
 
 def run_suite(suite: Path, port: int, tests: list[str], log: Path,

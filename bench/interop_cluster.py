@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from procs import REPO, free_port, port_accepts, reap, register
+from procs import REPO, free_port, port_accepts, reap, register, terminate
 
 sys.path.insert(0, str(REPO / "tests"))
 from support.redis import RedisServer  # tests/support: the same redis-server the tests run
@@ -123,14 +123,7 @@ class ClusterBroker:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):  # nginx first, then the nodes
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            reap(proc)
+            terminate(proc)
         self.procs = []
         if self.redis is not None:
             self.redis.close()

@@ -35,6 +35,18 @@ def reap(proc: subprocess.Popen) -> None:
     LIVE.pop(proc.pid, None)
 
 
+def terminate(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `grace` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    reap(proc)
+
+
 def kill_everything() -> None:
     """The last line of defence: SIGKILL, by PID, whatever we started that still runs."""
     for pid, proc in list(LIVE.items()):

@@ -308,29 +308,17 @@ class GroupWriter:
                 if self._closing:
                     log.warning("Redis unreachable at close: %d writes not made", len(batch))
                     return None
-                if self.up:
-                    self.up = False
-                    log.warning("Redis unreachable, writes held and retried: %s", exc)
-                    self._notify(False)
-                gevent.sleep(delay)
+                self._held(batch, "Redis unreachable, writes held and retried: %s", exc, delay)
                 delay = min(delay * 2, BACKOFF_CAP)
-                # What came in meanwhile joins the retry, behind the batch: order is kept.
-                batch.extend(self._pending)
-                self._pending = []
                 continue
             busy = next((r for r in results if _not_ready(r)), None)
             if busy is not None:
                 # Redis is up but will not take writes yet (loading its AOF after a restart,
                 # a replica, out of memory): as unavailable, the whole batch again later.
                 # Anything it did apply is applied again, which the scripts allow.
-                if self.up:
-                    self.up = False
-                    log.warning("Redis refuses writes for now, held and retried: %s", busy)
-                    self._notify(False)
-                gevent.sleep(delay)
+                self._held(batch, "Redis refuses writes for now, held and retried: %s", busy,
+                           delay)
                 delay = min(delay * 2, BACKOFF_CAP)
-                batch.extend(self._pending)
-                self._pending = []
                 continue
             self.batches += 1
             if not self.up:
@@ -338,6 +326,18 @@ class GroupWriter:
                 log.warning("Redis reachable again; held writes made")
                 self._notify(True)
             return results
+
+    def _held(self, batch: list[tuple[tuple[Any, ...], Callable[[Any], None]]], why: str,
+              cause: object, delay: float) -> None:
+        """Say once that writes wait, wait `delay`, and take what came in meanwhile into the
+        retry, behind the batch: order is kept."""
+        if self.up:
+            self.up = False
+            log.warning(why, cause)
+            self._notify(False)
+        gevent.sleep(delay)
+        batch.extend(self._pending)
+        self._pending = []
 
     def _notify(self, up: bool) -> None:
         if self.on_state is not None:

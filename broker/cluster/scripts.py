@@ -9,6 +9,19 @@ still lands in the queue the new owner reads, and learns from the answer whom to
 
 from __future__ import annotations
 
+# A persistent session ends (deleted, or a clean start): its filters out of the table of
+# persistent subscriptions (every node told), its log and filter set gone, `p` 0 (the epoch
+# stays: fencing only ever counts up). KEYS: s, log, f, psubs; ARGV[cid]: the client id,
+# ARGV[chan]: the psubs channel.
+_ENDED = """\
+  for _, f in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    redis.call('HDEL', KEYS[4], ARGV[{cid}] .. '\\0' .. f)
+    redis.call('PUBLISH', ARGV[{chan}], '-' .. ARGV[{cid}] .. '\\0' .. f)
+  end
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'p', '0')
+"""
+
 # KEYS: s, log, f, psubs
 # ARGV: epoch ('0' for a publisher on another node), op, record, filter, client id,
 #       psubs channel, queue cap (entries; 0: none)
@@ -30,13 +43,7 @@ if op == 'q' then
 end
 if cur ~= ARGV[1] then return {'fenced', cur} end
 if op == 'd' then
-  for _, f in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    redis.call('HDEL', KEYS[4], ARGV[5] .. '\0' .. f)
-    redis.call('PUBLISH', ARGV[6], '-' .. ARGV[5] .. '\0' .. f)
-  end
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'p', '0')
-  return {'O', 0, '', cur}
+""" + _ENDED.format(cid=5, chan=6) + r"""  return {'O', 0, '', cur}
 end
 local pos = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('RPUSH', KEYS[2], pos .. ':O' .. ARGV[3])
@@ -71,13 +78,7 @@ if old ~= ARGV[1] or old_epoch ~= ARGV[6] then
 end
 local entries = {}
 if ARGV[2] == '1' then
-  for _, f in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    redis.call('HDEL', KEYS[4], ARGV[3] .. '\0' .. f)
-    redis.call('PUBLISH', ARGV[4], '-' .. ARGV[3] .. '\0' .. f)
-  end
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'p', '0')
-elseif redis.call('HGET', KEYS[1], 'p') == '1' then
+""" + _ENDED.format(cid=3, chan=4) + r"""elseif redis.call('HGET', KEYS[1], 'p') == '1' then
   entries = redis.call('LRANGE', KEYS[2], 0, -1)
 end
 if redis.call('HGET', KEYS[1], 'p') == '1' then
