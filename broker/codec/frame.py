@@ -80,14 +80,17 @@ class FrameDecoder:
         self.max_packet_size = max_packet_size
         self._buf = b""
         self._pos = 0
-        self._chunks: list[bytes] = []  # bytes held back until a large packet is complete
+        # Bytes held back until a large packet is complete; the shared empty tuple until then
+        # (an idle connection's decoder owns no list).
+        self._chunks: list[bytes] | tuple[()] = ()
         self._chunks_len = 0
         self._need = 0  # total bytes the packet at _pos needs, once its header is known
         self._refused = SERVER_ONLY if server_side else CLIENT_ONLY
         self._server_side = server_side
         self._decoders = _DECODERS if server_side else _CLIENT_SIDE_DECODERS
         self._before_connect = server_side
-        self._topics: dict[bytes, str] = {}  # topic names this connection sent, validated
+        # Topic names this connection sent, validated; made at its first PUBLISH.
+        self._topics: dict[bytes, str] | None = None
 
     def buffered(self) -> int:
         """Bytes received but not yet returned as packets."""
@@ -100,11 +103,14 @@ class FrameDecoder:
         else:
             if self._need and left + self._chunks_len + len(data) < self._need:
                 # Still incomplete: keep the piece and join once, not once per read.
-                self._chunks.append(data)
+                if self._chunks:
+                    self._chunks.append(data)
+                else:
+                    self._chunks = [data]
                 self._chunks_len += len(data)
                 return
             self._buf = b"".join((self._buf[self._pos:], *self._chunks, data))
-            self._chunks.clear()
+            self._chunks = ()
             self._chunks_len = 0
         self._pos = 0
 
@@ -113,6 +119,9 @@ class FrameDecoder:
         pos = self._pos
         avail = len(buf) - pos
         if self._chunks or avail < 2:
+            if not avail and buf:
+                self._buf = b""  # all read: the last read's bytes are not kept while idle
+                self._pos = 0
             return None
         first = buf[pos]
         # Remaining length (3.1.1 section 2.2.3): one to four bytes.
@@ -144,7 +153,10 @@ class FrameDecoder:
         packet_type = first >> 4
         if packet_type == publish.PUBLISH:  # the hot path: no table, no Reader
             level = self.protocol_level
-            packet = publish.decode_publish_body(buf, i, end, first & 0x0F, level, self._topics)
+            topics = self._topics
+            if topics is None:
+                topics = self._topics = {}
+            packet = publish.decode_publish_body(buf, i, end, first & 0x0F, level, topics)
             if level < 5:  # what its deliveries reuse (see Publish)
                 packet.forwardable = (buf[pos + 1:end - len(packet.payload) - 2] if packet.qos
                                       else buf[pos:end])

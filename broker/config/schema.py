@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -474,6 +475,7 @@ def anonymous_policy(config: Config, listener: ListenerSection) -> tuple[str, st
                                 "names")
 
 
+@functools.lru_cache(maxsize=256)  # a few hosts connect many times: parsed once each
 def is_loopback_host(host: str) -> bool:
     """True for a loopback IP address (127.0.0.0/8, ::1, IPv4-mapped 127.x); False for any
     other address or anything that is not one."""

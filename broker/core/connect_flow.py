@@ -23,7 +23,7 @@ from typing import Any
 from ..codec import MQTT_3_1, MQTT_5, ConnAck, Connect, Disconnect, Will
 from ..errors import ProtocolError, ReasonCode
 from .bridge_session import BRIDGE_SESSION_PREFIX
-from .client_limits import DEFAULT_RECEIVE_MAXIMUM, receive_maximum
+from .client_limits import DEFAULT_RECEIVE_MAXIMUM, own_limits, receive_maximum
 from .message import Message
 from .protocol_state import (
     AWAIT_AUTH,
@@ -93,7 +93,6 @@ def on_connect(proto: ProtocolState, packet: Connect) -> AuthRequest | None:
 def _take_v5_properties(proto: ProtocolState, packet: Connect) -> bool:
     """Read an MQTT 5 CONNECT's properties into the connection's limits; False if refused."""
     props = packet.properties
-    limits = proto.limits
     if "authentication_method" in props:
         # Enhanced authentication is not offered: the spec's answer is CONNACK 0x8C
         # (5.0 section 4.12: a method the server does not support).
@@ -106,6 +105,7 @@ def _take_v5_properties(proto: ProtocolState, packet: Connect) -> bool:
     maximum_packet_size = props.get("maximum_packet_size", 0)
     if "maximum_packet_size" in props and maximum_packet_size == 0:
         raise ProtocolError("CONNECT: maximum packet size 0 (5.0 section 3.1.2.11.4)")
+    limits = proto.limits = own_limits(proto.limits)  # the shared defaults are never written
     limits.receive_maximum = client_receive
     limits.maximum_packet_size = maximum_packet_size
     limits.topic_alias_maximum = props.get("topic_alias_maximum", 0)
@@ -168,11 +168,12 @@ def authenticated(proto: ProtocolState, verdict: AuthResult) -> None:
     proto.peer.put(ConnAck(ReasonCode.SUCCESS, present,
                            _connack_properties(proto, packet) if v5 else {}))
     session.attach(proto.peer, proto.limits)
-    log.info("client connected: %s protocol=%d keepalive=%d clean=%d session_present=%d%s",
-             proto.describe(), packet.protocol_level, proto.keepalive,
-             int(packet.clean_start), int(present),
-             f" user={username}" if username is not None else "",
-             extra={"client_id": proto.client_id, "address": proto.address})
+    if log.isEnabledFor(logging.INFO):  # not formatted per connect at the default level
+        log.info("client connected: %s protocol=%d keepalive=%d clean=%d session_present=%d%s",
+                 proto.describe(), packet.protocol_level, proto.keepalive,
+                 int(packet.clean_start), int(present),
+                 f" user={username}" if username is not None else "",
+                 extra={"client_id": proto.client_id, "address": proto.address})
 
 
 def _refused_for_store(proto: ProtocolState) -> bool:
@@ -249,7 +250,8 @@ def on_disconnect(proto: ProtocolState, packet: Disconnect) -> None:
             if proto.limits.session_expiry == 0 and expiry != 0:
                 raise ProtocolError("DISCONNECT sets a session expiry interval on a session "
                                     "that had 0 (5.0 section 3.14.2.2.2)")
-            proto.limits.session_expiry = expiry
+            limits = proto.limits = own_limits(proto.limits)
+            limits.session_expiry = expiry
             proto.connected_session().set_expiry(expiry)
         if packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL:
             proto.close_after_flush = CloseReason("client DISCONNECT with will", True,

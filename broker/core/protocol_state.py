@@ -17,7 +17,7 @@ from typing import Protocol
 from ..auth.acl import Rules
 from ..codec import Connect, Will
 from ..errors import MQTTError, ReasonCode
-from .client_limits import ClientLimits
+from .client_limits import DEFAULTS, ClientLimits
 from .context import BrokerContext
 from .session import Peer, Session, WaitDurable
 
@@ -186,7 +186,9 @@ class ProtocolState:
         self.connected_at = 0.0
         self.close_after_flush: CloseReason | None = None  # set when the protocol ends it
         self.pending_connect: Connect | None = None  # the CONNECT awaiting its verdict
-        self.limits = ClientLimits()  # what an MQTT 5 client and the broker told each other
+        # What an MQTT 5 client and the broker told each other: the shared defaults until
+        # an MQTT 5 CONNECT gives it its own
+        self.limits: ClientLimits = DEFAULTS
         # The store record the CONNACK waits for (a new persistent session's, a deleted
         # one's), 0 for none: until it is durable the CONNACK has not gone out.
         self.connack_waits_for = 0

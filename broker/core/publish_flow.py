@@ -132,9 +132,11 @@ def _v5_topic_and_properties(proto: ProtocolState,
                             "(5.0 section 3.3.2.3.4)", ReasonCode.TOPIC_ALIAS_INVALID)
         aliases = proto.limits.inbound_aliases
         if topic:
+            if aliases is None:  # an MQTT 5 connection's own limits (connect_flow.py)
+                aliases = proto.limits.inbound_aliases = {}
             aliases[alias] = topic
         else:
-            known = aliases.get(alias)
+            known = aliases.get(alias) if aliases is not None else None
             if known is None:
                 raise ProtocolError(f"topic alias {alias} was never set (5.0 section "
                                     "3.3.2.3.4)")

@@ -57,6 +57,9 @@ SEND_SLICE = 65_536  # bytes joined for one write: what a slow reader holds a co
 PRODUCE_BUDGET = 262_144  # bytes producers may put at once when the outbox has no bound
 WRITER_IDLE_EXIT = 1.0  # seconds an idle writer greenlet lingers before the watchdog ends it
 FLUSH_ON_CLOSE_TIMEOUT = 2.0  # seconds a closing connection may spend writing its last bytes
+# Every outbox without producers shares this list (never appended to): an idle connection's
+# outbox keeps no list of its own (56 bytes each).
+_NO_PRODUCERS: list[Callable[[int], bool]] = []
 
 
 class _Encoded:
@@ -135,7 +138,7 @@ class Outbox:
         self.size = 0  # bytes in `items`: wire bytes, and the payloads of QoS 1/2 deliveries
         self._sending = 0  # bytes the writer took from `items` and has not written yet
         self._env = owner.ctx.env  # its `limits` follow a reload
-        self.producers: list[Callable[[int], bool]] = []  # in the order they were given
+        self.producers = _NO_PRODUCERS  # feeds in the order they were given
         self._barrier: WaitDurable | None = None  # the WaitDurable still in `items`, if any
         self._awaiting = False  # a store callback (`on_durable`) is registered
         self._flusher = flusher  # None: always a writer greenlet (tests, transports that block)
@@ -205,9 +208,11 @@ class Outbox:
         waits, until it returns True (done); feeds run one after the other."""
         if self.closed:
             return
-        self.producers.append(feed)
-        if len(self.producers) == 1:
+        if not self.producers:
+            self.producers = [feed]  # its own list, from the first producer on
             self.refill()
+        else:
+            self.producers.append(feed)
 
     def refill(self) -> None:
         """Let the producers put more, if there is room (after a write, after a read)."""
@@ -455,5 +460,5 @@ class Outbox:
         # is let go: no cycle is left for the collector (whose oldest generation rarely runs).
         self.items = []
         self.size = 0
-        self.producers = []
+        self.producers = _NO_PRODUCERS
         self.owner = None  # type: ignore[assignment]
