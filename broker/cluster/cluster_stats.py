@@ -47,6 +47,7 @@ class ClusterStats:
         self.per_node: dict[str, dict[str, int]] = {}
         self._last: dict[str, bytes] = {}
         self._greenlet: gevent.Greenlet[..., None] | None = None
+        self.housekeeping: Callable[[], object] | None = None  # run on the same beat
 
     def start(self, ctx: BrokerContext, interval: float) -> None:
         self.ctx = ctx
@@ -59,6 +60,8 @@ class ClusterStats:
     def _loop(self, interval: float) -> None:
         while True:
             try:
+                if self.housekeeping is not None:
+                    self.housekeeping()
                 self.refresh(interval)
             except RedisUnavailable:
                 pass

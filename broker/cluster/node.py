@@ -74,6 +74,7 @@ class ClusterNode:
         self.membership = Membership(link, self.keys, owner, section.node_id, section.lease_ms,
                                      self.routes)
         self.figures = ClusterStats(link, self.keys, owner, section.node_id)
+        self.figures.housekeeping = self.forget_gone
         self.takeovers = 0  # sessions this node took from another live node
         self.given_up = 0  # sessions another node took from this one
         self._claim = link.script(scripts.CLAIM)
@@ -182,6 +183,10 @@ class ClusterNode:
             if persistent:
                 return ReasonCode.SERVER_BUSY
             return None  # a clean session is served here alone until Redis is back
+        except BaseException:
+            self.loading.pop(client_id, None)
+            self._kicked_while_loading.pop(client_id, None)
+            raise
         old_owner, old_epoch, epoch, seq, _stored, entries = answer
         old_owner, old_epoch, epoch = old_owner.decode(), int(old_epoch), int(epoch)
         buffered = self.loading.pop(client_id, [])
@@ -330,6 +335,22 @@ class ClusterNode:
     def retained_barrier(self) -> None:
         if self.subscriber is not None:
             self.subscriber.barrier(1.0)
+
+    def forget_gone(self) -> int:
+        """Drop what this node tracks for sessions it no longer holds (expired, deleted, a
+        clean one that ended elsewhere): called now and then; returns how many."""
+        ctx = self.ctx
+        if ctx is None:
+            return 0
+        sessions = ctx.registry.sessions
+        gone = [cid for cid in self.store.epochs
+                if cid not in sessions and cid not in self.loading]
+        for cid in gone:
+            self.store.epochs.pop(cid, None)
+            self.known.pop(cid, None)
+            self.ahead.pop(cid, None)
+            self.written.pop(cid, None)
+        return len(gone)
 
     def connection_closed(self, client_id: str) -> None:
         ctx = self.ctx
