@@ -29,6 +29,7 @@ from broker.core import session as session_module
 from broker.core.context import BrokerContext
 from broker.core.message import Message
 from broker.core.protocol import PEER_CLOSED, OpenAuthority
+from broker.core.session import queued_entry
 from broker.errors import ReasonCode
 from broker.link.connection import Connection
 from broker.store.base import restore
@@ -270,8 +271,8 @@ def test_a_queued_message_expired_while_the_broker_was_down_is_not_restored():
     ctx = BrokerContext.build(load_text("", "test"), store)
     ctx.registry.restore(store.load(), ctx.retained)
     session = session_of(ctx, "sub")
-    assert [m.payload for m, *_rest in session.queue] == [b"y"]
-    assert 4 < session.queue[0][0].expires_at - now <= 5  # counted from its arrival
+    assert [queued_entry(e)[0].payload for e in session.queue] == [b"y"]
+    assert 4 < queued_entry(session.queue[0])[0].expires_at - now <= 5  # counted from its arrival
     assert ctx.stats.publish_expired == 1
 
 
