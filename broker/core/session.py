@@ -387,6 +387,8 @@ class Session:
                 return False
             self._owned_queue().append(queue_entry(message, qos, retain, sub_ids))
             self.queued_bytes += size
+            if peer is None:
+                message.shed()  # a live delivery of the same fan-out lays it out again, once
             if self.persistent:
                 message.store_owed(self.env.store, self.client_id, qos, retain, 0, sub_ids)
             return True

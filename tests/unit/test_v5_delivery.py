@@ -446,10 +446,11 @@ def test_v3_and_v5_subscribers_of_one_message_share_its_layouts(ctx):
     message = Message("t/a", b"x", 1, properties={"content_type": "a"})
     first = message.wire(1, False, False, 1, 5)
     assert message.wire(1, False, False, 2, 4) != first
-    assert message._v5 is not None and message._layout is not None
-    layout5 = message._v5.layout
+    forms = message._forms
+    assert forms is not None and forms.layout_v5 is not None and forms.layout is not None
+    layout5 = forms.layout_v5
     message.wire(1, False, False, 3, 4)
-    assert message._v5.layout is layout5  # not laid out again after a 3.1.1 delivery
+    assert message._forms.layout_v5 is layout5  # not laid out again after a 3.1.1 delivery
 
 
 # -- the journal ---------------------------------------------------------------------------------
