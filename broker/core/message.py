@@ -12,10 +12,11 @@ a restart (a message stored without it counts from when it was loaded). An inter
 taken as no expiry, as Mosquitto does.
 
 Every delivery pays for what a message is built with, and every queued message holds it, so
-the wire caches share one slot, made on first use (`_Forms`), but for the two a QoS 0 fan-out
-reads per delivery: the QoS 0 PUBLISH with retain 0 at each level, so forwarding a QoS 0 one as
-received makes no object at all. A message queued for an offline session lets go of them
-(`shed`): the session may come back much later, and laying it out again then is cheap.
+the less used wire caches share one slot, made on first use (`_Forms`); the ones a fan-out
+reads per delivery (the QoS 0 PUBLISH with retain 0 at each level, and the head of a QoS 1/2
+one as received) have their own, so forwarding a message as received makes no object at
+all. A message queued for an offline session lets go of them all (`shed`): the session may
+come back much later, and laying it out again then is cheap.
 """
 
 from __future__ import annotations
@@ -42,31 +43,26 @@ _NO_PROPERTY_FIELD = encode_properties(NO_PROPERTIES, "PUBLISH")  # a property l
 
 
 class _Forms:
-    """A message's less used wire forms, each made when first needed: the MQTT 3.x layout,
-    QoS 0 PUBLISH with retain 1 and head of a QoS 1/2 one as received; the MQTT 5 layout with
-    the message's own properties, QoS 0 PUBLISH with retain 1, what the decoder kept of the
-    MQTT 5 PUBLISH it arrived in, and the layout carrying a remaining expiry, kept for that
+    """A message's less used wire forms, each made when first needed: the MQTT 3.x layout
+    and QoS 0 PUBLISH with retain 1; the MQTT 5 layout with the message's own properties,
+    QoS 0 PUBLISH with retain 1, and the layout carrying a remaining expiry, kept for that
     second. One object, made on first use and let go when the message is only queued
-    (`shed`): a queued message then holds 7 slots fewer and none of the bytes."""
+    (`shed`)."""
 
-    __slots__ = ("layout", "qos0_retained", "acked_head", "layout_v5", "qos0_retained_v5",
-                 "received_v5", "expiring")
+    __slots__ = ("layout", "qos0_retained", "layout_v5", "qos0_retained_v5", "expiring")
 
     def __init__(self) -> None:
         self.layout: PublishLayout | None = None
         self.qos0_retained: bytes | None = None
-        self.acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
         self.layout_v5: PublishLayout | None = None
         self.qos0_retained_v5: bytes | None = None
-        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it is not the QoS 0
-        # one with retain 0: a QoS 0 one with retain 1, or the head of its QoS 1/2 deliveries.
-        self.received_v5: bytes | None = None
         self.expiring: tuple[int, PublishLayout] | None = None
 
 
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
-                 "stored", "expires_at", "_qos0", "_qos0_v5", "_forms")
+                 "stored", "expires_at", "_qos0", "_qos0_v5", "_acked_head", "_received_v5",
+                 "_forms")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
@@ -85,10 +81,14 @@ class Message:
             if interval:
                 self.expires_at = (received_at or time.time()) + interval
         # Wire forms the codec made, kept for the next delivery (codec/publish.py says what
-        # each is): the two a QoS 0 fan-out reads per delivery in slots of their own, the
-        # rest in one object made on first use.
+        # each is): the ones a fan-out reads per delivery in slots of their own (no object
+        # made per message on the hot paths), the rest in one object made on first use.
         self._qos0: bytes | None = None  # the MQTT 3.x QoS 0 PUBLISH, retain 0
         self._qos0_v5: bytes | None = None  # the MQTT 5 QoS 0 PUBLISH, retain 0
+        self._acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
+        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it is not the QoS 0
+        # one with retain 0: a QoS 0 one with retain 1, or the head of its QoS 1/2 deliveries.
+        self._received_v5: bytes | None = None
         self._forms: _Forms | None = None
 
     @property
@@ -112,18 +112,17 @@ class Message:
             else:
                 self._qos0 = forwardable
             return
-        forms = self._forms = _Forms()
         if v5:
-            forms.received_v5 = forwardable  # which of the two: by the message's QoS
+            self._received_v5 = forwardable  # which of the two: by the message's QoS
         elif self.qos:
-            forms.acked_head = forwardable
-        else:
-            forms.qos0_retained = forwardable  # existing subscribers get retain 0 [MQTT-3.3.1-9]
+            self._acked_head = forwardable
+        else:  # existing subscribers get retain 0 [MQTT-3.3.1-9]
+            self._forms_made().qos0_retained = forwardable
 
     def shed(self) -> None:
         """Let go of the wire forms: the message is queued, and until a delivery makes them
         again they are bytes held for nothing (about 100 B of a 64-B message's ~250)."""
-        self._qos0 = self._qos0_v5 = self._forms = None
+        self._qos0 = self._qos0_v5 = self._acked_head = self._received_v5 = self._forms = None
 
     def __repr__(self) -> str:
         return (f"Message({self.topic!r}, {len(self.payload)} bytes, qos={self.qos}, "
@@ -201,7 +200,7 @@ class Message:
                 data = forms.qos0_retained = publish_qos0(self._laid_out(False), self.payload,
                                                           True)
             return data
-        data = forms.received_v5
+        data = self._received_v5
         if data is not None and not self.qos:
             return data
         data = forms.qos0_retained_v5
@@ -214,16 +213,15 @@ class Message:
         (what differs per MQTT 5 delivery is core/delivery.py's)."""
         if not qos:
             return self.qos0(retain, protocol_level)
-        forms = self._forms
         if protocol_level < 5:
-            if forms is not None and forms.acked_head is not None:
-                return splice_publish(forms.acked_head, self.payload, qos, retain, dup,
-                                      packet_id)
+            head = self._acked_head
+            if head is not None:
+                return splice_publish(head, self.payload, qos, retain, dup, packet_id)
             return publish_with_id(self._laid_out(False), self.payload, qos, retain, dup,
                                    packet_id)
-        if forms is not None and forms.received_v5 is not None and self.qos:
-            return splice_publish_v5(forms.received_v5, self.payload, qos, retain, dup,
-                                     packet_id)
+        head = self._received_v5
+        if head is not None and self.qos:
+            return splice_publish_v5(head, self.payload, qos, retain, dup, packet_id)
         return publish_with_id(self._layout_v5(), self.payload, qos, retain, dup, packet_id)
 
     def store_owed(self, store: SessionStore, client_id: str, qos: int, retain: bool,

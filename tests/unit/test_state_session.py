@@ -187,7 +187,7 @@ def test_a_message_queued_offline_is_its_own_queue_entry_and_keeps_no_wire_bytes
     publish(broker, Publish("t/1", b"a", 1, packet_id=1))
     queue = broker.ctx.registry.sessions["away"].queue
     [message] = queue  # not a (message, qos, retain, ids) tuple: the message itself
-    assert message.payload == b"a" and message._forms is None and message._qos0 is None
+    assert message.payload == b"a" and message._forms is None and message._acked_head is None
     # the live subscriber of the same fan-out still gets its bytes, laid out again
     assert [(p.topic, p.payload, p.qos) for p in live.received()] == [("t/1", b"a", 1)]
     back = broker.connected("away", clean=False)
