@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from broker.config.loading import load_text
 from broker.core.context import BrokerContext
+from broker.core.session import queued_entry
 from broker.server.journal_writer import JournalStore
 from broker.store.journal_file import HEADER, JOURNAL_NAME
 from broker.store.record_codec import encode_frame
@@ -88,15 +89,16 @@ def walk_one_message(ctx: BrokerContext) -> None:
     """sys.getsizeof of what one queued message holds (the objects only it refers to)."""
     session = next(iter(ctx.registry.sessions.values()))
     entry = session.queue[0]
-    message = entry[0]
-    parts = {"queue entry (tuple)": sys.getsizeof(entry),
+    message = queued_entry(entry)[0]
+    parts = {"queue entry (tuple; 0: the message itself)":
+             sys.getsizeof(entry) if entry is not message else 0,
              "Message": sys.getsizeof(message),
              "payload bytes": sys.getsizeof(message.payload),
              "topic str (shared by the session's messages?)": sys.getsizeof(message.topic),
              "deque slot": 8}
     for name, size in parts.items():
         print(f"    {name:48s} {size:6d} B")
-    same_topic = session.queue[1][0].topic is message.topic
+    same_topic = queued_entry(session.queue[1])[0].topic is message.topic
     print(f"    topic object shared between one session's messages: {same_topic}")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any, ClassVar
 
 from ..errors import MalformedPacket, ProtocolError
@@ -86,8 +87,14 @@ def decode_publish_body(data: bytes, pos: int, end: int, flags: int, level: int,
         topic = decode_utf8(bytes(raw_topic), "topic name")
         if topic or level < 5:  # MQTT 5: an empty one comes with a topic alias
             validate_topic_name(topic, "PUBLISH: ")  # [MQTT-3.3.2-2] [MQTT-4.7.3-1]
-        if topics is not None and len(topics) < TOPIC_CACHE_SIZE:
-            topics[bytes(raw_topic)] = topic
+        if topics is not None:
+            # One string per topic name across connections, and past this connection's
+            # cache: a message queued for an offline session keeps its topic, and a fill
+            # of 2,000 topics would otherwise hold a copy per message (63 B of 64-B ones).
+            # Interned strings are freed with their last user: no table of client input grows.
+            topic = intern(topic)
+            if len(topics) < TOPIC_CACHE_SIZE:
+                topics[bytes(raw_topic)] = topic
     pos += tlen
     packet_id = 0
     if qos:

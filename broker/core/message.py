@@ -11,10 +11,12 @@ An MQTT 5 message expiry interval makes a message mortal: `expires_at` is its wa
 a restart (a message stored without it counts from when it was loaded). An interval of 0 is
 taken as no expiry, as Mosquitto does.
 
-Every MQTT 3.1.1 delivery pays for what a message is built with, so the MQTT 5 caches share
-one slot, made on a message's first MQTT 5 delivery that needs a layout (`_V5Forms`), but for
-the two a fan-out reads per delivery: the QoS 0 PUBLISH with retain 0 and what the decoder
-kept of an MQTT 5 PUBLISH, so forwarding one as received makes no object at all.
+Every delivery pays for what a message is built with, and every queued message holds it, so
+the less used wire caches share one slot, made on first use (`_Forms`); the ones a fan-out
+reads per delivery (the QoS 0 PUBLISH with retain 0 at each level, and the head of a QoS 1/2
+one as received) have their own, so forwarding a message as received makes no object at
+all. A message queued for an offline session lets go of them all (`shed`): the session may
+come back much later, and laying it out again then is cheap.
 """
 
 from __future__ import annotations
@@ -40,23 +42,27 @@ from ..store.records import MessageQueued, MessageStored, OutgoingStored
 _NO_PROPERTY_FIELD = encode_properties(NO_PROPERTIES, "PUBLISH")  # a property length of 0
 
 
-class _V5Forms:
-    """A message's less used MQTT 5 wire forms, each made when first needed: its layout with
-    its own properties, its QoS 0 PUBLISH with retain 1, and the layout carrying a remaining
-    expiry, kept for that second."""
+class _Forms:
+    """A message's less used wire forms, each made when first needed: the MQTT 3.x layout
+    and QoS 0 PUBLISH with retain 1; the MQTT 5 layout with the message's own properties,
+    QoS 0 PUBLISH with retain 1, and the layout carrying a remaining expiry, kept for that
+    second. One object, made on first use and let go when the message is only queued
+    (`shed`)."""
 
-    __slots__ = ("layout", "qos0_retained", "expiring")
+    __slots__ = ("layout", "qos0_retained", "layout_v5", "qos0_retained_v5", "expiring")
 
     def __init__(self) -> None:
         self.layout: PublishLayout | None = None
         self.qos0_retained: bytes | None = None
+        self.layout_v5: PublishLayout | None = None
+        self.qos0_retained_v5: bytes | None = None
         self.expiring: tuple[int, PublishLayout] | None = None
 
 
 class Message:
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "origin", "msg_id",
-                 "stored", "expires_at", "_acked_head", "_layout", "_qos0", "_qos0_retained",
-                 "_v5", "_qos0_v5", "_received_v5")
+                 "stored", "expires_at", "_qos0", "_qos0_v5", "_acked_head", "_received_v5",
+                 "_forms")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  properties: Mapping[str, Any] = NO_PROPERTIES, origin: str = "",
@@ -75,16 +81,15 @@ class Message:
             if interval:
                 self.expires_at = (received_at or time.time()) + interval
         # Wire forms the codec made, kept for the next delivery (codec/publish.py says what
-        # each is).
-        self._layout: PublishLayout | None = None  # MQTT 3.x
+        # each is): the ones a fan-out reads per delivery in slots of their own (no object
+        # made per message on the hot paths), the rest in one object made on first use.
         self._qos0: bytes | None = None  # the MQTT 3.x QoS 0 PUBLISH, retain 0
-        self._qos0_retained: bytes | None = None  # the same with retain 1
-        self._acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
-        self._v5: _V5Forms | None = None
         self._qos0_v5: bytes | None = None  # the MQTT 5 QoS 0 PUBLISH, retain 0
-        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it did and it is not
-        # the above: a QoS 0 one with retain 1, or the head of its QoS 1/2 deliveries.
+        self._acked_head: bytes | None = None  # of an MQTT 3.x QoS 1/2 one, as received
+        # What the decoder kept of the MQTT 5 PUBLISH it arrived in, if it is not the QoS 0
+        # one with retain 0: a QoS 0 one with retain 1, or the head of its QoS 1/2 deliveries.
         self._received_v5: bytes | None = None
+        self._forms: _Forms | None = None
 
     @property
     def received_at(self) -> float:
@@ -101,42 +106,48 @@ class Message:
         delivery as it is, so forwarding costs no encoding at all; a QoS 1/2 one is every
         QoS 1/2 delivery but its header byte and packet id. What an MQTT 5 delivery adds of
         its own (core/delivery.py) never comes from here."""
-        if v5:
-            if self.qos or self.retain:
-                self._received_v5 = forwardable  # which of the two: by the message's QoS
-            else:
+        if not (self.qos or self.retain):
+            if v5:
                 self._qos0_v5 = forwardable
+            else:
+                self._qos0 = forwardable
+            return
+        if v5:
+            self._received_v5 = forwardable  # which of the two: by the message's QoS
         elif self.qos:
             self._acked_head = forwardable
-        elif self.retain:
-            self._qos0_retained = forwardable  # existing subscribers get retain 0 [MQTT-3.3.1-9]
-        else:
-            self._qos0 = forwardable
+        else:  # existing subscribers get retain 0 [MQTT-3.3.1-9]
+            self._forms_made().qos0_retained = forwardable
+
+    def shed(self) -> None:
+        """Let go of the wire forms: the message is queued, and until a delivery makes them
+        again they are bytes held for nothing (about 100 B of a 64-B message's ~250)."""
+        self._qos0 = self._qos0_v5 = self._acked_head = self._received_v5 = self._forms = None
 
     def __repr__(self) -> str:
         return (f"Message({self.topic!r}, {len(self.payload)} bytes, qos={self.qos}, "
                 f"retain={self.retain})")
 
-    def _forms_v5(self) -> _V5Forms:
-        forms = self._v5
+    def _forms_made(self) -> _Forms:
+        forms = self._forms
         if forms is None:
-            forms = self._v5 = _V5Forms()
+            forms = self._forms = _Forms()
         return forms
 
     def _layout_v5(self) -> PublishLayout:
-        forms = self._forms_v5()
-        layout = forms.layout
+        forms = self._forms_made()
+        layout = forms.layout_v5
         if layout is None:
             if self.properties is NO_PROPERTIES:
                 # What every 3.x publisher and most 5.0 ones send: the topic of the 3.x
                 # layout, if there is one, and a property length of 0.
-                layout3 = self._layout
+                layout3 = forms.layout
                 topic_part = layout3[0] if layout3 is not None else encode_utf8(self.topic)
                 layout = (topic_part, _NO_PROPERTY_FIELD,
                           len(topic_part) + 1 + len(self.payload), True)
             else:
                 layout = lay_out_publish(self.topic, self.payload, 5, self.properties)
-            forms.layout = layout
+            forms.layout_v5 = layout
         return layout
 
     def _laid_out(self, v5: bool) -> PublishLayout:
@@ -144,9 +155,10 @@ class Message:
         subscribers is laid out once for each, not once per switch between them."""
         if v5:
             return self._layout_v5()
-        layout = self._layout
+        forms = self._forms_made()
+        layout = forms.layout
         if layout is None:
-            layout = self._layout = lay_out_publish(self.topic, self.payload, 4)
+            layout = forms.layout = lay_out_publish(self.topic, self.payload, 4)
         return layout
 
     def remaining(self, now: float) -> int:
@@ -158,7 +170,7 @@ class Message:
     def expiring_layout(self, remaining: int) -> PublishLayout:
         """The MQTT 5 layout carrying `remaining` as its message expiry interval; the last one
         is kept, so a fan-out within one second lays the message out once."""
-        forms = self._forms_v5()
+        forms = self._forms_made()
         cached = forms.expiring
         if cached is not None and cached[0] == remaining:
             return cached[1]
@@ -171,27 +183,29 @@ class Message:
     def qos0(self, retain: bool, protocol_level: int) -> bytes:
         """The QoS 0 PUBLISH bytes, laid out once per message and level whatever the number
         of subscribers."""
-        if protocol_level < 5:
-            data = self._qos0_retained if retain else self._qos0
-            if data is None:
-                data = publish_qos0(self._laid_out(False), self.payload, retain)
-                if retain:
-                    self._qos0_retained = data
-                else:
-                    self._qos0 = data
-            return data
         if not retain:  # (existing subscribers of a retained one get retain 0 [MQTT-3.3.1-9])
+            if protocol_level < 5:
+                data = self._qos0
+                if data is None:
+                    data = self._qos0 = publish_qos0(self._laid_out(False), self.payload, False)
+                return data
             data = self._qos0_v5
             if data is None:
                 data = self._qos0_v5 = publish_qos0(self._layout_v5(), self.payload, False)
             return data
+        forms = self._forms_made()
+        if protocol_level < 5:
+            data = forms.qos0_retained
+            if data is None:
+                data = forms.qos0_retained = publish_qos0(self._laid_out(False), self.payload,
+                                                          True)
+            return data
         data = self._received_v5
         if data is not None and not self.qos:
             return data
-        forms = self._forms_v5()
-        data = forms.qos0_retained
+        data = forms.qos0_retained_v5
         if data is None:
-            data = forms.qos0_retained = publish_qos0(self._layout_v5(), self.payload, True)
+            data = forms.qos0_retained_v5 = publish_qos0(self._layout_v5(), self.payload, True)
         return data
 
     def wire(self, qos: int, retain: bool, dup: bool, packet_id: int, protocol_level: int) -> bytes:

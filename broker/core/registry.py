@@ -32,7 +32,7 @@ from ..store.records import (
 from ..topics import parse_shared
 from .message import Message
 from .retained import RetainedMessages
-from .session import Session, SessionEnv
+from .session import Session, SessionEnv, queued_entry
 from .topic_tree import TopicTree
 
 SESSION_NEVER_EXPIRES = 0xFFFF_FFFF  # MQTT 5's session expiry interval for "never"
@@ -225,7 +225,8 @@ def session_records(session: Session, messages: dict[int, Message]) -> list[Reco
                                    packet_id, flight.sub_ids))
         if flight.released:
             body.append(OutgoingReleased(cid, packet_id))
-    for message, qos, retain, sub_ids in session.queue:
+    for entry in session.queue:
+        message, qos, retain, sub_ids = queued_entry(entry)
         messages[message.msg_id] = message
         body.append(OutgoingStored(cid, message.msg_id, qos, retain, 0, sub_ids))
     body.extend(IncomingQos2(cid, packet_id) for packet_id in sorted(session.incoming_qos2))

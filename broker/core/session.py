@@ -69,7 +69,7 @@ from .message import Message
 from .peer import Peer, WaitDurable
 from .stats import Stats
 
-__all__ = ["Peer", "Queued", "Session", "SessionEnv", "WaitDurable"]
+__all__ = ["Peer", "QueueEntry", "Queued", "Session", "SessionEnv", "WaitDurable", "queued_entry"]
 
 
 @dataclass(slots=True)
@@ -85,6 +85,24 @@ class SessionEnv:
 # A queued message: the message, the QoS and retain flag it goes with, and the MQTT 5
 # subscription identifiers it carries.
 Queued = tuple[Message, int, bool, tuple[int, ...]]
+# What a queue holds: the message alone when it goes at its own QoS, retain 0 and with no
+# subscription identifiers (what nearly every queued message is: a 72-byte tuple saved per
+# message), else its `Queued` tuple. `queued_entry` reads either.
+QueueEntry = Message | Queued
+
+
+def queue_entry(message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> QueueEntry:
+    if qos == message.qos and not retain and not sub_ids:
+        return message
+    return (message, qos, retain, sub_ids)
+
+
+def queued_entry(entry: QueueEntry) -> Queued:
+    """A queue entry as (message, QoS, retain, subscription ids)."""
+    if type(entry) is tuple:
+        return entry
+    message: Message = entry  # type: ignore[assignment]
+    return (message, message.qos, False, ())
 
 # Shared, read-only stand-ins for containers a session has not needed yet: most sessions
 # never queue, never see QoS 2, many never subscribe, and an empty deque alone is 760 bytes.
@@ -114,7 +132,7 @@ class Session:
         # MQTT 5 subscription identifiers, of the filters that have one.
         self.subscription_ids: dict[str, int] = _NO_ENTRIES  # type: ignore[assignment]
         self.inflight: dict[int, Delivery] = _NO_ENTRIES  # type: ignore[assignment]
-        self.queue: deque[Queued] = _NO_QUEUE  # type: ignore[assignment]
+        self.queue: deque[QueueEntry] = _NO_QUEUE  # type: ignore[assignment]
         self.queued_bytes = 0
         self.incoming_qos2: set[int] = _NO_IDS  # type: ignore[assignment]
         self.peer: Peer | None = None
@@ -135,7 +153,7 @@ class Session:
             self.inflight = {}
         return self.inflight
 
-    def _owned_queue(self) -> deque[Queued]:
+    def _owned_queue(self) -> deque[QueueEntry]:
         if self.queue is _NO_QUEUE:
             self.queue = deque()
         return self.queue
@@ -152,7 +170,7 @@ class Session:
         elif message.expires_at and self._expired(message):
             pass  # while the broker was down: the store forgets it at its next compaction
         else:
-            self._owned_queue().append((message, qos, retain, sub_ids))
+            self._owned_queue().append(queue_entry(message, qos, retain, sub_ids))
             self.queued_bytes += len(message.payload)
 
     def accept_owed(self, message: Message, qos: int, retain: bool,
@@ -277,11 +295,11 @@ class Session:
                         self._write(OutgoingDone(self.client_id, packet_id))
                         taken.append((flight.message, flight.qos))
             if self.queue:
-                kept: deque[Any] = deque()
+                kept: deque[QueueEntry] = deque()
                 for entry in self.queue:
-                    message = entry[0]
+                    message, qos, _retain, _ids = queued_entry(entry)
                     if wanted(message):
-                        taken.append((message, entry[1]))
+                        taken.append((message, qos))
                         self.queued_bytes -= len(message.payload)
                         self._write(OutgoingWithdrawn(self.client_id, message.msg_id))
                     else:
@@ -367,8 +385,10 @@ class Session:
             if limits.max_queued_bytes and self.queued_bytes + size > limits.max_queued_bytes:
                 self._drop(message, f"max_queued_bytes ({limits.max_queued_bytes}) reached")
                 return False
-            self._owned_queue().append((message, qos, retain, sub_ids))
+            self._owned_queue().append(queue_entry(message, qos, retain, sub_ids))
             self.queued_bytes += size
+            if peer is None:
+                message.shed()  # a live delivery of the same fan-out lays it out again, once
             if self.persistent:
                 message.store_owed(self.env.store, self.client_id, qos, retain, 0, sub_ids)
             return True
@@ -432,7 +452,7 @@ class Session:
             packet_id = self._allocate_packet_id()
             if not packet_id:
                 return
-            message, qos, retain, sub_ids = queue.popleft()
+            message, qos, retain, sub_ids = queued_entry(queue.popleft())
             self.queued_bytes -= len(message.payload)
             if message.expires_at and self._expired(message):
                 self._forget_queued(message, packet_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from support.inprocess import InProcessBroker
 
+from broker.core.session import queued_entry
 from broker.store.base import restore
 from broker.store.records import (
     MessageQueued,
@@ -34,7 +35,8 @@ RECORDS = [
 def picture(broker: InProcessBroker) -> dict:
     return {
         cid: (session.protocol_level, session.expiry, sorted(session.subscriptions),
-              [(m.msg_id, m.payload, qos, retain, ids) for m, qos, retain, ids in session.queue],
+              [(m.msg_id, m.payload, qos, retain, ids)
+               for m, qos, retain, ids in map(queued_entry, session.queue)],
               [(pid, f.message.msg_id) for pid, f in session.inflight.items()])
         for cid, session in broker.ctx.registry.sessions.items()
     } | {"retained": [m.msg_id for m in broker.ctx.retained.all()]}
@@ -49,5 +51,6 @@ def test_restoring_with_release_rebuilds_the_same_state_and_empties_the_stored_o
     assert picture(released)["a"][3][0][0] == 3  # msg 2 went into flight: 3 is first queued
     assert not state.sessions and not state.messages and not state.retained
     sessions = released.ctx.registry.sessions
-    assert sessions["a"].queue[0][0] is sessions["b"].queue[0][0]  # one message, two owners
+    first_a, first_b = (queued_entry(sessions[cid].queue[0])[0] for cid in "ab")
+    assert first_a is first_b  # one message, two owners
     assert sessions["b"].queue[1][0] is released.ctx.retained.all()[0]

@@ -180,6 +180,21 @@ def test_offline_persistent_session_gets_queued_messages_on_reconnect(broker):
 # -- the in-flight window and the queue --------------------------------------------------------
 
 
+def test_a_message_queued_offline_is_its_own_queue_entry_and_keeps_no_wire_bytes():
+    broker = make_broker()
+    live = persistent_subscriber(broker, "live", qos=1)
+    persistent_subscriber(broker, "away", qos=1).lose()
+    publish(broker, Publish("t/1", b"a", 1, packet_id=1))
+    queue = broker.ctx.registry.sessions["away"].queue
+    [message] = queue  # not a (message, qos, retain, ids) tuple: the message itself
+    assert message.payload == b"a" and message._forms is None and message._acked_head is None
+    # the live subscriber of the same fan-out still gets its bytes, laid out again
+    assert [(p.topic, p.payload, p.qos) for p in live.received()] == [("t/1", b"a", 1)]
+    back = broker.connected("away", clean=False)
+    assert [(p.topic, p.payload, p.qos, p.dup) for p in back.pending] == \
+        [("t/1", b"a", 1, False)]
+
+
 def test_inflight_window_holds_the_rest_until_acknowledged():
     broker = make_broker("max_inflight_messages = 2\n")
     sub = persistent_subscriber(broker, qos=1)

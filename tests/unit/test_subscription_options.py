@@ -24,7 +24,7 @@ from broker.config.loading import load_text
 from broker.core.context import BrokerContext
 from broker.core.message import Message
 from broker.core.protocol import CLIENT_DISCONNECT, PEER_CLOSED, ClientProtocol, OpenAuthority
-from broker.core.session import Delivery, Session
+from broker.core.session import Delivery, Session, queued_entry
 from broker.errors import ProtocolError, ReasonCode
 from broker.store.memory import MemoryStore
 from broker.store.records import OutgoingWithdrawn, Subscribed
@@ -250,7 +250,7 @@ def test_a_member_that_unsubscribes_hands_over_its_queue_and_completes_its_fligh
     for n in range(6):
         publish(pub, "u", b"%d" % n, 1)
     [in_flight] = leaving_peer.take(Delivery)
-    queued = [entry[0].payload for entry in ctx.registry.sessions["leaving"].queue]
+    queued = [queued_entry(entry)[0].payload for entry in ctx.registry.sessions["leaving"].queue]
     assert len(queued) == 2
     deliveries.clear()
     leaving.handle(Unsubscribe(2, ("$share/g/u",)))
@@ -278,7 +278,8 @@ def test_a_member_that_also_subscribes_plainly_keeps_what_it_may_have_had_by_tha
     # and one o/other: only that one was surely the group's.
     assert sorted(entry.message.payload for entry in
                   [*ctx.registry.sessions["leaving"].inflight.values()]) == [b"o/plain"]
-    assert sorted(entry[0].payload for entry in ctx.registry.sessions["leaving"].queue) == \
+    assert sorted(queued_entry(entry)[0].payload
+                  for entry in ctx.registry.sessions["leaving"].queue) == \
         [b"o/other", b"o/plain"]
     deliveries.clear()
     leaving.connection_lost(CLIENT_DISCONNECT)

@@ -29,6 +29,7 @@ from broker.core import session as session_module
 from broker.core.context import BrokerContext
 from broker.core.message import Message
 from broker.core.protocol import PEER_CLOSED, OpenAuthority
+from broker.core.session import queued_entry
 from broker.errors import ReasonCode
 from broker.link.connection import Connection
 from broker.store.base import restore
@@ -270,8 +271,8 @@ def test_a_queued_message_expired_while_the_broker_was_down_is_not_restored():
     ctx = BrokerContext.build(load_text("", "test"), store)
     ctx.registry.restore(store.load(), ctx.retained)
     session = session_of(ctx, "sub")
-    assert [m.payload for m, *_rest in session.queue] == [b"y"]
-    assert 4 < session.queue[0][0].expires_at - now <= 5  # counted from its arrival
+    assert [queued_entry(e)[0].payload for e in session.queue] == [b"y"]
+    assert 4 < queued_entry(session.queue[0])[0].expires_at - now <= 5  # counted from its arrival
     assert ctx.stats.publish_expired == 1
 
 
@@ -445,10 +446,11 @@ def test_v3_and_v5_subscribers_of_one_message_share_its_layouts(ctx):
     message = Message("t/a", b"x", 1, properties={"content_type": "a"})
     first = message.wire(1, False, False, 1, 5)
     assert message.wire(1, False, False, 2, 4) != first
-    assert message._v5 is not None and message._layout is not None
-    layout5 = message._v5.layout
+    forms = message._forms
+    assert forms is not None and forms.layout_v5 is not None and forms.layout is not None
+    layout5 = forms.layout_v5
     message.wire(1, False, False, 3, 4)
-    assert message._v5.layout is layout5  # not laid out again after a 3.1.1 delivery
+    assert message._forms.layout_v5 is layout5  # not laid out again after a 3.1.1 delivery
 
 
 # -- the journal ---------------------------------------------------------------------------------
