@@ -19,9 +19,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -37,11 +36,13 @@ from ..errors import ReasonCode
 from ..store.base import restore
 from ..store.record_codec import decode_record
 from ..store.records import MessageQueued, MessageStored, OutgoingWithdrawn, Record
-from ..topics import matches
 from . import compaction, scripts, wire
 from .cluster_stats import ClusterStats
+from .handoff import Handoff
 from .keys import Keys
+from .late import LateForwards
 from .membership import Membership
+from .positions import Positions
 from .redis_link import RedisLink, RedisUnavailable
 from .redis_store import RedisStore
 from .routes import Routes
@@ -49,13 +50,6 @@ from .routes import Routes
 log = logging.getLogger("greenfly.cluster")
 
 CLEAN_SESSION_TTL_MS = 7 * 24 * 3600 * 1000  # a clean session's owner entry, refreshed per claim
-LATE_WINDOW = 0.2  # seconds a routed message is kept for a route that arrives after it
-# A message that reached this node this long before another node took a SUBSCRIBE counts as
-# after it: the two came in through different nodes, and a client that sent the SUBSCRIBE
-# first (on one node, handled first) may be a little late on its node. Small: a message
-# published well before a subscription must not reach it (the Paho suite's will delay test
-# subscribes a few milliseconds after the previous test's last publish on that topic).
-LATE_MARGIN = 0.005
 STATS_INTERVAL = 10  # seconds between cluster figures when sys_interval is 0 (/metrics only)
 QUEUE_CAP_FACTOR = 3  # a session log holds at most this x max_queued_messages entries + 1,000
 
@@ -80,18 +74,15 @@ class ClusterNode:
         self._claim = link.script(scripts.CLAIM)
         self._compact = link.script(scripts.COMPACT)
         self._adopt = link.script(scripts.ADOPT)
-        self.written: dict[str, int] = {}  # client id -> log entries since its compaction
         self.compacting: set[str] = set()
         self.ctx: BrokerContext | None = None
         self.subscriber: Any = None
         self.loading: dict[str, list[tuple[int, MessageQueued]]] = {}
         self._kicked_while_loading: dict[str, int] = {}
-        self.known: dict[str, int] = {}  # client id -> every log position up to this is seen
-        self.ahead: dict[str, set[int]] = {}  # ... and these beyond it
+        self.positions = Positions()
         self.dropped_remote = 0  # QoS 0 forwards not sent: Redis was down
-        # (arrived, message, owners it went to, sessions it was appended for), newest last
-        self.recent: deque[tuple[float, Message, set[str], frozenset[str]]] = deque()
-        self.late_forwards = 0  # messages sent on to a node whose route came after them
+        self.late = LateForwards(self._send_late)
+        self.handoff = Handoff(link, self.keys, owner, self.store, self._let_go)
 
     @classmethod
     def create(cls, section: ClusterSection, queue_limit: int) -> ClusterNode:
@@ -171,6 +162,8 @@ class ClusterNode:
         ctx = self.ctx
         assert ctx is not None
         store = self.store
+        with contextlib.suppress(RedisUnavailable):  # the claim below answers for it
+            self.handoff.before_claim(client_id)
         mine = store.epochs.get(client_id, -1)
         self.loading[client_id] = []
         try:
@@ -205,8 +198,7 @@ class ClusterNode:
             if entries:
                 self._load(entries)
         store.epochs[client_id] = epoch
-        self.known[client_id] = int(seq)
-        self.ahead.pop(client_id, None)
+        self.positions.start(client_id, int(seq))
         for pos, record in buffered:
             self._owed(client_id, pos, record)
         if kicked > epoch:  # a connection elsewhere claimed it after us, while we loaded
@@ -239,7 +231,7 @@ class ClusterNode:
         if entries:
             self._load(entries)
         self.store.epochs[client_id] = int(epoch)
-        self.known[client_id] = int(seq)
+        self.positions.start(client_id, int(seq))
         for pos, record in buffered:
             self._owed(client_id, pos, record)
         self.store.submit(("SADD", self.keys.sessions(self.owner), client_id))
@@ -280,7 +272,7 @@ class ClusterNode:
                 appended.append(client_id)
                 reached += 1
         nodes = self.routes.nodes_for(topic)
-        self._remember(message, nodes, appended)
+        self.late.remember(message, nodes, appended)
         if nodes:
             if store.failure is not None:
                 self.dropped_remote += len(nodes)
@@ -291,32 +283,8 @@ class ClusterNode:
             reached += len(nodes)
         return reached
 
-    def _remember(self, message: Message, nodes: list[str], appended: list[str]) -> None:
-        """Keep what was just routed for `LATE_WINDOW`, with where it went."""
-        now = time.time()
-        recent = self.recent
-        recent.append((now, message, set(nodes), frozenset(appended)))
-        while recent and recent[0][0] < now - LATE_WINDOW:
-            recent.popleft()
-
-    def catch_up(self, owner: str, topic_filter: str, since: float) -> None:
-        """`owner` subscribed to `topic_filter` at `since`, and this node learnt of it only
-        now: what its clients published after that (give or take `LATE_MARGIN`), routed
-        without it, goes to it late (in publish order, before anything routed from now on),
-        as one node would have delivered it. A shared group gets nothing late (its message
-        went to one member)."""
-        if topic_filter.startswith("$share/"):
-            return
-        for arrived, message, sent, appended in self.recent:
-            # A retained one from before the SUBSCRIBE is the subscriber's retained feed's to
-            # send (with retain set): no margin for it, or it would come twice.
-            margin = 0.0 if message.retain else LATE_MARGIN
-            if (arrived > since - margin and owner not in sent
-                    and matches(topic_filter, message.topic)):
-                sent.add(owner)
-                self.late_forwards += 1
-                self.store.submit(("PUBLISH", self.keys.push(owner),
-                                   wire.late(message, appended)))
+    def _send_late(self, owner: str, message: Message, appended: frozenset[str]) -> None:
+        self.store.submit(("PUBLISH", self.keys.push(owner), wire.late(message, appended)))
 
     def shared_groups(self, message: Message) -> Callable[[str], bool] | None:
         if not self.routes.others.holders:
@@ -347,9 +315,7 @@ class ClusterNode:
                 if cid not in sessions and cid not in self.loading]
         for cid in gone:
             self.store.epochs.pop(cid, None)
-            self.known.pop(cid, None)
-            self.ahead.pop(cid, None)
-            self.written.pop(cid, None)
+            self.positions.forget(cid)
         return len(gone)
 
     def connection_closed(self, client_id: str) -> None:
@@ -360,8 +326,7 @@ class ClusterNode:
         self.store.submit(("HDEL", self.keys.wills(self.owner), client_id))
         if session is None or not session.persistent:
             self.store.epochs.pop(client_id, None)
-            self.known.pop(client_id, None)
-            self.ahead.pop(client_id, None)
+            self.positions.forget(client_id)
 
     # -- RedisStore's events -----------------------------------------------------------------
 
@@ -381,11 +346,11 @@ class ClusterNode:
                                                                              record)))
 
     def position(self, client_id: str, pos: int) -> None:
-        self._seen(client_id, pos)
+        self.positions.seen(client_id, pos)
         self._maybe_compact(client_id)
 
     def _maybe_compact(self, client_id: str) -> None:
-        written = self.written[client_id] = self.written.get(client_id, 0) + 1
+        written = self.positions.count_written(client_id)
         if written < compaction.COMPACT_AFTER or client_id in self.compacting:
             return
         ctx = self.ctx
@@ -394,7 +359,7 @@ class ClusterNode:
             return
         held = len(session.queue) + len(session.inflight) + len(session.subscriptions)
         if compaction.due(held, written):
-            self.written[client_id] = 0
+            self.positions.written[client_id] = 0
             self.compacting.add(client_id)
             gevent.spawn(self._compact_log, client_id)
 
@@ -438,7 +403,7 @@ class ClusterNode:
             "cluster_forwards_dropped": ("QoS 0 forwards not sent: Redis was unavailable",
                                          self.dropped_remote),
             "cluster_late_forwards": ("Messages sent on to a node whose subscription this "
-                                      "node learnt of after routing them", self.late_forwards),
+                                      "node learnt of after routing them", self.late.count),
             "cluster_queue_full_drops": ("Messages not appended: a session's log in Redis was "
                                          "at its cap", self.store.dropped_full),
         }
@@ -458,12 +423,17 @@ class ClusterNode:
                     client_id, pos, record = wire.parse_owed(data)
                     self._owed(client_id, pos, record)
             elif channel == keys.control(self.owner):
-                client_id, epoch = wire.parse_kick(data)
-                self._kick(client_id, epoch)
+                if data[0] == wire.RELEASE:
+                    self.handoff.release_asked(data)
+                elif data[0] == wire.RELEASED:
+                    self.handoff.release_answered(data)
+                else:
+                    client_id, epoch = wire.parse_kick(data)
+                    self._kick(client_id, epoch)
             elif channel == keys.routes_changes.encode():
                 added = self.routes.route_change(data)
-                if added is not None and self.recent:
-                    self.catch_up(*added)
+                if added is not None and self.late.recent:
+                    self.late.route_added(*added)
             elif channel == keys.psubs_changes.encode():
                 self.routes.psubs_change(data)
             elif channel == keys.retained_changes.encode():
@@ -482,9 +452,10 @@ class ClusterNode:
         if waiting is not None:
             waiting.append((pos, record))
             return
-        if client_id not in self.store.epochs or self._was_seen(client_id, pos):
+        positions = self.positions
+        if client_id not in self.store.epochs or positions.was_seen(client_id, pos):
             return
-        self._seen(client_id, pos)
+        positions.seen(client_id, pos)
         ctx = self.ctx
         session = ctx.registry.get(client_id) if ctx is not None else None
         if session is None:
@@ -509,9 +480,7 @@ class ClusterNode:
         """Another node owns `client_id` now: close its connection here (MQTT 5: 0x8E) and
         forget the session without recording anything."""
         self.store.epochs.pop(client_id, None)
-        self.known.pop(client_id, None)
-        self.ahead.pop(client_id, None)
-        self.written.pop(client_id, None)
+        self.positions.forget(client_id)
         ctx = self.ctx
         session = ctx.registry.get(client_id) if ctx is not None else None
         if session is None or ctx is None:
@@ -535,28 +504,6 @@ class ClusterNode:
             ctx.retained.clear(rest.decode())
 
     # -- positions in the session logs -------------------------------------------------------
-
-    def _was_seen(self, client_id: str, pos: int) -> bool:
-        known = self.known.get(client_id, 0)
-        return pos <= known or pos in self.ahead.get(client_id, ())
-
-    def _seen(self, client_id: str, pos: int) -> None:
-        known = self.known.get(client_id)
-        if known is None or pos <= known:
-            return
-        ahead = self.ahead.get(client_id)
-        if pos != known + 1:
-            if ahead is None:
-                ahead = self.ahead[client_id] = set()
-            ahead.add(pos)
-            return
-        known = pos
-        while ahead and known + 1 in ahead:
-            known += 1
-            ahead.discard(known)
-        self.known[client_id] = known
-        if ahead is not None and not ahead:
-            del self.ahead[client_id]
 
     def _load(self, entries: list[bytes]) -> None:
         records: list[Record] = [wire.log_entry(entry)[2] for entry in entries]

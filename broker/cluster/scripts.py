@@ -90,6 +90,15 @@ local persistent = redis.call('HGET', KEYS[1], 'p') or '0'
 return {old, old_epoch, epoch, redis.call('HGET', KEYS[1], 'seq') or '0', persistent, entries}
 """
 
+# Who owns a session now, and whether that owner's lease is alive (before a claim: a live
+# owner is asked to let go first). KEYS: s   ARGV: key prefix
+# returns: {owner, alive (0/1)}
+OWNER = r"""
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+if owner == '' then return {'', 0} end
+return {owner, redis.call('EXISTS', ARGV[1] .. '{n:' .. owner .. '}:alive')}
+"""
+
 # A dead owner's persistent session, taken by a survivor so that it expires and is owed
 # messages as any offline session is; nothing if it moved on meanwhile.
 # KEYS: s, log   ARGV: dead owner, new owner

@@ -15,6 +15,8 @@ FORWARD = 0x4D  # b"M": a message published on another node, for this node's liv
 OWED = 0x51  # b"Q": a message appended to the queue of a session this node owns
 KICK = 0x4B  # b"K": another node took a session of this node's
 LATE = 0x4C  # b"L": a forward sent after the fact: the route came after the message
+RELEASE = 0x52  # b"R": a node about to claim a session asks its owner to let go of it first
+RELEASED = 0x44  # b"D": the owner let go, and everything it wrote for the session is in
 
 
 def message_record(message: Message) -> bytes:
@@ -61,6 +63,19 @@ def parse_owed(data: bytes) -> tuple[str, int, MessageQueued]:
     if not isinstance(record, MessageQueued):
         raise ValueError(f"a queue notification carries a {type(record).__name__}")
     return data[colon + 1:nul].decode(), int(data[1:colon]), record
+
+
+def release(requester: str, client_id: str) -> bytes:
+    return b"%c%s\0%s" % (RELEASE, requester.encode(), client_id.encode())
+
+
+def released(client_id: str) -> bytes:
+    return b"%c%s" % (RELEASED, client_id.encode())
+
+
+def parse_release(data: bytes) -> tuple[str, str]:
+    requester, _, client_id = data[1:].partition(b"\0")
+    return requester.decode(), client_id.decode()
 
 
 def parse_kick(data: bytes) -> tuple[str, int]:

@@ -513,3 +513,36 @@ def test_a_publish_right_after_a_subscribe_elsewhere_is_delivered(cluster: Clust
     # scheduler pause on a loaded machine can still cost a round now and then (without the
     # late forward, 18 of 30 were lost).
     assert missed <= 2, f"{missed} of 30 publishes right after a SUBSCRIBE elsewhere were lost"
+
+
+def test_a_session_moving_between_live_nodes_repeats_nothing_it_completed(
+        cluster: Cluster) -> None:
+    """QoS 2 exactly once across a move: the subscriber completes 200 QoS 2 flows on node 1
+    and at once reconnects through node 2. Node 2 asks node 1 to let go before it claims, so
+    node 1's last records (each PUBCOMP's) are in Redis first: nothing completed comes again,
+    and what comes after the move arrives once."""
+    from broker.codec import SubOptions, Subscribe
+    cid, topic = unique("exact"), unique("exact")
+    pub = PahoClient(cluster[2].port)
+    pub.connect()
+    for round_ in range(3):
+        sub = RawClient(cluster[0].port)
+        sub.connect(cid, clean=False)
+        if round_ == 0:
+            sub.send_packet(Subscribe(1, ((topic, SubOptions(2)),)))
+            sub.recv_packet()
+        payloads = [b"%d-%03d" % (round_, i) for i in range(200)]
+        for payload in payloads:
+            pub.publish(topic, payload, qos=2)
+        got = receive_all(sub, len(payloads), timeout=30)  # gone at the last PUBREC sent
+        assert [p.payload for p in got] == payloads
+        sub.close()
+        moved = RawClient(cluster[1].port)
+        assert moved.connect(cid, clean=False).session_present
+        pub.publish(topic, b"after %d" % round_, qos=2)
+        again = receive_all(moved, 1, timeout=10, linger=0.5)
+        assert [p.payload for p in again] == [b"after %d" % round_], \
+            f"round {round_}: {[p.payload for p in again]}"
+        moved.close()
+        cluster.nodes[0], cluster.nodes[1] = cluster.nodes[1], cluster.nodes[0]  # and back
+    pub.disconnect()
