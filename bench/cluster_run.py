@@ -23,8 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cluster_scenarios import cluster_scenarios, derive_redis, runner
 from procs import BENCH, REPO, kill_everything, raise_nofile
@@ -71,39 +73,39 @@ def cell(vals: list[float], digits: int) -> str:
             if len(vals) > 1 else f"{med:,.{digits}f}")
 
 
+def _by_layout(runs: list[Run]) -> Iterator[tuple[Any, Any, list[Run]]]:
+    """(scenario, layout, its runs) for every layout that ran, in the scenarios' order."""
+    for scenario in cluster_scenarios():
+        for layout in scenario.layouts:
+            mine = [r for r in runs if r.scenario == scenario.name
+                    and r.variant == layout.variant]
+            if mine:
+                yield scenario, layout, mine
+
+
 def report_lines(runs: list[Run]) -> list[str]:
     lines = ["| scenario | layout | " + " | ".join(c[1] for c in COLUMNS) + " | runs ok |",
              "|---|---|" + "---:|" * (len(COLUMNS) + 1)]
-    for scenario in cluster_scenarios():
-        for layout in scenario.layouts:
-            mine = [r for r in runs if r.scenario == scenario.name
-                    and r.variant == layout.variant]
-            if not mine:
-                continue
-            ok = [r for r in mine if r.ok]
-            cells = [cell([r.metrics[k] for r in ok if k in r.metrics], d)
-                     for k, _, d in COLUMNS]
-            lines.append(f"| {scenario.name} | {layout.variant} | " + " | ".join(cells)
-                         + f" | {len(ok)}/{len(mine)} |")
+    for scenario, layout, mine in _by_layout(runs):
+        ok = [r for r in mine if r.ok]
+        cells = [cell([r.metrics[k] for r in ok if k in r.metrics], d)
+                 for k, _, d in COLUMNS]
+        lines.append(f"| {scenario.name} | {layout.variant} | " + " | ".join(cells)
+                     + f" | {len(ok)}/{len(mine)} |")
     lines += ["", "| scenario | layout | other processes' CPU, median (max) % | "
               "load generator max % | servers' CPU, median % of a core | log issues |",
               "|---|---|---:|---:|---:|---|"]
-    for scenario in cluster_scenarios():
-        for layout in scenario.layouts:
-            mine = [r for r in runs if r.scenario == scenario.name
-                    and r.variant == layout.variant]
-            if not mine:
-                continue
-            other = [r.other_cpu_pct for r in mine if r.other_cpu_pct is not None]
-            lg = [r.loadgen_cpu_pct for r in mine if r.loadgen_cpu_pct is not None]
-            srv = [r.metrics["cpu_pct_total"] for r in mine if "cpu_pct_total" in r.metrics]
-            issues = "; ".join(sorted({i for r in mine for i in r.log_issues}))[:200]
-            lines.append(f"| {scenario.name} | {layout.variant} | "
-                         + (f"{statistics.median(other):.0f} ({max(other):.0f})" if other
-                            else "-")
-                         + (f" | {max(lg):.0f}" if lg else " | -")
-                         + (f" | {statistics.median(srv):.0f}" if srv else " | -")
-                         + f" | {issues or '-'} |")
+    for scenario, layout, mine in _by_layout(runs):
+        other = [r.other_cpu_pct for r in mine if r.other_cpu_pct is not None]
+        lg = [r.loadgen_cpu_pct for r in mine if r.loadgen_cpu_pct is not None]
+        srv = [r.metrics["cpu_pct_total"] for r in mine if "cpu_pct_total" in r.metrics]
+        issues = "; ".join(sorted({i for r in mine for i in r.log_issues}))[:200]
+        lines.append(f"| {scenario.name} | {layout.variant} | "
+                     + (f"{statistics.median(other):.0f} ({max(other):.0f})" if other
+                        else "-")
+                     + (f" | {max(lg):.0f}" if lg else " | -")
+                     + (f" | {statistics.median(srv):.0f}" if srv else " | -")
+                     + f" | {issues or '-'} |")
     failed = [r for r in runs if not r.ok]
     for r in failed:
         lines.append(f"- FAILED rep {r.rep} {r.scenario} {r.variant}: {r.error[:300]}")
