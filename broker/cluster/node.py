@@ -82,6 +82,8 @@ class ClusterNode:
         self.positions = Positions()
         self.dropped_remote = 0  # QoS 0 forwards not sent: Redis was down
         self.late = LateForwards(self._send_late)
+        # client ids whose will this node stored in Redis: only those need it taken out
+        self._with_will: set[str] = set()
         self.handoff = Handoff(link, self.keys, owner, self.store, self._let_go)
 
     @classmethod
@@ -209,6 +211,9 @@ class ClusterNode:
         if will is not None:
             store.submit(("HSET", self.keys.wills(self.owner), client_id,
                           b"%d:" % epoch + wire.message_record(will)))
+            self._with_will.add(client_id)
+        elif client_id in self._with_will:  # an earlier connection's, not sent: gone now
+            self._drop_will(client_id)
         return None
 
     def adopt(self, client_id: str, dead: str) -> bool:
@@ -323,10 +328,15 @@ class ClusterNode:
         session = ctx.registry.get(client_id) if ctx is not None else None
         if session is not None and session.peer is not None:
             return  # a newer connection of this node holds it, and its will
-        self.store.submit(("HDEL", self.keys.wills(self.owner), client_id))
+        if client_id in self._with_will:
+            self._drop_will(client_id)
         if session is None or not session.persistent:
             self.store.epochs.pop(client_id, None)
             self.positions.forget(client_id)
+
+    def _drop_will(self, client_id: str) -> None:
+        self._with_will.discard(client_id)
+        self.store.submit(("HDEL", self.keys.wills(self.owner), client_id))
 
     # -- RedisStore's events -----------------------------------------------------------------
 
