@@ -6,8 +6,12 @@ it: after a thousand slow readers leave, the broker's resident size stays at its
 `malloc_trim(0)` hands every free page back; it walks the heap (milliseconds for tens of
 MiB), so it runs from the watchdog, at most once a second, and only after `TRIM_AFTER`
 connections closed since the last time. Without glibc (musl, macOS) it does nothing.
-libc is looked up at the first trim, not at start-up: `ctypes.util.find_library` runs
-`ldconfig -p` (a fork and exec, ~6 ms of a cold start).
+libc is looked up in the watchdog's first second, after the ports accept (ctypes is ~2 ms
+of a cold start), and before any burst of connections: looked up at the first trim, ctypes
+and `ctypes.util.find_library` (which forks `ldconfig -p`) loaded their modules in the middle
+of the burst, and those long-lived objects pinned arenas the burst's connections had filled
+(slow-readers bench: +1 MiB after the cycles). The process's own symbol table has
+`malloc_trim` wherever libc is glibc, so no library search is needed.
 """
 
 from __future__ import annotations
@@ -19,11 +23,9 @@ TRIM_AFTER = 100  # connections closed since the last trim
 
 def _malloc_trim() -> Callable[[int], int] | None:
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     return trim
@@ -39,11 +41,9 @@ class MemoryReturn:
 
     def tick(self) -> bool:
         """From the watchdog, once a second: trim if enough connections closed; True if so."""
-        if self.closed < TRIM_AFTER:
-            return False
         if not self._looked_up:
             self._trim, self._looked_up = _malloc_trim(), True
-        if self._trim is None:
+        if self.closed < TRIM_AFTER or self._trim is None:
             return False
         self.closed = 0
         self._trim(0)
