@@ -10,11 +10,13 @@
  * session in fill/drain mode), sequence number, send time (CLOCK_MONOTONIC ns). Subscribers
  * check the sequence numbers of each stream with a bitmap: late arrivals are reorders,
  * repeats are duplicates, and what never arrived by the end of the drain is lost. For QoS 1
- * (or with --strict) a loss, a reorder, or a message nobody sent fails the run.
+ * and 2 (or with --strict) a loss, a reorder, or a message nobody sent fails the run.
  *
  * Modes (the runner, bench/run.py, drives them; --help lists the options):
  *   flow   P publishers -> S subscribers (fan-in: --pubs 10 --subs 1; fan-out: --pubs 1
- *          --subs 100), QoS 0 or 1 (window W of unacknowledged PUBLISHes per publisher),
+ *          --subs 100), QoS 0, 1 or 2 (window W of unacknowledged PUBLISHes per publisher;
+ *          a QoS 2 one is acknowledged by its PUBCOMP, and a subscriber answers PUBREC, then
+ *          PUBCOMP to the PUBREL, as the spec's receiver does),
  *          for --duration seconds after --warmup, or --count messages per publisher;
  *          --rate R paces all publishers to R msgs/s in total (latency mode). --max-lead N
  *          keeps each QoS 0 publisher at most N messages ahead of its slowest subscriber,
@@ -988,13 +990,8 @@ static void on_publish(conn_t *c, uint8_t first, const uint8_t *body, size_t n, 
         fatal(3, "malformed PUBLISH to %s %d", role_name(c->role), c->idx);
         return;
     }
-    if (qos == 2) {
-        fatal(3, "QoS 2 PUBLISH to %s %d: only QoS 0/1 are used here", role_name(c->role),
-              c->idx);
-        return;
-    }
-    if (qos == 1) {
-        uint8_t ack[4] = {0x40, 2, (uint8_t)(pid >> 8), (uint8_t)pid};
+    if (qos) { /* QoS 1: PUBACK; QoS 2: PUBREC, and PUBCOMP when the PUBREL comes */
+        uint8_t ack[4] = {qos == 1 ? 0x40 : 0x50, 2, (uint8_t)(pid >> 8), (uint8_t)pid};
         buf_put(&c->ack, ack, 4);
     }
     const uint8_t *pl = body + pos;
@@ -1054,8 +1051,42 @@ static void on_packet(conn_t *c, uint8_t first, const uint8_t *body, size_t n, u
                   body[2]);
             return;
         }
-        on_puback(c, (uint16_t)(body[0] << 8 | body[1]));
+        if (O.qos == 2)
+            R.bad_acks++; /* a QoS 2 flow ends with PUBCOMP */
+        else
+            on_puback(c, (uint16_t)(body[0] << 8 | body[1]));
         break;
+    case 5: /* PUBREC of our QoS 2 PUBLISH: answer PUBREL; the id is free at PUBCOMP */
+    case 7: { /* PUBCOMP */
+        if (O.level == 5 ? n < 2 : n != 2) {
+            fatal(3, "malformed %s", first >> 4 == 5 ? "PUBREC" : "PUBCOMP");
+            return;
+        }
+        if (n > 2 && body[2] >= 0x80) {
+            fatal(3, "%s refused on %s %d: reason code 0x%02x", first >> 4 == 5 ? "PUBREC" :
+                  "PUBCOMP", role_name(c->role), c->idx, body[2]);
+            return;
+        }
+        uint16_t pid = (uint16_t)(body[0] << 8 | body[1]);
+        if (O.qos != 2) {
+            R.bad_acks++;
+        } else if (first >> 4 == 7) {
+            on_puback(c, pid);
+        } else {
+            uint8_t rel[4] = {0x62, 2, body[0], body[1]};
+            buf_put(&c->ack, rel, 4);
+        }
+        break;
+    }
+    case 6: { /* PUBREL of a QoS 2 message we received: PUBCOMP */
+        if (first != 0x62 || (O.level == 5 ? n < 2 : n != 2)) {
+            fatal(3, "malformed PUBREL on %s %d", role_name(c->role), c->idx);
+            return;
+        }
+        uint8_t comp[4] = {0x70, 2, body[0], body[1]};
+        buf_put(&c->ack, comp, 4);
+        break;
+    }
     case 2:
         if (c->state != S_CONNACK || (O.level == 5 ? n < 3 : n != 2)) {
             fatal(3, "unexpected CONNACK on %s %d", role_name(c->role), c->idx);
@@ -2112,7 +2143,7 @@ static void usage(void) {
 "                      per write holding a whole batch (default packet)\n"
 "  --mode M            flow | idle | fill | drain (flow)\n"
 "  --pubs N --subs N   publishers and subscribers (flow: 1, 1; fill: 10 publishers)\n"
-"  --qos Q             0 or 1 (0)       --window W    QoS 1 unacknowledged per publisher (100)\n"
+"  --qos Q             0, 1 or 2 (0)    --window W    QoS 1/2 unacknowledged per publisher (100)\n"
 "  --payload B         payload bytes, >= 24 (64)    --batch B   packets per write (256)\n"
 "  --duration S        measured seconds (5)         --warmup S  seconds before (1)\n"
 "  --count N           send N per publisher instead (rate over first send..last delivery)\n"
@@ -2269,7 +2300,7 @@ int main(int argc, char **argv) {
     if (do_selftest) return selftest(); /* before the checks below: it sets O.level itself */
     if (!O.port && O.n_sub_ports) O.port = O.sub_ports[0];
     if (O.port <= 0 || O.port > 65535) usage();
-    if (O.qos < 0 || O.qos > 1) die("--qos is 0 or 1");
+    if (O.qos < 0 || O.qos > 2) die("--qos is 0, 1 or 2");
     if (O.level != 4 && O.level != 5) die("--protocol-level is 4 or 5");
     if (O.payload < PAYLOAD_HEADER || O.payload > 65536) die("--payload is 24..65536");
     if (O.batch < 1 || O.batch > 65535) die("--batch is 1..65535");
