@@ -6,17 +6,24 @@ it: after a thousand slow readers leave, the broker's resident size stays at its
 `malloc_trim(0)` hands every free page back; it walks the heap (milliseconds for tens of
 MiB), so it runs from the watchdog, at most once a second, and only after `TRIM_AFTER`
 connections closed since the last time. Without glibc (musl, macOS) it does nothing.
-libc is looked up in the watchdog's first second, after the ports accept (ctypes is ~2 ms
-of a cold start), and before any burst of connections: looked up at the first trim, ctypes
-and `ctypes.util.find_library` (which forks `ldconfig -p`) loaded their modules in the middle
-of the burst, and those long-lived objects pinned arenas the burst's connections had filled
-(slow-readers bench: +1 MiB after the cycles). The process's own symbol table has
-`malloc_trim` wherever libc is glibc, so no library search is needed.
+libc is looked up by `prepare`, which the broker spawns as its ports open, so it runs in the
+hub's first iteration: after the port accepts (ctypes is ~2 ms of a cold start), before any
+burst of connections. Looked up at the first trim, and even in the watchdog's first second
+(a burst can begin sooner: the slow-readers bench starts one 0.6 s after the port opens),
+ctypes's long-lived objects (a CDLL, its function pointer type and that type's dict) were
+allocated among the burst's connections and each pinned a CPython arena (1 MiB) they filled.
+The process's own symbol table has `malloc_trim` wherever libc is glibc, so no library
+search is needed. `prepare` also kills a sleeping greenlet once: the first kill (a slow
+reader's writer greenlet, when it leaves) runs greenlet's C++ exception path, whose code
+pages in libstdc++ and libgcc_s (~280 KiB, shared and clean) are otherwise first read in
+the middle of the first burst and counted against it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import gevent
 
 TRIM_AFTER = 100  # connections closed since the last trim
 
@@ -38,6 +45,14 @@ class MemoryReturn:
         self.closed = 0  # connections closed since the last trim
         self._trim: Callable[[int], int] | None = None
         self._looked_up = False
+
+    def prepare(self) -> None:
+        """From a greenlet spawned as the ports open: what a burst would otherwise do first."""
+        if not self._looked_up:
+            self._trim, self._looked_up = _malloc_trim(), True
+        sleeper = gevent.spawn(gevent.sleep, 60)
+        gevent.sleep(0)  # let it start, so that the kill throws into a suspended greenlet
+        sleeper.kill()
 
     def tick(self) -> bool:
         """From the watchdog, once a second: trim if enough connections closed; True if so."""

@@ -5,7 +5,8 @@ opens (so a reconnecting client finds its session), then open the listeners, the
 `$SYS` and the watchdog. Only what the configuration uses is imported: the HTTP listener
 (gevent.pywsgi, prometheus_client, the admin API) with a `protocol = "http"` listener, the
 bridges with a `[[bridge]]`, Redis with `[cluster]`; what waits for first use (the hash
-threads, libc's malloc_trim) is not made before the ports accept. Stop order: close the
+threads, libc's malloc_trim) is not made before the ports accept; malloc_trim is looked up
+right after (server/memory.py). Stop order: close the
 listeners, close every connection (server shutdown), then close the store so everything
 appended is flushed.
 """
@@ -108,7 +109,7 @@ class Broker:
                 raise bind_failure(self.config, index, exc) from None
         self.sys_topics.start()
         self._tasks = [gevent.spawn(self._watchdog), gevent.spawn(self._expire_sessions),
-                       gevent.spawn(self._report_drops)]
+                       gevent.spawn(self._report_drops), gevent.spawn(self.memory.prepare)]
         self._tasks += self.notify.ready("; ".join(
             item.describe() for item in [*self.listeners, *self.http_listeners]))
 

@@ -29,7 +29,7 @@ UNUSED = {
     "broker.tools.admin_client": "greenfly clients/kick/top", "urllib.request": "admin tools",
     "broker.tools.probe": "greenfly probe", "broker.link.bridge": "[[bridge]]",
     "hashlib": "password_file", "gevent.threadpool": "the first password check",
-    "redis": "[cluster]", "statistics": "nothing", "ctypes": "the first malloc_trim",
+    "redis": "[cluster]", "statistics": "nothing", "ctypes": "malloc_trim, once it accepts",
 }
 
 
