@@ -13,17 +13,12 @@ burst of connections. Looked up at the first trim, and even in the watchdog's fi
 ctypes's long-lived objects (a CDLL, its function pointer type and that type's dict) were
 allocated among the burst's connections and each pinned a CPython arena (1 MiB) they filled.
 The process's own symbol table has `malloc_trim` wherever libc is glibc, so no library
-search is needed. `prepare` also kills a sleeping greenlet once: the first kill (a slow
-reader's writer greenlet, when it leaves) runs greenlet's C++ exception path, whose code
-pages in libstdc++ and libgcc_s (~280 KiB, shared and clean) are otherwise first read in
-the middle of the first burst and counted against it.
+search is needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import gevent
 
 TRIM_AFTER = 100  # connections closed since the last trim
 
@@ -47,12 +42,9 @@ class MemoryReturn:
         self._looked_up = False
 
     def prepare(self) -> None:
-        """From a greenlet spawned as the ports open: what a burst would otherwise do first."""
+        """From a greenlet spawned as the ports open: look libc up before any burst does."""
         if not self._looked_up:
             self._trim, self._looked_up = _malloc_trim(), True
-        sleeper = gevent.spawn(gevent.sleep, 60)
-        gevent.sleep(0)  # let it start, so that the kill throws into a suspended greenlet
-        sleeper.kill()
 
     def tick(self) -> bool:
         """From the watchdog, once a second: trim if enough connections closed; True if so."""

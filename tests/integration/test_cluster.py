@@ -518,7 +518,7 @@ def test_a_publish_right_after_a_subscribe_elsewhere_is_delivered(cluster: Clust
 
 
 class _Qos2Receiver:
-    """The receiving side of QoS 2 as [MQTT-4.3.3] has it, state kept across reconnects (a
+    """The receiving side of QoS 2 as 3.1.1 section 4.3.3 has it, state kept across reconnects (a
     persistent session): a PUBLISH whose packet id has a PUBREC out and no PUBREL yet is
     answered with PUBREC again and not delivered a second time."""
 
