@@ -30,7 +30,12 @@ MQTT 5 (the connection's `ClientLimits`, given to `attach`):
   core/delivery.py's; a delivery with no bytes of its own takes the message's shared ones.
 
 The peer is duck-typed (`Peer` below) so this module stays free of sockets. Nothing here
-yields, so the lock is never held across a greenlet switch.
+yields (no I/O, no wait: records go to the store's buffer, packets to the peer's outbox), so
+a session's state changes atomically between greenlet switches, and it keeps no lock of its
+own. A gevent `Semaphore` per session (184 bytes of every idle connection) was taken and
+released on every delivery for nothing: the whole suite, run with a greenlet switch tracer
+that flagged any switch while one was held, found none. A change that makes a method here
+yield must bring the exclusion back.
 """
 
 from __future__ import annotations
@@ -41,8 +46,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
-
-from gevent.lock import Semaphore
 
 from ..auth.acl import Rules
 from ..codec import PubRel, SubOptions
@@ -116,7 +119,7 @@ class Session:
     __slots__ = ("env", "client_id", "persistent", "protocol_level", "expiry",
                  "disconnected_at", "subscriptions", "subscription_ids", "inflight", "queue",
                  "queued_bytes", "incoming_qos2", "peer", "link", "rules", "_held",
-                 "_next_packet_id", "_lock")
+                 "_next_packet_id")
 
     def __init__(self, env: SessionEnv, client_id: str, persistent: bool,
                  protocol_level: int = 4, expiry: int = 0) -> None:
@@ -142,7 +145,6 @@ class Session:
         self._held: deque[int] = _NO_QUEUE  # type: ignore[assignment]
         self.rules: Rules | None = None  # ACL rules of its latest connection; None: no ACL
         self._next_packet_id = 1
-        self._lock = Semaphore()  # never taken twice by one call chain: no need for RLock
 
     def __repr__(self) -> str:
         return (f"Session({self.client_id!r}, persistent={self.persistent}, "
@@ -177,9 +179,8 @@ class Session:
                     sub_ids: tuple[int, ...] = ()) -> None:
         """A message another node put in this session's queue in the store (a cluster):
         queued here as if restored, and sent when the window has room."""
-        with self._lock:
-            self.restore_owed(message, qos, retain, 0, False, sub_ids)
-            self._fill_window()
+        self.restore_owed(message, qos, retain, 0, False, sub_ids)
+        self._fill_window()
 
     def restore_incoming(self, packet_ids: set[int]) -> None:
         if packet_ids:
@@ -201,29 +202,28 @@ class Session:
     def attach(self, peer: Peer, link: ClientLimits | None = None) -> None:
         """A connection took over this session: resend what is owed, then refill the window.
         `link`: what the connection's MQTT 5 client asked for (the defaults if not given)."""
-        with self._lock:
-            self.peer = peer
-            # None exactly for an MQTT 3.x peer: deliveries test this, not the level
-            if peer.protocol_level >= 5:
-                self.link = link if link is not None else ClientLimits()
-            else:
-                self.link = None
-            self._held = _NO_QUEUE  # type: ignore[assignment]
-            window = self._window()
-            # What is owed goes again, in order: PUBLISH with DUP, or PUBREL [MQTT-4.4.0-1];
-            # a PUBLISH beyond the window waits for room [MQTT-3.3.4-9].
-            unacknowledged = 0
-            for packet_id, flight in list(self.inflight.items()):
-                if flight.released:
-                    peer.put(PubRel(packet_id))
-                    unacknowledged += 1  # until PUBCOMP (5.0 section 4.9)
-                elif window and unacknowledged >= window:
-                    if self._held is _NO_QUEUE:
-                        self._held = deque()
-                    self._held.append(packet_id)
-                elif self._resend(packet_id, flight, peer):
-                    unacknowledged += 1
-            self._fill_window()
+        self.peer = peer
+        # None exactly for an MQTT 3.x peer: deliveries test this, not the level
+        if peer.protocol_level >= 5:
+            self.link = link if link is not None else ClientLimits()
+        else:
+            self.link = None
+        self._held = _NO_QUEUE  # type: ignore[assignment]
+        window = self._window()
+        # What is owed goes again, in order: PUBLISH with DUP, or PUBREL [MQTT-4.4.0-1];
+        # a PUBLISH beyond the window waits for room [MQTT-3.3.4-9].
+        unacknowledged = 0
+        for packet_id, flight in list(self.inflight.items()):
+            if flight.released:
+                peer.put(PubRel(packet_id))
+                unacknowledged += 1  # until PUBCOMP (5.0 section 4.9)
+            elif window and unacknowledged >= window:
+                if self._held is _NO_QUEUE:
+                    self._held = deque()
+                self._held.append(packet_id)
+            elif self._resend(packet_id, flight, peer):
+                unacknowledged += 1
+        self._fill_window()
 
     def _resend(self, packet_id: int, old: Delivery, peer: Peer) -> bool:
         """Send in-flight `old` again as a new Delivery (the old one may still sit in the old
@@ -241,15 +241,14 @@ class Session:
 
     def detach(self, peer: Peer) -> bool:
         """The connection `peer` ended; False if another connection already owns the session."""
-        with self._lock:
-            if self.peer is not peer:
-                return False
-            self.peer = None
-            self.link = None
-            self._held = _NO_QUEUE  # type: ignore[assignment]
-            self.disconnected_at = time.time()
-            self._write(SessionClosed(self.client_id, self.disconnected_at))
-            return True
+        if self.peer is not peer:
+            return False
+        self.peer = None
+        self.link = None
+        self._held = _NO_QUEUE  # type: ignore[assignment]
+        self.disconnected_at = time.time()
+        self._write(SessionClosed(self.client_id, self.disconnected_at))
+        return True
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -257,27 +256,25 @@ class Session:
                          identifier: int = 0) -> None:
         """Record a subscription (a new one, or one that replaces the same filter's), with
         its MQTT 5 subscription identifier (0: none)."""
-        with self._lock:
-            if self.subscriptions is _NO_ENTRIES:
-                self.subscriptions = {}
-            self.subscriptions[topic_filter] = options
-            if identifier:
-                if self.subscription_ids is _NO_ENTRIES:
-                    self.subscription_ids = {}
-                self.subscription_ids[topic_filter] = identifier
-            elif topic_filter in self.subscription_ids:
-                del self.subscription_ids[topic_filter]
-            self._write(Subscribed(self.client_id, topic_filter, options.to_byte(), identifier))
+        if self.subscriptions is _NO_ENTRIES:
+            self.subscriptions = {}
+        self.subscriptions[topic_filter] = options
+        if identifier:
+            if self.subscription_ids is _NO_ENTRIES:
+                self.subscription_ids = {}
+            self.subscription_ids[topic_filter] = identifier
+        elif topic_filter in self.subscription_ids:
+            del self.subscription_ids[topic_filter]
+        self._write(Subscribed(self.client_id, topic_filter, options.to_byte(), identifier))
 
     def remove_subscription(self, topic_filter: str) -> bool:
-        with self._lock:
-            if topic_filter not in self.subscriptions:
-                return False
-            del self.subscriptions[topic_filter]
-            if topic_filter in self.subscription_ids:
-                del self.subscription_ids[topic_filter]
-            self._write(Unsubscribed(self.client_id, topic_filter))
-            return True
+        if topic_filter not in self.subscriptions:
+            return False
+        del self.subscriptions[topic_filter]
+        if topic_filter in self.subscription_ids:
+            del self.subscription_ids[topic_filter]
+        self._write(Unsubscribed(self.client_id, topic_filter))
+        return True
 
     def withdraw(self, wanted: Callable[[Message], bool],
                  in_flight: bool) -> list[tuple[Message, int]]:
@@ -285,29 +282,28 @@ class Session:
         acknowledged, as (message, QoS) in delivery order: every queued one, and with
         `in_flight` the QoS 1 ones sent (a QoS 2 one in flight stays). A shared group hands
         them to another member when this one leaves it (5.0 section 4.8.2)."""
-        with self._lock:
-            taken: list[tuple[Message, int]] = []
-            if in_flight:
-                for packet_id, flight in list(self.inflight.items()):
-                    # A QoS 2 one sent never goes to another client [MQTT-4.8.2-5]
-                    if flight.qos == 1 and wanted(flight.message):
-                        del self.inflight[packet_id]
-                        self._write(OutgoingDone(self.client_id, packet_id))
-                        taken.append((flight.message, flight.qos))
-            if self.queue:
-                kept: deque[QueueEntry] = deque()
-                for entry in self.queue:
-                    message, qos, _retain, _ids = queued_entry(entry)
-                    if wanted(message):
-                        taken.append((message, qos))
-                        self.queued_bytes -= len(message.payload)
-                        self._write(OutgoingWithdrawn(self.client_id, message.msg_id))
-                    else:
-                        kept.append(entry)
-                self.queue = kept
-            if taken and in_flight:
-                self._fill_window()
-            return taken
+        taken: list[tuple[Message, int]] = []
+        if in_flight:
+            for packet_id, flight in list(self.inflight.items()):
+                # A QoS 2 one sent never goes to another client [MQTT-4.8.2-5]
+                if flight.qos == 1 and wanted(flight.message):
+                    del self.inflight[packet_id]
+                    self._write(OutgoingDone(self.client_id, packet_id))
+                    taken.append((flight.message, flight.qos))
+        if self.queue:
+            kept: deque[QueueEntry] = deque()
+            for entry in self.queue:
+                message, qos, _retain, _ids = queued_entry(entry)
+                if wanted(message):
+                    taken.append((message, qos))
+                    self.queued_bytes -= len(message.payload)
+                    self._write(OutgoingWithdrawn(self.client_id, message.msg_id))
+                else:
+                    kept.append(entry)
+            self.queue = kept
+        if taken and in_flight:
+            self._fill_window()
+        return taken
 
     # -- outgoing ----------------------------------------------------------------------------
 
@@ -345,53 +341,52 @@ class Session:
             return True
         if message.expires_at and self._expired(message):
             return False
-        with self._lock:
-            # `_window` and `_flight`, inlined: this is the hot path
-            link = self.link
-            window = self.env.limits.max_inflight_messages
-            if link is not None:
-                receive = link.receive_maximum
-                if not window or receive < window:
-                    window = receive
-            if (peer is not None and not self.queue
-                    and (not window or len(self.inflight) < window)):
-                packet_id = self._allocate_packet_id()
-                if packet_id:
-                    flight: Delivery | None
-                    if link is not None and (sub_ids or message.expires_at
-                                             or link.topic_alias_maximum
-                                             or link.maximum_packet_size):
-                        flight = new_flight(message, qos, retain, False, packet_id, sub_ids,
-                                            link)
-                        if flight is None:  # not stored, the packet id unused [MQTT-3.1.2-25]
-                            self._drop(message, self._too_large())
-                            return False
-                    elif sub_ids:
-                        flight = OwnDelivery(message, qos, retain, False, packet_id, False,
-                                             sub_ids, None)
-                    else:
-                        flight = Delivery(message, qos, retain, False, packet_id)
-                    self._owned_inflight()[packet_id] = flight
-                    if self.persistent:
-                        message.store_owed(self.env.store, self.client_id, qos, retain,
-                                           packet_id, sub_ids)
-                    peer.put(flight)
-                    return True
-            limits = self.env.limits
-            size = len(message.payload)
-            if limits.max_queued_messages and len(self.queue) >= limits.max_queued_messages:
-                self._drop(message, f"max_queued_messages ({limits.max_queued_messages}) reached")
-                return False
-            if limits.max_queued_bytes and self.queued_bytes + size > limits.max_queued_bytes:
-                self._drop(message, f"max_queued_bytes ({limits.max_queued_bytes}) reached")
-                return False
-            self._owned_queue().append(queue_entry(message, qos, retain, sub_ids))
-            self.queued_bytes += size
-            if peer is None:
-                message.shed()  # a live delivery of the same fan-out lays it out again, once
-            if self.persistent:
-                message.store_owed(self.env.store, self.client_id, qos, retain, 0, sub_ids)
-            return True
+        # `_window` and `_flight`, inlined: this is the hot path
+        link = self.link
+        window = self.env.limits.max_inflight_messages
+        if link is not None:
+            receive = link.receive_maximum
+            if not window or receive < window:
+                window = receive
+        if (peer is not None and not self.queue
+                and (not window or len(self.inflight) < window)):
+            packet_id = self._allocate_packet_id()
+            if packet_id:
+                flight: Delivery | None
+                if link is not None and (sub_ids or message.expires_at
+                                         or link.topic_alias_maximum
+                                         or link.maximum_packet_size):
+                    flight = new_flight(message, qos, retain, False, packet_id, sub_ids,
+                                        link)
+                    if flight is None:  # not stored, the packet id unused [MQTT-3.1.2-25]
+                        self._drop(message, self._too_large())
+                        return False
+                elif sub_ids:
+                    flight = OwnDelivery(message, qos, retain, False, packet_id, False,
+                                         sub_ids, None)
+                else:
+                    flight = Delivery(message, qos, retain, False, packet_id)
+                self._owned_inflight()[packet_id] = flight
+                if self.persistent:
+                    message.store_owed(self.env.store, self.client_id, qos, retain,
+                                       packet_id, sub_ids)
+                peer.put(flight)
+                return True
+        limits = self.env.limits
+        size = len(message.payload)
+        if limits.max_queued_messages and len(self.queue) >= limits.max_queued_messages:
+            self._drop(message, f"max_queued_messages ({limits.max_queued_messages}) reached")
+            return False
+        if limits.max_queued_bytes and self.queued_bytes + size > limits.max_queued_bytes:
+            self._drop(message, f"max_queued_bytes ({limits.max_queued_bytes}) reached")
+            return False
+        self._owned_queue().append(queue_entry(message, qos, retain, sub_ids))
+        self.queued_bytes += size
+        if peer is None:
+            message.shed()  # a live delivery of the same fan-out lays it out again, once
+        if self.persistent:
+            message.store_owed(self.env.store, self.client_id, qos, retain, 0, sub_ids)
+        return True
 
     def window_full(self) -> bool:
         """True when a QoS 1/2 delivery now would wait in the queue."""
@@ -478,19 +473,18 @@ class Session:
     def on_puback(self, packet_id: int) -> bool:
         """PUBACK from the client; False if nothing was in flight with that id (ignored, as
         a late duplicate). A PUBACK for a QoS 2 message breaks the flow: protocol error."""
-        with self._lock:
-            flight = self.inflight.get(packet_id)
-            if flight is None:
-                return False
-            if flight.qos != 1:
-                check_ack("PUBACK", packet_id, flight)
-            # What `_done` does, on the hottest path, without the call.
-            del self.inflight[packet_id]
-            if self._held:
-                self._unhold(packet_id)
-            self._write(OutgoingDone(self.client_id, packet_id))
-            self._fill_window()
-            return True
+        flight = self.inflight.get(packet_id)
+        if flight is None:
+            return False
+        if flight.qos != 1:
+            check_ack("PUBACK", packet_id, flight)
+        # What `_done` does, on the hottest path, without the call.
+        del self.inflight[packet_id]
+        if self._held:
+            self._unhold(packet_id)
+        self._write(OutgoingDone(self.client_id, packet_id))
+        self._fill_window()
+        return True
 
     def _done(self, packet_id: int) -> None:
         """The in-flight `packet_id` is acknowledged (or abandoned): free its place."""
@@ -508,72 +502,66 @@ class Session:
     def on_pubrec(self, packet_id: int) -> bool:
         """PUBREC from the client: PUBREL is owed from now on [MQTT-4.3.3-1]. An id not in
         flight gets PUBREL too (as Mosquitto does); a QoS 1 message's is a protocol error."""
-        with self._lock:
-            flight = self.inflight.get(packet_id)
-            if flight is not None:
-                check_ack("PUBREC", packet_id, flight)
-            if flight is not None and not flight.released:
-                flight.released = True
-                self._write(OutgoingReleased(self.client_id, packet_id))
-            if self.peer is not None:
-                self.peer.put(PubRel(packet_id))  # [MQTT-4.3.3-1]
-            return flight is not None
+        flight = self.inflight.get(packet_id)
+        if flight is not None:
+            check_ack("PUBREC", packet_id, flight)
+        if flight is not None and not flight.released:
+            flight.released = True
+            self._write(OutgoingReleased(self.client_id, packet_id))
+        if self.peer is not None:
+            self.peer.put(PubRel(packet_id))  # [MQTT-4.3.3-1]
+        return flight is not None
 
     def on_pubcomp(self, packet_id: int) -> bool:
-        with self._lock:
-            flight = self.inflight.get(packet_id)
-            if flight is None:
-                return False  # a late duplicate
-            check_ack("PUBCOMP", packet_id, flight)
-            self._done(packet_id)
-            return True
+        flight = self.inflight.get(packet_id)
+        if flight is None:
+            return False  # a late duplicate
+        check_ack("PUBCOMP", packet_id, flight)
+        self._done(packet_id)
+        return True
 
     # -- incoming QoS 2 ----------------------------------------------------------------------
 
     def receive_qos2(self, packet_id: int) -> bool:
         """True the first time `packet_id` arrives; a resend before PUBREL returns False, so
         the message is not forwarded twice [MQTT-4.3.3-2]."""
-        with self._lock:
-            if packet_id in self.incoming_qos2:  # [MQTT-4.3.3-2]
-                return False
-            if self.incoming_qos2 is _NO_IDS:
-                self.incoming_qos2 = set()
-            self.incoming_qos2.add(packet_id)
-            self._write(IncomingQos2(self.client_id, packet_id))
-            return True
+        if packet_id in self.incoming_qos2:  # [MQTT-4.3.3-2]
+            return False
+        if self.incoming_qos2 is _NO_IDS:
+            self.incoming_qos2 = set()
+        self.incoming_qos2.add(packet_id)
+        self._write(IncomingQos2(self.client_id, packet_id))
+        return True
 
     def release_qos2(self, packet_id: int) -> bool:
         """PUBREL: the id may be used again; False if it was not awaiting release."""
-        with self._lock:
-            if packet_id not in self.incoming_qos2:
-                return False
-            self.incoming_qos2.discard(packet_id)
-            self._write(IncomingReleased(self.client_id, packet_id))
-            return True
+        if packet_id not in self.incoming_qos2:
+            return False
+        self.incoming_qos2.discard(packet_id)
+        self._write(IncomingReleased(self.client_id, packet_id))
+        return True
 
     def abandon(self, packet_id: int) -> bool:
         """An MQTT 5 client's failure PUBREC (reason >= 0x80): that message is done, with no
         PUBREL (5.0 section 4.3.3); the window moves on."""
-        with self._lock:
-            flight = self.inflight.get(packet_id)
-            if flight is None:
-                return False
-            check_ack("PUBREC", packet_id, flight)
-            self._done(packet_id)
-            return True
+        flight = self.inflight.get(packet_id)
+        if flight is None:
+            return False
+        check_ack("PUBREC", packet_id, flight)
+        self._done(packet_id)
+        return True
 
     def set_expiry(self, expiry: int, persistent: bool | None = None) -> None:
         """A new session expiry interval (MQTT 5 CONNECT or DISCONNECT). A session that stops
         being persistent is deleted from the store now, so a restart cannot bring it back."""
         if persistent is None:
             persistent = expiry > 0
-        with self._lock:
-            if self.persistent and not persistent:
-                self.env.store.append(SessionDeleted(self.client_id))
-            self.persistent = persistent
-            self.expiry = expiry
-            if persistent and self.peer is not None:
-                self._write(SessionOpened(self.client_id, self.protocol_level, expiry))
+        if self.persistent and not persistent:
+            self.env.store.append(SessionDeleted(self.client_id))
+        self.persistent = persistent
+        self.expiry = expiry
+        if persistent and self.peer is not None:
+            self._write(SessionOpened(self.client_id, self.protocol_level, expiry))
 
     # -- accounting --------------------------------------------------------------------------
 
