@@ -1058,19 +1058,21 @@ static void on_packet(conn_t *c, uint8_t first, const uint8_t *body, size_t n, u
         break;
     case 5: /* PUBREC of our QoS 2 PUBLISH: answer PUBREL; the id is free at PUBCOMP */
     case 7: { /* PUBCOMP */
+        int comp = first >> 4 == 7;
+        const char *name = comp ? "PUBCOMP" : "PUBREC";
         if (O.level == 5 ? n < 2 : n != 2) {
-            fatal(3, "malformed %s", first >> 4 == 5 ? "PUBREC" : "PUBCOMP");
+            fatal(3, "malformed %s", name);
             return;
         }
         if (n > 2 && body[2] >= 0x80) {
-            fatal(3, "%s refused on %s %d: reason code 0x%02x", first >> 4 == 5 ? "PUBREC" :
-                  "PUBCOMP", role_name(c->role), c->idx, body[2]);
+            fatal(3, "%s refused on %s %d: reason code 0x%02x", name, role_name(c->role), c->idx,
+                  body[2]);
             return;
         }
         uint16_t pid = (uint16_t)(body[0] << 8 | body[1]);
         if (O.qos != 2) {
             R.bad_acks++;
-        } else if (first >> 4 == 7) {
+        } else if (comp) {
             on_puback(c, pid);
         } else {
             uint8_t rel[4] = {0x62, 2, body[0], body[1]};

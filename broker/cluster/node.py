@@ -319,9 +319,13 @@ class ClusterNode:
         gone = [cid for cid in self.store.epochs
                 if cid not in sessions and cid not in self.loading]
         for cid in gone:
-            self.store.epochs.pop(cid, None)
-            self.positions.forget(cid)
+            self._untrack(cid)
         return len(gone)
+
+    def _untrack(self, client_id: str) -> None:
+        """This node no longer holds `client_id`'s session: no epoch, no log positions."""
+        self.store.epochs.pop(client_id, None)
+        self.positions.forget(client_id)
 
     def connection_closed(self, client_id: str) -> None:
         ctx = self.ctx
@@ -331,8 +335,7 @@ class ClusterNode:
         if client_id in self._with_will:
             self._drop_will(client_id)
         if session is None or not session.persistent:
-            self.store.epochs.pop(client_id, None)
-            self.positions.forget(client_id)
+            self._untrack(client_id)
 
     def _drop_will(self, client_id: str) -> None:
         self._with_will.discard(client_id)
@@ -489,8 +492,7 @@ class ClusterNode:
     def _let_go(self, client_id: str) -> None:
         """Another node owns `client_id` now: close its connection here (MQTT 5: 0x8E) and
         forget the session without recording anything."""
-        self.store.epochs.pop(client_id, None)
-        self.positions.forget(client_id)
+        self._untrack(client_id)
         ctx = self.ctx
         session = ctx.registry.get(client_id) if ctx is not None else None
         if session is None or ctx is None:

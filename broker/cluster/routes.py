@@ -58,7 +58,7 @@ class Routes:
         else:
             self.store.submit(("HDEL", routes, topic_filter))
         # An added filter says when (wall clock): a node that routed a message that arrived
-        # after it, without it, sends it on late (ClusterNode.catch_up).
+        # after it, without it, sends it on late (LateForwards.route_added, cluster/late.py).
         when = b"\0%.6f" % time.time() if sign == b"+" else b""
         self.store.submit(("PUBLISH", self.keys.routes_changes,
                            sign + self.owner.encode() + b"\0" + topic_filter.encode() + when))

@@ -48,8 +48,7 @@ class MemoryReturn:
 
     def tick(self) -> bool:
         """From the watchdog, once a second: trim if enough connections closed; True if so."""
-        if not self._looked_up:
-            self._trim, self._looked_up = _malloc_trim(), True
+        self.prepare()  # done already, unless the watchdog ran first
         if self.closed < TRIM_AFTER or self._trim is None:
             return False
         self.closed = 0
