@@ -19,9 +19,9 @@ Memory is bounded: at most `MAX_CLIENTS` client ids are remembered (least recent
 out), since clients with generated ids never come back under the same id; a client id with
 nothing to remember (a clean end, a connection too short to be in a streak, and no warning
 within `REPEAT_AFTER`) is forgotten at once. What is remembered is kept in flat arrays, one
-slot per client id, written in place: a thousand devices cut again and again allocate no
-objects after their first cut, and none that outlive the burst of closes they arrive in (such
-stragglers keep CPython's memory pools from going back to the system).
+slot per client id found by the id's hash, written in place: a thousand devices cut again and
+again leave no object behind, not even their ids (such stragglers, allocated in a burst of
+closes, keep CPython's memory pools, and the arenas they sit in, from going back).
 
 Layer B: no sockets, no gevent; the connection's protocol calls `ended()` as it closes.
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import time
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable
 
 log = logging.getLogger("greenfly.connection")
@@ -48,10 +47,21 @@ NEVER = float("-inf")  # warned_at of a client never warned
 
 
 class DisconnectWatch:
+    """Per client id, in flat arrays only: a slot per id remembered, found through an
+    open-addressing table of `hash(client_id)`, with a least-recently-seen order as links
+    between slots. No object per id is kept, not even the id: a thousand ids remembered in a
+    burst of closes left their strings, slot numbers and ordered-dict nodes in the burst's
+    memory pools, and those pinned every pool (and so every 1 MiB arena) they sat in. Two ids
+    with the same 64-bit hash would share a streak: a diagnostic can live with that chance."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  warn: Callable[[str], None] | None = None) -> None:
-        self._slots: OrderedDict[str, int] = OrderedDict()  # client id -> slot, oldest first
-        self._free: list[int] = []
+        self._hashes = array("q")  # per slot: hash(client id)
+        self._older = array("l")  # per slot: the slot seen before it, or -1
+        self._newer = array("l")  # per slot: the slot seen after it, or -1
+        self._index = array("l")  # slot + 1 at hash & mask (0: empty); a power of 2 long
+        self._free = array("l")  # slots to reuse
+        self._ends = array("l", (-1, -1, 0))  # oldest slot, newest slot, slots in use
         self._durations = array("d")  # STREAK per slot, oldest first
         self._lengths = array("B")  # how many of a slot's durations count
         self._warned_at = array("d")
@@ -60,21 +70,23 @@ class DisconnectWatch:
 
     def __len__(self) -> int:
         """How many client ids are remembered."""
-        return len(self._slots)
+        return self._ends[2]
 
     def ended(self, client_id: str, keepalive: int, duration: float, by_peer: bool) -> str | None:
         """Record how one connection of `client_id` ended; the warning, when one is due."""
-        slot = self._slots.get(client_id)
+        key = hash(client_id)
+        slot = self._find(key)
         if not by_peer or duration < SHORT:
-            if slot is not None:
+            if slot >= 0:
                 self._lengths[slot] = 0  # the streak ends here
                 if self._clock() - self._warned_at[slot] >= REPEAT_AFTER:
-                    self._forget(client_id, slot)
+                    self._forget(slot)
             return None
-        if slot is None:
-            slot = self._remember(client_id)
+        if slot < 0:
+            slot = self._remember(key)
         else:
-            self._slots.move_to_end(client_id)
+            self._unlink(slot)
+            self._link_newest(slot)
         durations = self._push(slot, duration)
         if durations is None or not looks_like_idle_timeout(durations, keepalive):
             return None
@@ -100,30 +112,107 @@ class DisconnectWatch:
             stored[base + STREAK - 1] = duration
         return stored[base:base + STREAK].tolist()
 
-    def _remember(self, client_id: str) -> int:
-        if len(self._slots) >= MAX_CLIENTS:
-            _, slot = self._slots.popitem(last=False)
-            self._free.append(slot)
+    def _find(self, key: int) -> int:
+        """The slot of `key`, or -1."""
+        index = self._index
+        if not index:
+            return -1
+        mask = len(index) - 1
+        at = key & mask
+        while entry := index[at]:
+            if self._hashes[entry - 1] == key:
+                return entry - 1
+            at = (at + 1) & mask
+        return -1
+
+    def _remember(self, key: int) -> int:
+        ends = self._ends
+        if ends[2] >= MAX_CLIENTS:
+            self._forget(ends[0])  # the least recently seen
         if self._free:
             slot = self._free.pop()
+            self._hashes[slot] = key
         else:
             slot = len(self._lengths)
             self._durations.extend((0.0,) * STREAK)
             self._lengths.append(0)
             self._warned_at.append(NEVER)
+            self._hashes.append(key)
+            self._older.append(-1)
+            self._newer.append(-1)
         self._lengths[slot] = 0
         self._warned_at[slot] = NEVER
-        self._slots[client_id] = slot
+        ends[2] += 1
+        if 2 * ends[2] > len(self._index):
+            self._rebuild_index(max(16, 2 * len(self._index)))
+        self._place(slot)
+        self._link_newest(slot)
         return slot
 
-    def _forget(self, client_id: str, slot: int) -> None:
-        del self._slots[client_id]
+    def _place(self, slot: int) -> None:
+        index = self._index
+        mask = len(index) - 1
+        at = self._hashes[slot] & mask
+        while index[at]:
+            at = (at + 1) & mask
+        index[at] = slot + 1
+
+    def _rebuild_index(self, size: int) -> None:
+        self._index = array("l", bytes(size * self._index.itemsize))
+        slot = self._ends[0]
+        while slot >= 0:
+            self._place(slot)
+            slot = self._newer[slot]
+
+    def _forget(self, slot: int) -> None:
+        index = self._index
+        mask = len(index) - 1
+        at = self._hashes[slot] & mask
+        while index[at] != slot + 1:
+            at = (at + 1) & mask
+        # Backward-shift deletion: later entries of the same run move up into the hole.
+        hole, probe = at, at
+        while True:
+            probe = (probe + 1) & mask
+            entry = index[probe]
+            if not entry:
+                break
+            home = self._hashes[entry - 1] & mask
+            if (hole < probe and hole < home <= probe) or \
+                    (hole > probe and (home > hole or home <= probe)):
+                continue  # its home is between the hole and here: it stays
+            index[hole] = entry
+            hole = probe
+        index[hole] = 0
+        self._unlink(slot)
         self._free.append(slot)
-        if not self._slots:
-            # all gone: let go of the tables too, dicts do not shrink by themselves
-            self._slots = OrderedDict()
-            self._free.clear()
-            del self._durations[:], self._lengths[:], self._warned_at[:]
+        self._ends[2] -= 1
+        if not self._ends[2]:
+            # all gone: let go of the tables too
+            for table in (self._hashes, self._older, self._newer, self._index, self._free,
+                          self._durations, self._lengths, self._warned_at):
+                del table[:]
+
+    def _unlink(self, slot: int) -> None:
+        ends, older, newer = self._ends, self._older[slot], self._newer[slot]
+        if older >= 0:
+            self._newer[older] = newer
+        else:
+            ends[0] = newer
+        if newer >= 0:
+            self._older[newer] = older
+        else:
+            ends[1] = older
+
+    def _link_newest(self, slot: int) -> None:
+        ends = self._ends
+        newest = ends[1]
+        self._older[slot], self._newer[slot] = newest, -1
+        if newest >= 0:
+            self._newer[newest] = slot
+        else:
+            ends[0] = slot
+        ends[1] = slot
 
 
 def median(values: list[float]) -> float:

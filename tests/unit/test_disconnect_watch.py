@@ -132,3 +132,41 @@ def test_cuts_of_known_clients_allocate_nothing_that_outlives_them(watch):
         tracemalloc.stop()
     # (CPython's float free list may keep a few of the temporaries: up to 100)
     assert len(kept.traces) < 100, kept.statistics("lineno")[:5]
+
+
+def test_remembering_a_client_keeps_no_object_of_it(watch):
+    # Its first cut, in a burst of closes, must not keep the id (or a node or slot number
+    # for it) where the burst's connections were: they would pin those memory pools.
+    import sys
+    import tracemalloc
+
+    ids = ["".join(("slow-", str(i))) for i in range(1000)]  # strings no one else holds
+    refs = [sys.getrefcount(client) for client in ids]
+    tracemalloc.start()
+    try:
+        for client in ids:
+            watch.ended(client, 600, 1.5, True)
+        del client  # the loop's own reference
+        kept = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, "*disconnect_watch.py")])
+    finally:
+        tracemalloc.stop()
+    assert len(watch) == 1000
+    assert [sys.getrefcount(client) for client in ids] == refs
+    # the arrays grow in a few big blocks, not an allocation per client
+    assert len(kept.traces) < 20, kept.statistics("lineno")[:5]
+
+
+def test_forgetting_clients_keeps_the_others_found(watch):
+    for i in range(300):
+        watch.ended(f"dev-{i}", 0, 2.0, True)
+    for i in range(0, 300, 3):
+        watch.ended(f"dev-{i}", 0, 2.0, False)  # forgotten: the table closes their holes
+    assert len(watch) == 200
+    for i in range(300):
+        watch.ended(f"dev-{i}", 0, 2.0, True)
+        watch.ended(f"dev-{i}", 0, 2.0, True)
+    # the ones remembered throughout had three cuts by now, the forgotten ones two
+    assert len(watch.warnings) == 200
+    assert {m.split(":")[0] for m in watch.warnings} == \
+        {f"client dev-{i}" for i in range(300) if i % 3}
