@@ -158,7 +158,9 @@ class DisconnectWatch:
         index[at] = slot + 1
 
     def _rebuild_index(self, size: int) -> None:
-        self._index = array("l", bytes(size * self._index.itemsize))
+        index = self._index  # grown in place: a new array would be one more object kept
+        del index[:]
+        index.frombytes(bytes(size * index.itemsize))
         slot = self._ends[0]
         while slot >= 0:
             self._place(slot)
