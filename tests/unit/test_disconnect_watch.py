@@ -3,9 +3,23 @@ too short, time, one warning names a proxy or NAT idle timeout; anything else st
 
 from __future__ import annotations
 
-import pytest
+from collections import OrderedDict
 
-from broker.core.disconnect_watch import MAX_CLIENTS, REPEAT_AFTER, DisconnectWatch
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.core import disconnect_watch
+from broker.core.disconnect_watch import (
+    MAX_CLIENTS,
+    NEVER,
+    REPEAT_AFTER,
+    SHORT,
+    STREAK,
+    DisconnectWatch,
+    diagnosis,
+    looks_like_idle_timeout,
+)
 
 
 class Clock:
@@ -170,3 +184,61 @@ def test_forgetting_clients_keeps_the_others_found(watch):
     assert len(watch.warnings) == 200
     assert {m.split(":")[0] for m in watch.warnings} == \
         {f"client dev-{i}" for i in range(300) if i % 3}
+
+
+class ModelWatch:
+    """The rules of the module docstring with a plain ordered dict: what the hash table in
+    arrays must behave exactly like (the watch's own first form)."""
+
+    def __init__(self, clock, max_clients: int) -> None:
+        self.clients: OrderedDict[str, list] = OrderedDict()  # id -> [durations, warned_at]
+        self.clock, self.max_clients = clock, max_clients
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    def ended(self, client_id, keepalive, duration, by_peer):
+        entry = self.clients.get(client_id)
+        if not by_peer or duration < SHORT:
+            if entry is not None:
+                entry[0] = []
+                if self.clock() - entry[1] >= REPEAT_AFTER:
+                    del self.clients[client_id]
+            return None
+        if entry is None:
+            if len(self.clients) >= self.max_clients:
+                self.clients.popitem(last=False)
+            entry = self.clients[client_id] = [[], NEVER]
+        else:
+            self.clients.move_to_end(client_id)
+        entry[0] = (entry[0] + [duration])[-STREAK:]
+        if len(entry[0]) < STREAK or not looks_like_idle_timeout(entry[0], keepalive):
+            return None
+        if self.clock() - entry[1] < REPEAT_AFTER:
+            return None
+        entry[1] = self.clock()
+        return diagnosis(client_id, keepalive, entry[0])
+
+
+STEP = st.tuples(st.sampled_from(range(40)),  # which client: more than the watch keeps
+                 st.booleans(),  # closed by the peer
+                 st.sampled_from([0.05, 2.0, 2.05, 2.5, 5.0]),  # how long it lasted
+                 st.sampled_from([0.0, 0.0, 10.0, REPEAT_AFTER]))  # time passing first
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(STEP, min_size=50, max_size=400))
+def test_the_watch_behaves_like_an_ordered_dict_of_client_ids(steps):
+    # Small enough to evict, and a table small enough that ids share probe runs: insertion,
+    # lookup, eviction and the backward-shift deletion all run against the plain model.
+    clock = Clock()
+    real = DisconnectWatch(clock=clock, warn=lambda message: None)
+    model = ModelWatch(clock, max_clients=8)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(disconnect_watch, "MAX_CLIENTS", 8)
+        for client, by_peer, duration, wait in steps:
+            clock.now += wait
+            client_id = f"dev-{client}"
+            assert real.ended(client_id, 30, duration, by_peer) == \
+                model.ended(client_id, 30, duration, by_peer)
+            assert len(real) == len(model)
