@@ -14,10 +14,28 @@ ctypes's long-lived objects (a CDLL, its function pointer type and that type's d
 allocated among the burst's connections and each pinned a CPython arena (1 MiB) they filled.
 The process's own symbol table has `malloc_trim` wherever libc is glibc, so no library
 search is needed.
+
+Trimming gives back a page only when nothing lives on it, and the broker's memory is not all
+glibc's. CPython's own small-object allocator (pymalloc) takes 1 MiB arenas from the system
+and returns one only when every object in it is gone: after 1,000 slow readers left, a few
+hundred objects that any running broker allocates as it goes (a `$SYS` value, a counter, the
+publisher's keepalive deadline) sat in four arenas the burst had filled and kept them, 5 MiB,
++22 % of the broker at rest. So the broker runs on glibc's allocator (`PYTHONMALLOC=malloc`,
+set by `use_system_allocator` before anything else, by re-executing itself), where such an
+object keeps its page, not its megabyte: +4 % after ten bursts. It costs 4-12 % more CPU per
+message and 4 % more per idle connection (bench/README.md, "Slow readers"); an operator who
+would rather have those sets `PYTHONMALLOC=pymalloc` in the service's environment.
+Page by page, what a burst leaves must still be few objects: before each trim
+`release_free_lists` empties what CPython keeps for reuse (up to 2,000 freed tuples of each
+small size, and the method cache's copies of attribute names), which a burst fills with
+objects scattered over its pages.
 """
 
 from __future__ import annotations
 
+import gc
+import os
+import sys
 from collections.abc import Callable
 
 TRIM_AFTER = 100  # connections closed since the last trim
@@ -31,6 +49,45 @@ def _malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
     return trim
+
+
+ALLOCATOR = "PYTHONMALLOC"
+
+
+def use_system_allocator() -> None:
+    """Re-execute this process (same PID, arguments, descriptors) on glibc's allocator, once:
+    unless the allocator was chosen already, or libc is not glibc (no `malloc_trim`). Called
+    by every `greenfly` command first thing, before anything is opened or imported: telling
+    the broker from the tools would take the command line's parser, ~60 ms of imports to do
+    twice; the tools' only cost is the second interpreter start, ~20 ms."""
+    if ALLOCATOR in os.environ or not sys.executable or not _glibc():
+        return
+    os.environ[ALLOCATOR] = "malloc"
+    os.execv(sys.executable, sys.orig_argv)
+
+
+def _glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):
+        return False
+
+
+def release_free_lists() -> None:
+    """Free the objects CPython keeps for reuse, so that the pages they sit on can go back.
+    A collection of the oldest generation empties the free lists (tuples, floats, lists,
+    dicts); run with every tracked object frozen, it scans nothing, so it costs microseconds
+    where a real full collection took 40-55 ms with 10,000 connections. Unfreezing puts what
+    start-up froze (cli.tune_gc) back among the old objects: collections of the oldest
+    generation, rare, then scan those ~25,000 too. The method cache keeps a reference to each
+    name it was asked for, and gevent asks for `stop` by a fresh string each time a timer
+    fires: up to 4,096 strings."""
+    gc.freeze()
+    try:
+        gc.collect()
+    finally:
+        gc.unfreeze()
+    sys._clear_type_cache()
 
 
 class MemoryReturn:
@@ -52,5 +109,6 @@ class MemoryReturn:
         if self.closed < TRIM_AFTER or self._trim is None:
             return False
         self.closed = 0
+        release_free_lists()
         self._trim(0)
         return True

@@ -83,6 +83,74 @@ def test_a_subscriber_that_stops_reading_holds_bounded_memory_given_back_when_it
     pub.close()
 
 
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.05)
+
+
+def test_a_thousand_slow_readers_leave_memory_as_they_found_it(broker_factory):
+    # Issue 13, item 10: after bursts of 1,000 subscribers that stop reading and then leave,
+    # the broker's memory is back within 10 % of what it was before. On CPython's own
+    # allocator it stayed +22 % (a few objects allocated during a burst kept four 1 MiB arenas
+    # it had filled); on glibc's, with the free lists emptied before each trim, +5-7 %
+    # (server/memory.py; bench/slow_readers.py runs ten such cycles).
+    proc = broker_factory()
+    topic = unique("slow")
+    pub = RawClient(proc.port)
+    pub.connect()
+    warm = RawClient(proc.port)  # one subscriber first, as the bench: a broker that has served
+    warm.connect()
+    warm.subscribe(f"{topic}/#", 0)
+    publish_burst(pub, f"{topic}/a", 1000, 64)
+    warm.close()
+    fds = open_fds(proc.pid) - 1
+    wait_until(lambda: open_fds(proc.pid) <= fds, 10, lambda: "the warm-up is not closed")
+    time.sleep(0.5)  # the same pause as the bench's before its baseline
+    baseline = rss_mib(proc.pid)
+    for _cycle in range(3):
+        readers = []
+        for index in range(1000):
+            reader = RawClient(proc.port, rcvbuf=4096)
+            reader.connect(f"{topic}-{index}")  # the same ids each cycle: devices coming back
+            reader.subscribe(f"{topic}/#", 0)
+            readers.append(reader)
+        publish_burst(pub, f"{topic}/a", 1000, 512)  # 500 KiB owed to each, read by none
+        for reader in readers:
+            reader.close()
+        wait_until(lambda: open_fds(proc.pid) <= fds, 30,
+                   lambda: f"the broker still holds {open_fds(proc.pid)} fds")
+
+    def above() -> str:
+        rss = rss_mib(proc.pid)
+        return (f"RSS {rss:.1f} MiB is {rss / baseline - 1:+.1%} of the {baseline:.1f} MiB "
+                "before the slow readers came")
+
+    # Trimmed by the watchdog within a second of the closes: no need to guess how long.
+    wait_until(lambda: rss_mib(proc.pid) <= 1.10 * baseline, 10, above)
+    pub.close()
+
+
+
+def environment(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
+
+
+def test_the_broker_runs_on_glibcs_allocator_unless_told_otherwise(broker_factory):
+    # It re-executes itself (the same process: the PID its supervisor knows) with
+    # PYTHONMALLOC=malloc; an operator's own choice in the environment is kept.
+    assert environment(broker_factory().pid)["PYTHONMALLOC"] == "malloc"
+    chosen = broker_factory(env={"PYTHONMALLOC": "pymalloc"})
+    assert environment(chosen.pid)["PYTHONMALLOC"] == "pymalloc"
+
+
 def test_every_message_a_slow_reader_misses_is_counted_and_logged(broker_factory):
     proc = broker_factory("[limits]\nmax_outbox_bytes = 65536\n\n[log]\n"
                           "drop_log_interval = 0.5\n")
