@@ -147,7 +147,9 @@ def tune_gc() -> None:
     second under durable QoS 1 load and cost 5-10% of the broker's CPU per message.
     No full collection first: at this point it found 0 to 15 unreachable objects among
     22,000-32,000 and cost 5-10 ms of every cold start; freezing those few is cheaper.
-    It runs before the journal is restored, so restored sessions stay collectable."""
+    It runs before the journal is restored, so restored sessions stay collectable. The first
+    trim after a burst of closes unfreezes them again (server/memory.py, release_free_lists):
+    from then on a collection of the oldest generation, rare, scans them too (a few ms)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
 

@@ -22,9 +22,10 @@ hundred objects that any running broker allocates as it goes (a `$SYS` value, a 
 publisher's keepalive deadline) sat in four arenas the burst had filled and kept them, 5 MiB,
 +22 % of the broker at rest. So the broker runs on glibc's allocator (`PYTHONMALLOC=malloc`,
 set by `use_system_allocator` before anything else, by re-executing itself), where such an
-object keeps its page, not its megabyte: +4 % after ten bursts. It costs 4-12 % more CPU per
-message and 4 % more per idle connection (bench/README.md, "Slow readers"); an operator who
-would rather have those sets `PYTHONMALLOC=pymalloc` in the service's environment.
+object keeps its page, not its megabyte: +6-7 % after ten bursts. It costs up to a fifth more
+CPU per message (none for fan-out), 10 % more memory per idle connection and a second
+interpreter start (bench/README.md, "Slow readers", has the A/B); an operator who would
+rather have those sets `PYTHONMALLOC=pymalloc` in the service's environment.
 Page by page, what a burst leaves must still be few objects: before each trim
 `release_free_lists` empties what CPython keeps for reuse (up to 2,000 freed tuples of each
 small size, and the method cache's copies of attribute names), which a burst fills with
@@ -76,8 +77,9 @@ def _glibc() -> bool:
 def release_free_lists() -> None:
     """Free the objects CPython keeps for reuse, so that the pages they sit on can go back.
     A collection of the oldest generation empties the free lists (tuples, floats, lists,
-    dicts); run with every tracked object frozen, it scans nothing, so it costs microseconds
-    where a real full collection took 40-55 ms with 10,000 connections. Unfreezing puts what
+    dicts); run with every tracked object frozen, it scans nothing: 0.2 ms beside 400,000
+    objects, where a real full collection took 38-56 ms with 10,000 connections and a broker's
+    worth of their objects. Unfreezing puts what
     start-up froze (cli.tune_gc) back among the old objects: collections of the oldest
     generation, rare, then scan those ~25,000 too. The method cache keeps a reference to each
     name it was asked for, and gevent asks for `stop` by a fresh string each time a timer
