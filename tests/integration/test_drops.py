@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from support.clients import PahoClient, RawClient, publish_many, unique
@@ -83,12 +84,11 @@ def test_a_subscriber_that_stops_reading_holds_bounded_memory_given_back_when_it
     pub.close()
 
 
-
 def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, what()
@@ -112,7 +112,6 @@ def test_a_thousand_slow_readers_leave_memory_as_they_found_it(broker_factory):
     warm.close()
     fds = open_fds(proc.pid) - 1
     wait_until(lambda: open_fds(proc.pid) <= fds, 10, lambda: "the warm-up is not closed")
-    time.sleep(0.5)  # the same pause as the bench's before its baseline
     baseline = rss_mib(proc.pid)
     for _cycle in range(3):
         readers = []
@@ -135,7 +134,6 @@ def test_a_thousand_slow_readers_leave_memory_as_they_found_it(broker_factory):
     # Trimmed by the watchdog within a second of the closes: no need to guess how long.
     wait_until(lambda: rss_mib(proc.pid) <= 1.10 * baseline, 10, above)
     pub.close()
-
 
 
 def environment(pid: int) -> dict[str, str]:
