@@ -78,12 +78,11 @@ def release_free_lists() -> None:
     """Free the objects CPython keeps for reuse, so that the pages they sit on can go back.
     A collection of the oldest generation empties the free lists (tuples, floats, lists,
     dicts); run with every tracked object frozen, it scans nothing: 0.2 ms beside 400,000
-    objects, where a real full collection took 38-56 ms with 10,000 connections and a broker's
-    worth of their objects. Unfreezing puts what
-    start-up froze (cli.tune_gc) back among the old objects: collections of the oldest
-    generation, rare, then scan those ~25,000 too. The method cache keeps a reference to each
-    name it was asked for, and gevent asks for `stop` by a fresh string each time a timer
-    fires: up to 4,096 strings."""
+    objects, where a real full collection took 38-56 ms with 10,000 connections. Unfreezing
+    puts what start-up froze (cli.tune_gc) back among the old objects: collections of the
+    oldest generation, rare, then scan those ~25,000 too. The method cache keeps a reference
+    to each name it was asked for, and gevent asks for `stop` by a fresh string each time a
+    timer fires: up to 4,096 strings."""
     gc.freeze()
     try:
         gc.collect()

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.clients import PahoClient, RawClient, publish_many, receive_all, unique
+from support.clients import (
+    PahoClient,
+    RawClient,
+    publish_many,
+    read_packets,
+    receive_all,
+    unique,
+)
 from support.cluster import Cluster
 from support.redis import RedisServer
 
@@ -479,7 +486,6 @@ def test_a_dead_nodes_offline_sessions_are_adopted_and_expire(cluster: Cluster) 
                 reaper = node
         if reaper is not None:
             break
-        import time
         time.sleep(0.1)
     assert reaper is not None, "no survivor adopted the session"
     reaper.wait_for_log(r"expired 1 persistent session\(s\): " + cid, timeout=10)
@@ -535,19 +541,7 @@ class _Qos2Receiver:
         """Deliver `count` new messages (then listen `linger` s more); return their payloads."""
         from broker.codec import PubComp, Publish, PubRec, PubRel
         delivered: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        lingering = False
-        while True:
-            if len(delivered) >= count and not lingering:
-                if linger <= 0:
-                    break
-                deadline, lingering = min(deadline, time.monotonic() + linger), True
-            try:
-                packet = raw.recv_packet(max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                if len(delivered) >= count:
-                    break
-                raise
+        for packet in read_packets(raw, lambda: len(delivered) >= count, timeout, linger):
             if isinstance(packet, Publish):
                 assert packet.qos == 2
                 if packet.packet_id in self.awaiting_release:

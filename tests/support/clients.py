@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -242,6 +243,27 @@ def publish_many(raw: RawClient, topic: str, payloads: list[bytes], qos: int = 1
         acked += 1
 
 
+def read_packets(raw: RawClient, enough: Callable[[], bool], timeout: float,
+                 linger: float = 0.0) -> Iterator[Any]:
+    """The packets `raw` receives until `enough()` holds, then for `linger` seconds more;
+    TimeoutError if `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    lingering = False
+    while True:
+        if enough() and not lingering:
+            if linger <= 0:
+                return
+            deadline = min(deadline, time.monotonic() + linger)
+            lingering = True
+        try:
+            packet = raw.recv_packet(max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            if enough():
+                return
+            raise
+        yield packet
+
+
 def receive_all(raw: RawClient, count: int, timeout: float = 20.0,
                 linger: float = 0.0) -> list[Any]:
     """Read PUBLISH packets, acknowledging each (PUBACK, or PUBREC then PUBCOMP via PUBREL),
@@ -250,20 +272,7 @@ def receive_all(raw: RawClient, count: int, timeout: float = 20.0,
     from broker.codec import PubAck, PubComp, Publish, PubRec, PubRel
     got: list[Any] = []
     distinct: set[bytes] = set()
-    deadline = time.monotonic() + timeout
-    lingering = False
-    while True:
-        if len(distinct) >= count and not lingering:
-            if linger <= 0:
-                break
-            deadline = min(deadline, time.monotonic() + linger)
-            lingering = True
-        try:
-            packet = raw.recv_packet(max(0.01, deadline - time.monotonic()))
-        except TimeoutError:
-            if len(distinct) >= count:
-                break
-            raise
+    for packet in read_packets(raw, lambda: len(distinct) >= count, timeout, linger):
         if isinstance(packet, Publish):
             got.append(packet)
             distinct.add(packet.payload)
